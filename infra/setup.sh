@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up the project on a fresh machine that has only Python 3.10+:
+# a virtual environment in .venv with torch (CPU build) and this package installed
+# in editable mode. Idempotent: a second run only checks.
+#
+#   bash infra/setup.sh        # runtime dependencies
+#   bash infra/setup.sh dev    # plus pytest, hypothesis, ruff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+extra=""
+[ "${1:-}" = "dev" ] && extra="[dev]"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating virtual environment .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+# Pin torch so the CPU build is used (an unpinned torch pulls several GB of CUDA wheels).
+echo "[setup] installing torch==2.13.0 and lora-swarm${extra} (editable) into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".${extra}"
+echo "[setup] done: $(.venv/bin/python -c 'import torch, transformers, peft, ray; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, ray {ray.__version__}")')"

@@ -1,0 +1,71 @@
+"""Schema of the level stack's configuration (the ``levels`` config group)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+DEFAULT_LEVELS = ["context", "agent", "swarm", "domain", "foundation"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass
+class LevelsConfig:
+    """How the level stack is laid over a base model.
+
+    Attributes:
+        names: level names, fastest first. Each becomes one write matrix B_l per
+            adapted module; names must be identifiers (they key parameter dicts).
+        rank: R, the number of shared read directions per module (rows of P).
+            Every level writes through the same R directions.
+        scale: s in ``y = W x + s * (sum_l B_l)(P x)``. Kept fixed when the rank
+            grows so that growth preserves the function.
+        seed: seed of the read projections; processes with the same seed, rank and
+            module names build bit-identical P without communicating.
+        target_modules: which modules to adapt. ``None`` picks the defaults of the
+            model family (see ``layers.targets``). Entries match a module's full
+            name or its dotted suffix (as in PEFT); an entry ``re:<regex>`` matches
+            full names by ``re.fullmatch``.
+        dtype: dtype of P and of every B_l (the base keeps its own dtype).
+    """
+
+    names: list[str] = field(default_factory=lambda: list(DEFAULT_LEVELS))
+    rank: int = 40
+    scale: float = 1.0
+    seed: int = 0
+    target_modules: list[str] | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+        names = list(self.names)
+        if not names:
+            raise ValueError("levels.names: at least one level is required")
+        for name in names:
+            if not str(name).isidentifier():
+                raise ValueError(f"levels.names: {name!r} is not an identifier")
+        if len(set(names)) != len(names):
+            raise ValueError(f"levels.names: duplicate level names in {names}")
+        if int(self.rank) < 1:
+            raise ValueError(f"levels.rank: must be >= 1, got {self.rank}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"levels.scale: must be finite and > 0, got {self.scale}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"levels.dtype: {self.dtype!r} is not one of {sorted(DTYPES)}")
+        if self.target_modules is not None and len(self.target_modules) == 0:
+            raise ValueError("levels.target_modules: empty list (use null for the family defaults)")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]

@@ -1,0 +1,249 @@
+"""``LevelStack``: the five-level LoRA stack laid over a frozen HuggingFace causal LM."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from layers.config import LevelsConfig
+from layers.level_linear import LevelLinear
+from layers.projection import projection_digest, read_projection
+from layers.targets import in_out_features, select_targets
+
+if TYPE_CHECKING:
+    from layers.peft_io import ImportReport
+
+
+def _as_config(config: LevelsConfig | Mapping[str, Any] | None) -> LevelsConfig:
+    if config is None:
+        return LevelsConfig()
+    if isinstance(config, LevelsConfig):
+        return dataclasses.replace(config)  # the stack owns its copy (grow() changes rank)
+    values = dict(config)
+    for key in ("names", "target_modules"):
+        if values.get(key) is not None:
+            values[key] = [str(v) for v in values[key]]
+    return LevelsConfig(**values)
+
+
+class LevelStack:
+    """Handle on the level modules injected into one model.
+
+    Build it with :meth:`attach`. The base model's own parameters are frozen; each
+    target module is replaced in place by a :class:`LevelLinear` (PEFT-style, so
+    ``model.parameters()`` lists the B matrices and ``model.to()`` moves them).
+    All levels start at zero, so attaching does not change the model's output.
+    """
+
+    def __init__(self, model: nn.Module, config: LevelsConfig, modules: dict[str, LevelLinear],
+                 frozen: dict[str, bool]) -> None:
+        self.model = model
+        self.config = config
+        self.modules = modules
+        self._requires_grad_before = frozen
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def attach(cls, model: nn.Module, config: LevelsConfig | Mapping[str, Any] | None = None) -> LevelStack:
+        """Freeze ``model`` and wrap its target modules with the level stack.
+
+        Raises:
+            ValueError: the model already carries a stack, a target pattern matches
+                nothing, or the rank exceeds a target's input features.
+        """
+        config = _as_config(config)
+        if any(isinstance(m, LevelLinear) for m in model.modules()):
+            raise ValueError("model already has a level stack attached; call detach() on it first")
+        names = select_targets(model, config.target_modules)
+        for name in names:
+            d_in, _ = in_out_features(model.get_submodule(name))
+            if config.rank > d_in:
+                raise ValueError(f"levels.rank={config.rank} exceeds the input features ({d_in}) of module {name!r}")
+        frozen = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        modules: dict[str, LevelLinear] = {}
+        for name in names:
+            base = model.get_submodule(name)
+            d_in, _ = in_out_features(base)
+            projection = read_projection(config.seed, name, config.rank, d_in)
+            wrapped = LevelLinear(base, projection, config.names, scale=config.scale, dtype=config.torch_dtype)
+            _set_submodule(model, name, wrapped)
+            modules[name] = wrapped
+        return cls(model, config, modules, frozen)
+
+    def detach(self) -> nn.Module:
+        """Put the original modules back, restore their ``requires_grad``; return the model."""
+        for name, module in self.modules.items():
+            _set_submodule(self.model, name, module.base_layer)
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self._requires_grad_before.get(n, p.requires_grad))
+        self.modules = {}
+        return self.model
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.config.names)
+
+    @property
+    def rank(self) -> int:
+        return self.config.rank
+
+    @property
+    def scale(self) -> float:
+        return self.config.scale
+
+    @property
+    def module_names(self) -> list[str]:
+        return list(self.modules)
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        first = next(iter(self.modules.values()), None)
+        return first.enabled if first is not None else ()
+
+    def _check_level(self, level: str) -> None:
+        if level not in self.config.names:
+            raise ValueError(f"unknown level {level!r}; levels are {list(self.config.names)}")
+
+    def parameters(self, levels: Iterable[str] | None = None) -> Iterator[nn.Parameter]:
+        """The B matrices of ``levels`` (all levels when None), module by module."""
+        chosen = list(self.levels if levels is None else levels)
+        for level in chosen:
+            self._check_level(level)
+        for module in self.modules.values():
+            for level in chosen:
+                yield module.B[level]
+
+    def projections(self) -> dict[str, torch.Tensor]:
+        """Each module's read projection P (R x d_in); views, do not modify."""
+        return {name: m.P for name, m in self.modules.items()}
+
+    def projection_digest(self) -> str:
+        """SHA-256 of every P: equal digests mean two processes share the read space."""
+        return projection_digest(self.projections())
+
+    def num_parameters(self, level: str | None = None) -> int:
+        return sum(p.numel() for p in self.parameters(None if level is None else [level]))
+
+    # ------------------------------------------------------------------ switches
+    def set_enabled(self, levels: Iterable[str]) -> tuple[str, ...]:
+        """Run with only ``levels`` in the sum (any subset, even empty); returns the previous set."""
+        chosen = tuple(levels)
+        for level in chosen:
+            self._check_level(level)
+        chosen = tuple(level for level in self.levels if level in chosen)  # stack order
+        previous = self.enabled
+        for module in self.modules.values():
+            module.enabled = chosen
+        return previous
+
+    def set_trainable(self, levels: Iterable[str]) -> None:
+        """``requires_grad`` on the B matrices of ``levels`` only."""
+        chosen = set(levels)
+        for level in chosen:
+            self._check_level(level)
+        for module in self.modules.values():
+            for level, b in module.B.items():
+                b.requires_grad_(level in chosen)
+
+    # ------------------------------------------------------------------ state
+    def level_state(self, level: str) -> dict[str, torch.Tensor]:
+        """Detached copies of one level's B, keyed by module name (each d_out x R)."""
+        self._check_level(level)
+        return {name: m.B[level].detach().clone() for name, m in self.modules.items()}
+
+    def load_level_state(self, level: str, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
+        """Overwrite one level's B from ``state`` (module name -> d_out x R tensor).
+
+        Everything is validated before anything is written, so a rejected state
+        leaves the level untouched.
+
+        Raises:
+            ValueError: unknown level or module, missing module (when ``strict``),
+                a non-tensor, wrong shape or dtype, or a NaN/Inf entry; the message
+                names the module.
+        """
+        self._check_level(level)
+        for name, value in state.items():
+            if name not in self.modules:
+                raise ValueError(f"load_level_state({level!r}): unknown module {name!r}")
+            target = self.modules[name].B[level]
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"load_level_state({level!r}): {name!r} is a {type(value).__name__}, not a tensor")
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"load_level_state({level!r}): {name!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(target.shape)}"
+                )
+            if value.dtype != target.dtype:
+                raise ValueError(
+                    f"load_level_state({level!r}): {name!r} has dtype {value.dtype}, expected {target.dtype}"
+                )
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"load_level_state({level!r}): {name!r} contains NaN or Inf")
+        if strict:
+            missing = [n for n in self.modules if n not in state]
+            if missing:
+                raise ValueError(f"load_level_state({level!r}): missing {len(missing)} module(s), first {missing[0]!r}")
+        with torch.no_grad():
+            for name, value in state.items():
+                self.modules[name].B[level].copy_(value)
+
+    def reset_level(self, level: str) -> None:
+        """Zero one level (e.g. the context level at a context boundary)."""
+        self._check_level(level)
+        with torch.no_grad():
+            for module in self.modules.values():
+                module.B[level].zero_()
+
+    # ------------------------------------------------------------------ growth
+    def grow(self, new_rank: int) -> None:
+        """Raise the rank R to ``new_rank``, preserving the function exactly.
+
+        New rows of P are the deterministic continuation of the old ones (old rows
+        are kept as they are); every B_l gets zero columns. The B parameters keep
+        their identity but change shape: rebuild any optimizer afterwards.
+        """
+        if new_rank <= self.rank:
+            raise ValueError(f"grow: new rank {new_rank} must exceed the current rank {self.rank}")
+        for name, module in self.modules.items():
+            if new_rank > module.in_features:
+                raise ValueError(f"grow: rank {new_rank} exceeds the input features ({module.in_features}) of {name!r}")
+        with torch.no_grad():
+            for name, module in self.modules.items():
+                rows = read_projection(self.config.seed, name, new_rank, module.in_features, start=self.rank)
+                module.P = torch.cat([module.P, rows.to(module.P)], dim=0)  # (R', d_in)
+                for b in module.B.values():
+                    pad = b.new_zeros(b.shape[0], new_rank - self.rank)
+                    b.data = torch.cat([b.data, pad], dim=1)  # (d_out, R')
+                    b.grad = None
+        self.config.rank = new_rank
+
+    # ------------------------------------------------------------------ interop
+    def export_peft(self, level: str, directory: str | Path, *, base_model_name_or_path: str | None = None) -> Path:
+        """Write one level as a standard PEFT LoRA adapter directory (see ``layers.peft_io``)."""
+        from layers.peft_io import export_peft
+
+        return export_peft(self, level, directory, base_model_name_or_path=base_model_name_or_path)
+
+    def import_peft(self, level: str, directory: str | Path, strength: float = 1.0) -> ImportReport:
+        """Project a PEFT LoRA adapter into ``level``; ``float(report)`` is the energy fraction kept."""
+        from layers.peft_io import import_peft
+
+        if not math.isfinite(strength):
+            raise ValueError(f"import_peft: strength must be finite, got {strength}")
+        return import_peft(self, level, directory, strength=strength)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

@@ -1,0 +1,207 @@
+"""Configuration: dataclass schemas, YAML groups under ``configs/``, dot-list overrides.
+
+A primary config (``configs/<name>.yaml`` or any YAML path) may start with a
+``defaults`` list naming one option per group, e.g. ``- model: tiny_llama``, which
+loads ``configs/model/tiny_llama.yaml`` into the ``model`` key. Then come the primary
+file's own keys, then command-line overrides: ``levels.rank=32`` sets a value,
+``model=tiny_gpt2`` picks another group option. Every source is merged into the
+schema one at a time, so an error names the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from agents.model import ModelConfig
+from layers.config import LevelsConfig
+
+DEFAULT_CONFIG = "demo"
+
+
+class ConfigError(ValueError):
+    """A configuration could not be loaded; the message names the source and key."""
+
+
+@dataclass
+class DemoConfig:
+    """The single-process demo (``swarm demo``): two fast levels learn a byte stream.
+
+    Attributes:
+        packages: stdlib packages whose source files form the stream (a file = a context).
+        steps: optimizer steps in total.
+        steps_per_context: steps on one file before the context boundary (context reset).
+        batch_size, seq_len: windows of bytes per step.
+        lr_context, lr_agent: AdamW learning rates of the two trained levels.
+        eval_every: steps between held-out evaluations.
+        eval_windows: held-out windows per evaluation.
+        grow_by: rank added at the end to show function-preserving growth (0: skip).
+        seed: data-sampling seed.
+        out_dir: where metrics and the exported adapter go.
+    """
+
+    packages: list[str] = field(default_factory=lambda: ["json", "email"])
+    steps: int = 300
+    steps_per_context: int = 20
+    batch_size: int = 8
+    seq_len: int = 128
+    lr_context: float = 3e-3
+    lr_agent: float = 1e-3
+    eval_every: int = 50
+    eval_windows: int = 32
+    grow_by: int = 8
+    seed: int = 0
+    out_dir: str = "runs/demo"
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "steps_per_context", "batch_size", "seq_len", "eval_every", "eval_windows"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"demo.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("lr_context", "lr_agent"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"demo.{key}: must be > 0, got {getattr(self, key)}")
+        if self.grow_by < 0:
+            raise ValueError(f"demo.grow_by: must be >= 0, got {self.grow_by}")
+        if not self.packages:
+            raise ValueError("demo.packages: at least one stdlib package is required")
+
+
+@dataclass
+class SwarmConfig:
+    """The whole resolved configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    levels: LevelsConfig = field(default_factory=LevelsConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+def config_dir() -> Path:
+    """``$SWARM_CONFIG_DIR``, else the ``configs/`` of this checkout, else the packaged copy."""
+    env = os.environ.get("SWARM_CONFIG_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "configs"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "_configs"
+
+
+def groups() -> list[str]:
+    """Config groups: sections of the schema that have a directory under ``configs/``."""
+    root = config_dir()
+    return [name for name in SwarmConfig.__dataclass_fields__ if (root / name).is_dir()]
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def resolve_path(config: str | Path | None) -> Path:
+    """The YAML file of a config given by path or by name under ``configs/``."""
+    name = DEFAULT_CONFIG if config is None else str(config)
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = config_dir() / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    available = sorted(p.stem for p in config_dir().glob("*.yaml"))
+    raise ConfigError(f"config {name!r} not found: neither a YAML file nor {candidate} (available: {available})")
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: file not found") from e
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        reason = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"{source}: key {key!r}: {reason}") from None
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    known_groups = set(groups())
+    picks: dict[str, str] = {}
+    values: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"command line: override {item!r} must look like key=value")
+        if key in known_groups:
+            picks[key] = value
+        else:
+            values.append(item)
+    return picks, values
+
+
+def _defaults(primary: DictConfig, path: Path) -> dict[str, str]:
+    entries = primary.pop("defaults", None) or []
+    picks: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, DictConfig) or len(entry) != 1:
+            raise ConfigError(f"{path}: key 'defaults': each entry must be one 'group: option' pair, got {entry}")
+        (group, option), = entry.items()
+        picks[str(group)] = str(option)
+    return picks
+
+
+def compose(config: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Schema <- group files <- primary file <- overrides, as a validated-type DictConfig."""
+    path = resolve_path(config)
+    primary = _load_yaml(path)
+    cli_picks, values = _split_overrides(overrides)
+    picks = {**_defaults(primary, path), **cli_picks}
+    merged = OmegaConf.structured(SwarmConfig)
+    for group, option in picks.items():
+        if group not in groups():
+            raise ConfigError(f"{path}: key 'defaults': {group!r} is not a config group (groups: {groups()})")
+        group_file = config_dir() / group / f"{option}.yaml"
+        if not group_file.is_file():
+            raise ConfigError(f"config group {group!r}: {group_file} not found (options: {group_options(group)})")
+        merged = _merge(merged, {group: _load_yaml(group_file)}, str(group_file))
+    merged = _merge(merged, primary, str(path))
+    try:
+        cli = OmegaConf.from_dotlist(values)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"command line: {e}") from None
+    return _merge(merged, cli, "command line")
+
+
+def load_config(config: str | Path | None = None, overrides: Sequence[str] = ()) -> SwarmConfig:
+    """Load, merge and validate a config; see the module docstring.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown key, wrong type or invalid
+            value; the message names the file (or "command line") and the key.
+    """
+    merged = compose(config, overrides)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{resolve_path(config)}: key {key!r}: {str(getattr(e, 'msg', e)).splitlines()[0]}") from None
+    except ValueError as e:
+        raise ConfigError(f"{resolve_path(config)} + overrides: {e}") from None
+
+
+def to_yaml(cfg: SwarmConfig) -> str:
+    """The resolved config as YAML (what ``swarm config show`` prints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

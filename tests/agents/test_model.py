@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from agents.model import ByteTokenizer, ModelConfig, build_model
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_build_from_config_is_deterministic(arch):
+    cfg = ModelConfig(arch=arch, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
+    a, b = build_model(cfg), build_model(cfg)
+    assert a.config.vocab_size == 256 and not a.training
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_default_tiny_llama_size():
+    n = sum(p.numel() for p in build_model(ModelConfig()).parameters())
+    assert 1_000_000 < n < 10_000_000
+
+
+def test_local_checkpoint_loads(tmp_path):
+    cfg = ModelConfig(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=96)
+    model = build_model(cfg)
+    model.save_pretrained(tmp_path)
+    loaded = build_model(ModelConfig(name_or_path=str(tmp_path)))
+    x = torch.randint(0, 256, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits)
+
+
+def test_remote_name_is_refused():
+    with pytest.raises(ValueError, match="not a local directory"):
+        build_model(ModelConfig(name_or_path="meta-llama/Llama-3-8B"))
+
+
+def test_bad_shape_is_rejected():
+    with pytest.raises(ValueError, match="divisible by model.num_heads"):
+        ModelConfig(hidden_size=66, num_heads=4)
+
+
+def test_byte_tokenizer_round_trip():
+    tok = ByteTokenizer()
+    text = "def f(x):\n    return 'é'\n"
+    ids = tok.encode(text)
+    assert max(ids) < 256 and tok.decode(ids) == text

@@ -1,0 +1,35 @@
+import json
+import subprocess
+import sys
+
+from swarm.cli import main
+
+
+def test_config_show_prints_resolved_config(capsys):
+    assert main(["config", "show", "demo", "levels.rank=24", "model=tiny_gpt2"]) == 0
+    out = capsys.readouterr().out
+    assert "rank: 24" in out and "arch: gpt2" in out and "defaults" not in out
+
+
+def test_config_error_exits_2_with_message(capsys):
+    assert main(["config", "show", "levels.rnak=1"]) == 2
+    assert "config error" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "swarm", "config", "show"], capture_output=True, text=True, check=True)
+    assert "names:" in out.stdout
+
+
+def test_demo_learns_and_round_trips(tmp_path, capsys):
+    """A short real demo: held-out bits/byte of the agent level drop below the base's."""
+    code = main(["demo", "--quiet", "demo.steps=30", "demo.eval_every=15", "demo.steps_per_context=10",
+                 "demo.packages=[json]", "demo.eval_windows=8", "model.num_layers=2", "levels.rank=16",
+                 f"demo.out_dir={tmp_path}"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    bpb = metrics["held_out_bpb"]
+    assert bpb["agent"] < bpb["base"] - 0.5
+    assert metrics["peft_roundtrip_max_abs_logit_diff"] < 1e-5
+    assert metrics["growth_max_abs_logit_diff"] < 1e-5 and metrics["rank"] == 24
+    assert (tmp_path / "adapter_agent" / "adapter_model.safetensors").is_file()
