@@ -149,7 +149,7 @@ def run_demo(cfg: SwarmConfig, *, progress: bool = True) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
-    table = Table(title="held-out bits per byte (lower is better)")
+    table = Table(title="held-out bits/byte")
     table.add_column("levels enabled")
     table.add_column("bits/byte", justify="right")
     for name, value in final.items():
