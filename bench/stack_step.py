@@ -9,8 +9,11 @@ Arms, on the same tiny Llama, batch and target modules, all with AdamW:
   peft_five   five PEFT LoRA adapters of rank R/5, all active and trainable
 A step is forward + cross-entropy + backward + optimizer step. Arms are interleaved
 round by round so machine noise hits them alike; the median step time is reported.
-Memory is counted exactly rather than sampled: bytes saved for backward during the
-forward (unique storages) plus trainable parameters, gradients and AdamW state.
+Memory, counted exactly rather than sampled (a CPU has no allocator peak counter, and
+RSS hides a step's allocations behind the allocator's cache): bytes saved for backward
+during the forward (unique storages), and trainable state (parameters + gradients +
+AdamW moments). Their sum bounds what an arm holds at its peak beyond the frozen model
+and the transient buffers of single ops, which all arms share.
 Writes bench/results/stack_step.json (with "ratios" and "targets") and .md.
 """
 
@@ -88,8 +91,9 @@ def memory(model, opt, batch) -> dict:
     state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
     params = sum(p.numel() * p.element_size() for p in trainable)
     opt.zero_grad(set_to_none=True)
-    return {"saved_activation_bytes": sum(storages.values()), "trainable_params": sum(p.numel() for p in trainable),
-            "trainable_state_bytes": 2 * params + state}
+    saved = sum(storages.values())
+    return {"saved_activation_bytes": saved, "trainable_params": sum(p.numel() for p in trainable),
+            "trainable_state_bytes": 2 * params + state, "peak_training_bytes": saved + 2 * params + state}
 
 
 def make_base_floor(cfg: ModelConfig):
@@ -113,9 +117,11 @@ def measure(arms: dict, batch: torch.Tensor, warmup: int, rounds: int, per_round
                 step(model, opts[name], batch)
                 times[name].append(time.perf_counter() - t0)
     median = {k: statistics.median(v) for k, v in times.items()}
+    quartiles = {k: statistics.quantiles(v, n=4) for k, v in times.items()}  # [p25, p50, p75]
     floor = median["base_floor"]
     return {
         "step_seconds_median": median,
+        "step_seconds_p25_p75": {k: [q[0], q[2]] for k, q in quartiles.items()},
         "step_seconds_all": times,
         "memory": {k: memory(m, opts[k], batch) for k, m in arms.items() if k != "base_floor"},
         "ratios": {"stack_over_peft_single": median["stack"] / median["peft_single"],
@@ -135,14 +141,17 @@ def markdown(result: dict) -> str:
     for shape, r in result["by_shape"].items():
         med, mem = r["step_seconds_median"], r["memory"]
         lines += [f"## batch {shape}", "",
-                  "| arm | median step (ms) | vs stack | trainable params | trainable state (MB) "
-                  "| saved activations (MB) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| arm | median step (ms) | p25-p75 (ms) | vs stack | trainable params | trainable state (MB) "
+                  "| saved activations (MB) | peak training memory (MB) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, t in med.items():
             m = mem.get(name)
             extra = (f"{m['trainable_params']:,} | {m['trainable_state_bytes'] / 2**20:.1f} | "
-                     f"{m['saved_activation_bytes'] / 2**20:.1f}") if m else "- | - | -"
-            lines.append(f"| {name} | {t * 1e3:.1f} | {t / med['stack']:.2f}x | {extra} |")
+                     f"{m['saved_activation_bytes'] / 2**20:.1f} | {m['peak_training_bytes'] / 2**20:.1f}") if m \
+                else "- | - | - | -"
+            lo, hi = r["step_seconds_p25_p75"][name]
+            spread = f"{lo * 1e3:.0f}-{hi * 1e3:.0f}"
+            lines.append(f"| {name} | {t * 1e3:.1f} | {spread} | {t / med['stack']:.2f}x | {extra} |")
         o = r["adapter_overhead_ratios"]
         lines += ["", f"adapter overhead above base_floor: stack/peft_single {o['stack_over_peft_single']:.2f}, "
                   f"stack/peft_five {o['stack_over_peft_five']:.2f}", ""]

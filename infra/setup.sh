@@ -17,5 +17,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Pin torch so the CPU build is used (an unpinned torch pulls several GB of CUDA wheels).
 echo "[setup] installing torch==2.13.0 and lora-swarm${extra} (editable) into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".${extra}"
+.venv/bin/python -m pip install --disable-pip-version-check --progress-bar on "torch==2.13.0" -e ".${extra}"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, transformers, peft, ray; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, ray {ray.__version__}")')"
