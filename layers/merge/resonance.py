@@ -1,0 +1,169 @@
+"""The resonance merge: coherence-gated robust merging (DESIGN section 4).
+
+Per coordinate j, for K pushes g_k with weights w_k (W = sum w):
+
+0. bounded influence: centered clipping around the server momentum v with radius
+   ``c = rho * median_k ||g_k - v||``:  ``g_hat = v + (1/W) sum_k w_k clip_c(g_k - v)``
+1. one agent one vote:  ``V_j = sum_k w_k sign(g_kj)``,  agreement ``m_j = |V_j| / W``
+   (elect, on by default: ``g_hat_j = 0`` where ``sign(g_hat_j) != sign(V_j)``)
+2. gain ``G(m) = leak`` if ``m < tau``, else ``1 + beta (m - tau) / (1 - tau)``, with
+   ``tau = min(max(z / sqrt(K_eff), eps_max + delta), tau_max)``, ``K_eff = W^2 / sum w^2``
+3. ``u = g_hat * G(m)``, rescaled to norm ``kappa * ||g_hat||`` (the norm budget).
+
+After the call, ``v <- momentum * v + (1 - momentum) * g_hat`` (momentum 0: the centre
+is the previous robust estimate, as in centered clipping).
+
+Two streaming passes over the inputs: dot products for the distances, then the
+clipped sum and the vote. Extra memory is a fixed number of d-sized buffers (kept
+between calls, so large merges do not page-fault fresh memory), never K x d.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from layers.merge.base import Aggregator
+
+
+@dataclass
+class ResonanceConfig:
+    """Constants of the resonance merge (defaults from DESIGN section 4).
+
+    Attributes:
+        rho: clipping radius as a multiple of the median distance to the centre.
+        z: one-sided sign-test quantile (1.645: 5%).
+        delta: margin of tau above the assumed attacker fraction eps_max.
+        leak: gain of coordinates below the agreement threshold.
+        beta: extra gain at full agreement (gain capped at 1 + beta).
+        eps_max: largest attacker weight fraction the gate is certified against.
+        tau_max: cap on tau (must be < 1).
+        kappa: norm budget: ||u|| = kappa * ||g_hat||.
+        momentum: server momentum of the clipping centre v.
+        elect: zero the robust estimate where its sign disagrees with the vote.
+    """
+
+    rho: float = 1.0
+    z: float = 1.645
+    delta: float = 0.05
+    leak: float = 0.25
+    beta: float = 1.0
+    eps_max: float = 0.2
+    tau_max: float = 0.9
+    kappa: float = 1.0
+    momentum: float = 0.0
+    elect: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "rho": self.rho > 0, "z": self.z >= 0, "delta": self.delta >= 0, "leak": 0 <= self.leak <= 1,
+            "beta": self.beta >= 0, "eps_max": 0 <= self.eps_max < 1, "tau_max": 0 < self.tau_max < 1,
+            "kappa": self.kappa > 0, "momentum": 0 <= self.momentum < 1,
+        }
+        for key, ok in checks.items():
+            if not ok or not math.isfinite(float(getattr(self, key))):
+                raise ValueError(f"merge.resonance.{key}: invalid value {getattr(self, key)!r}")
+
+
+def threshold(k_eff: float, cfg: ResonanceConfig) -> float:
+    """The agreement threshold tau for K_eff effective voters."""
+    return min(max(cfg.z / math.sqrt(k_eff), cfg.eps_max + cfg.delta), cfg.tau_max)
+
+
+class ResonanceAggregator(Aggregator):
+    """Coherence-gated robust merge; stateful (the clipping centre v)."""
+
+    name = "resonance"
+
+    def __init__(self, config: ResonanceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ResonanceConfig()
+        self.center: list[Tensor] | None = None  # v, one 1-D float32 tensor per part
+        self._scratch: dict[tuple[int, int], Tensor] = {}  # reused d-sized buffers: no page faults per call
+        self._centered = False
+
+    def _buffer(self, slot: int, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        buf = self._scratch.get((slot, n))
+        if buf is None:
+            buf = self._scratch[(slot, n)] = torch.empty(n, dtype=dtype)
+        return buf
+
+    def _aggregate(self, parts: list[list[Tensor]], weights: Tensor) -> list[Tensor]:
+        cfg = self.config
+        k = len(parts)
+        sizes = [t.numel() for t in parts[0]]
+        if self.center is None or [c.numel() for c in self.center] != sizes:
+            self.center = [torch.zeros(n, dtype=torch.float32) for n in sizes]
+            self._scratch.clear()
+            self._centered = False
+        centered = self._centered  # False until the first merge: v = 0, skip its terms
+        w = weights.tolist()
+        total = float(weights.sum())
+        k_eff = total**2 / float((weights**2).sum())
+        tau = threshold(k_eff, cfg)
+
+        # pass 1: ||g_k - v||^2 = g.g - 2 g.v + v.v, by dot products (no temporaries)
+        sq = [0.0] * k
+        for i, v in enumerate(self.center):
+            vv = float(torch.dot(v, v)) if centered else 0.0
+            for j in range(k):
+                g = parts[j][i].float()
+                sq[j] += float(torch.dot(g, g)) + vv - (2 * float(torch.dot(g, v)) if centered else 0.0)
+        dist = torch.tensor(sq, dtype=torch.float64).clamp_min(0).sqrt()
+        radius = cfg.rho * float(torch.quantile(dist, 0.5))
+        scale = [1.0 if d <= radius or d == 0 else radius / d for d in dist.tolist()]
+        coef = [w[j] * scale[j] / total for j in range(k)]
+
+        # pass 2: clipped mean and sign vote, into reused buffers
+        outs, norm_hat_sq = [], 0.0
+        gated = elected_out = agreement = 0.0
+        for i, v in enumerate(self.center):
+            n = sizes[i]
+            u, vote, tmp = torch.zeros(n), self._buffer(0, n).zero_(), self._buffer(1, n)
+            for j in range(k):
+                g = parts[j][i].float()
+                u.add_(g, alpha=coef[j])  # sum_k w_k s_k g_k / W
+                vote.add_(torch.sign(g, out=tmp), alpha=w[j])
+            if centered:
+                u.add_(v, alpha=1 - sum(coef))  # g_hat = v + sum_k w_k s_k (g_k - v) / W
+            if cfg.elect:  # keep g_hat only where its sign is the vote's
+                nonzero = float(torch.count_nonzero(u))
+                u.mul_(torch.mul(u, vote, out=tmp).gt_(0))
+                elected_out += nonzero - float(torch.count_nonzero(u))
+            norm_hat_sq += float(torch.dot(u, u))
+            v.mul_(cfg.momentum).add_(u, alpha=1 - cfg.momentum)  # next centre, from g_hat
+            gain = torch.abs(vote, out=tmp).div_(total)  # agreement m in [0, 1]
+            agreement += float(gain.sum())
+            gain.sub_(tau).mul_(cfg.beta / (1 - tau)).add_(1)  # 1 + beta (m - tau) / (1 - tau)
+            below = torch.lt(gain, 1, out=self._buffer(2, n, torch.bool))  # m < tau <=> gain < 1
+            gated += float(torch.count_nonzero(below))
+            gain.masked_fill_(below, cfg.leak)
+            outs.append(u.mul_(gain))  # u = g_hat * G(m), in place
+
+        # norm budget: ||u|| = kappa * ||g_hat||
+        norm_u = math.sqrt(sum(float(torch.dot(t, t)) for t in outs))
+        budget = cfg.kappa * math.sqrt(norm_hat_sq) / norm_u if norm_u > 0 else 0.0
+        for t in outs:
+            t.mul_(budget)
+        self._centered = True
+        d = float(sum(sizes))
+        self.stats.update(tau=tau, radius=radius, clipped=sum(s < 1 for s in scale) / k,
+                          gated_fraction=gated / d, elected_out_fraction=elected_out / d,
+                          mean_agreement=agreement / d, budget_scale=budget)
+        return outs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"center": [c.clone() for c in self.center] if self.center is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        center = state.get("center")
+        if center is not None and not all(isinstance(c, Tensor) and c.ndim == 1 for c in center):
+            raise ValueError("resonance state: 'center' must be a list of 1-D tensors")
+        self.center = [c.clone().float() for c in center] if center is not None else None
+        self._scratch.clear()
+        self._centered = center is not None
