@@ -66,8 +66,14 @@ def test_gated_coordinates_carry_the_honest_majority_sign(data, k_honest, d):
     k_eff = (k_honest + k_attack)
     tau = threshold(k_eff, cfg)
     assume(k_attack / (k_honest + k_attack) < tau)
-    attack = [torch.tensor(data.draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=d, max_size=d)))
-              for _ in range(k_attack)]
+    if data.draw(st.booleans()):  # arbitrary values
+        attack = [torch.tensor(data.draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=d, max_size=d)))
+                  for _ in range(k_attack)]
+    else:  # targeted: all of an honest-sized norm on one coordinate, against the honest sign
+        j = data.draw(st.integers(0, d - 1))
+        norm = float(torch.stack(honest).norm(dim=1).median())
+        target = -torch.sign(torch.stack(honest).sum(0)[j]) * norm
+        attack = [torch.nn.functional.one_hot(torch.tensor(j), d).float() * target for _ in range(k_attack)]
     xs = honest + attack
     out = ResonanceAggregator(cfg).aggregate(xs, weights)
     agreement = torch.stack([torch.sign(x) for x in xs]).sum(0).abs() / len(xs)
@@ -75,6 +81,18 @@ def test_gated_coordinates_carry_the_honest_majority_sign(data, k_honest, d):
     passed = agreement >= tau
     ok = (torch.sign(out) == honest_sign) | (out == 0)
     assert bool(ok[passed].all()), (out, honest_sign, passed)
+
+
+def test_targeted_attack_inside_the_radius_cannot_flip_a_gated_coordinate():
+    """9 honest pushes, slightly positive on coordinate 0; 2 attackers put their whole (honest-sized)
+    norm on -coordinate 0. The vote passes (m = 7/11 > tau) but the clipped mean is negative there:
+    the elect step must zero it rather than let the attackers' sign through."""
+    honest = [torch.tensor([0.1, 1.0, 1.0, 1.0, 1.0]) + 0.01 * x for x in torch.randn(9, 5)]
+    attack = [torch.tensor([-2.0, 0.0, 0.0, 0.0, 0.0])] * 2
+    out = ResonanceAggregator().aggregate(honest + attack)
+    assert float(out[0]) >= 0
+    unelected = ResonanceAggregator(ResonanceConfig(elect=False)).aggregate(honest + attack)
+    assert float(unelected[0]) < 0  # the failure the elect step prevents
 
 
 def test_gain_amplifies_coherent_coordinates_within_the_norm_budget():
