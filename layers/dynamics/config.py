@@ -1,0 +1,142 @@
+"""Constants of a level's dynamics (the ``dynamics`` config group), with DESIGN section 6 defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def _check(prefix: str, **conditions: bool) -> None:
+    for key, ok in conditions.items():
+        if not ok:
+            raise ValueError(f"{prefix}.{key}: invalid value")
+
+
+@dataclass
+class ViscosityConfig:
+    """Two sign buckets per parameter: r+ builds with positive moves, r- with negative ones.
+
+    A move against r is divided by (1 + r); each move against a bucket multiplies it by
+    (1 - deplete). ``build`` is added per move, up to ``max_resistance``.
+    """
+
+    enabled: bool = True
+    build: float = 0.1
+    deplete: float = 0.3
+    max_resistance: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check("dynamics.viscosity", build=self.build >= 0, deplete=0 <= self.deplete <= 1,
+               max_resistance=self.max_resistance >= 0)
+
+
+@dataclass
+class TemperatureConfig:
+    """Per-parameter temperature T in [0, 1]: EMA (rate ``heat``) of |drive| / the level's drive
+    RMS (itself an EMA), capped at 1: a block the level's drive leaves alone cools.
+
+    Mobility is ``floor + (1 - floor) T``. A parameter with T < ``freeze`` is frozen; a block
+    (one module's B) with more than ``crystal_fraction`` of its parameters frozen is
+    crystallised and its moves are divided by ``crystal_divisor``. The level asks to grow
+    when more than ``growth_fraction`` of its blocks are crystallised.
+    """
+
+    enabled: bool = True
+    heat: float = 0.1
+    floor: float = 0.1
+    freeze: float = 1 / math.e
+    crystal_fraction: float = 1 - 1 / math.e
+    crystal_divisor: float = 10.0
+    growth_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check("dynamics.temperature", heat=0 < self.heat <= 1, floor=0 <= self.floor <= 1,
+               freeze=0 <= self.freeze <= 1, crystal_fraction=0 <= self.crystal_fraction <= 1,
+               crystal_divisor=self.crystal_divisor >= 1, growth_fraction=0 <= self.growth_fraction <= 1)
+
+
+@dataclass
+class PhaseConfig:
+    """Activity a = EMA (rate ``rate``) of 1[|drive| > noise floor]; the level's noise floor is
+    ``noise_factor`` x the EMA of the level's drive RMS. SCREENED when a > ``theta_on``, FREE when a < ``theta_off``
+    (hysteresis). Each step FREE parameters shrink by ``free_decay``, SCREENED by ``screened_decay``.
+    """
+
+    enabled: bool = True
+    rate: float = 0.1
+    noise_factor: float = 1.0
+    theta_on: float = 0.5
+    theta_off: float = 0.2
+    free_decay: float = 0.01
+    screened_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check("dynamics.phase", rate=0 < self.rate <= 1, noise_factor=self.noise_factor > 0,
+               theta_on=0 < self.theta_on < 1, theta_off=0 <= self.theta_off < self.theta_on,
+               free_decay=0 <= self.free_decay < 1, screened_decay=0 <= self.screened_decay < 1)
+
+
+@dataclass
+class MassConfig:
+    """Mass m grows by the coherent contributions each update carries and leaks by ``leak`` per
+    step; moves are divided by (1 + m / ``half``): a level driven by many agents is slow.
+    """
+
+    enabled: bool = True
+    half: float = 100.0
+    leak: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check("dynamics.mass", half=self.half > 0, leak=0 <= self.leak < 1)
+
+
+@dataclass
+class SyncConfig:
+    """Event-driven push: coherence sum|EMA(u)| / sum EMA(|u|) above z / sqrt(N_eff(t)),
+    within [``min_interval``, ``max_interval``] steps since the last push; EMA rate 1 - ``rho``.
+    """
+
+    enabled: bool = True
+    rho: float = 0.9
+    z: float = 1.645
+    min_interval: int = 1
+    max_interval: int = 100
+
+    def __post_init__(self) -> None:
+        _check("dynamics.sync", rho=0 <= self.rho < 1, z=self.z >= 0, min_interval=self.min_interval >= 1,
+               max_interval=self.max_interval >= self.min_interval)
+
+
+@dataclass
+class HomeostasisConfig:
+    """Bands for the screened fraction and the spectral entropy of B; per window the phase
+    thresholds (screened fraction) and the free decay (entropy) move by a factor ``gain``.
+    """
+
+    enabled: bool = True
+    screened_low: float = 0.05
+    screened_high: float = 0.5
+    entropy_low: float = 0.3
+    entropy_high: float = 0.9
+    gain: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check("dynamics.homeostasis", screened_low=0 <= self.screened_low < self.screened_high,
+               screened_high=self.screened_high <= 1, entropy_low=0 <= self.entropy_low < self.entropy_high,
+               entropy_high=self.entropy_high <= 1, gain=0 < self.gain < 1)
+
+
+@dataclass
+class DynamicsConfig:
+    """Everything that shapes how one level moves. ``lr`` scales every update."""
+
+    lr: float = 1.0
+    viscosity: ViscosityConfig = field(default_factory=ViscosityConfig)
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
+    mass: MassConfig = field(default_factory=MassConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    homeostasis: HomeostasisConfig = field(default_factory=HomeostasisConfig)
+
+    def __post_init__(self) -> None:
+        _check("dynamics", lr=math.isfinite(self.lr) and self.lr > 0)
