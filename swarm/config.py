@@ -22,6 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.model import ModelConfig
 from layers.config import LevelsConfig
+from layers.dynamics import DynamicsConfig
+from layers.merge import MergeConfig
 
 DEFAULT_CONFIG = "demo"
 
@@ -79,6 +81,8 @@ class SwarmConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     levels: LevelsConfig = field(default_factory=LevelsConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 

@@ -12,6 +12,7 @@ from layers.merge.baselines import (
     Ties,
     TrimmedMean,
 )
+from layers.merge.config import MergeConfig, build_aggregator
 from layers.merge.resonance import ResonanceAggregator, ResonanceConfig, threshold
 
 AGGREGATORS: dict[str, type[Aggregator]] = {
@@ -28,6 +29,6 @@ def make_aggregator(name: str, **kwargs) -> Aggregator:
     return AGGREGATORS[name](**kwargs)
 
 
-__all__ = ["AGGREGATORS", "Aggregator", "AndMask", "CenteredClipping", "CoordinateMedian", "Krum",
+__all__ = ["AGGREGATORS", "Aggregator", "AndMask", "CenteredClipping", "CoordinateMedian", "Krum", "MergeConfig",
            "MeanAggregator", "MultiKrum", "ResonanceAggregator", "ResonanceConfig", "SignMajority", "Ties",
-           "TrimmedMean", "make_aggregator", "threshold"]
+           "TrimmedMean", "build_aggregator", "make_aggregator", "threshold"]

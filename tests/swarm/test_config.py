@@ -45,6 +45,14 @@ def test_overrides_and_group_selection():
     assert cfg.model.arch == "gpt2" and cfg.demo.packages == ["json"]
 
 
+@pytest.mark.parametrize("option", group_options("merge"))
+def test_every_merge_option_builds_its_aggregator(option):
+    from layers.merge import build_aggregator
+
+    cfg = load_config(None, [f"merge={option}"])
+    assert build_aggregator(cfg.merge).name == cfg.merge.aggregator
+
+
 def test_yaml_path_is_accepted(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("defaults:\n  - model: tiny_gpt2\nlevels:\n  rank: 12\n")
@@ -62,6 +70,9 @@ def test_yaml_path_is_accepted(tmp_path):
         (["levels.names=[a,a]"], r"levels\.names: duplicate"),
         (["levels.dtype=float8"], r"levels\.dtype: 'float8' is not one of"),
         (["model.arch=rnn"], r"model\.arch: 'rnn' is not one of"),
+        (["dynamics.phase.theta_off=0.9"], r"dynamics\.phase\.theta_off: invalid value"),
+        (["merge.aggregator=avg"], r"merge\.aggregator: 'avg' is not one of"),
+        (["merge.resonance.tau_max=1.5"], r"merge\.resonance\.tau_max: invalid value"),
         (["model=nope"], r"config group 'model': .*nope\.yaml not found \(options: \["),
         (["rank"], r"override 'rank' must look like key=value"),
     ],
