@@ -118,6 +118,19 @@ def _weights(weights: Sequence[float] | None, k: int) -> Tensor:
     return w
 
 
+CHUNK = 1 << 20  # elements per segment: a few segment-sized buffers stay in L2/L3 across all K inputs
+
+
+def segments(parts: list[list[Tensor]], chunk: int = CHUNK) -> list[tuple[int, int, int]]:
+    """(part index, start, stop) over the parts of one update, at most ``chunk`` long each.
+
+    Streaming rules loop over segments outside and updates inside, so their accumulators
+    for a segment stay in cache while all K inputs pass through: each input is read from
+    memory once per pass.
+    """
+    return [(i, lo, min(lo + chunk, t.numel())) for i, t in enumerate(parts[0]) for lo in range(0, t.numel(), chunk)]
+
+
 def stack_parts(parts: list[list[Tensor]], dtype: torch.dtype = torch.float32) -> Tensor:
     """(K, d) matrix of the flattened updates, for rules that must buffer all of them."""
     return torch.stack([torch.cat(row).to(dtype) for row in parts])

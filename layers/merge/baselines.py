@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from layers.merge.base import Aggregator, split_like, stack_parts
+from layers.merge.base import Aggregator, segments, split_like, stack_parts
 
 
 class MeanAggregator(Aggregator):
@@ -29,10 +29,11 @@ class MeanAggregator(Aggregator):
 
     def _aggregate(self, parts, weights):
         coef = (weights / weights.sum() * self.server_lr).tolist()
-        out = [torch.zeros(t.numel()) for t in parts[0]]
-        for row, c in zip(parts, coef, strict=True):
-            for acc, t in zip(out, row, strict=True):
-                acc.add_(t.float(), alpha=c)
+        out = [torch.empty(t.numel()) for t in parts[0]]
+        for i, lo, hi in segments(parts):  # the segment's accumulator stays in cache across the K inputs
+            acc = out[i][lo:hi].zero_()
+            for row, c in zip(parts, coef, strict=True):
+                acc.add_(row[i][lo:hi].float(), alpha=c)
         return out
 
 
@@ -71,7 +72,7 @@ class TrimmedMean(Aggregator):
 
 
 def _pairwise_sq_distances(x: Tensor) -> Tensor:
-    gram = x.double() @ x.double().T  # (K, K)
+    gram = (x @ x.T).double()  # (K, K); float32 products: no float64 copy of the K x d stack
     sq = gram.diagonal()
     return (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(0)
 
