@@ -44,7 +44,7 @@ def measure_cell(k: int, d: int, gen: torch.Generator) -> dict:
     """One (K, d) cell: every rule and a plain copy, on the same inputs."""
     xs = [torch.randn(d, generator=gen) for _ in range(k)]
     nbytes = k * d * 4
-    reps = 5 if nbytes <= 2**30 else 3
+    reps = 5
     dst = [torch.empty(d) for _ in range(k)]
     copy_s = timed(lambda: [o.copy_(x) for o, x in zip(dst, xs, strict=True)], reps)
     dst.clear()

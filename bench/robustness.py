@@ -10,7 +10,8 @@ conflict replaces attackers by honest agents whose true gradient is another draw
 Each trial runs 5 rounds (fresh noise, same mu) so that stateful rules (resonance,
 centered clipping) use their centre; the last round is scored. Rules that assume a
 number of attackers (trimmed mean, Krum, multi-Krum) are told the true f: an advantage.
-Metrics: cosine to mu, and wrong-sign mass sum_j |u_j| [sign u_j != sign mu_j] / sum_j |u_j|.
+Metrics: cosine to mu; wrong-sign mass sum_j |u_j| [sign u_j != sign mu_j] / sum_j |u_j|;
+progress <u, mu> / ||mu||^2. ``resonance_no_gain`` (leak 1, beta 0) isolates the gain's effect.
 Writes bench/results/robustness.json and docs/results/robustness.md.
 """
 
@@ -27,16 +28,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from layers.merge import make_aggregator  # noqa: E402
+from layers.merge import ResonanceConfig, make_aggregator  # noqa: E402
 from layers.merge.attacks import ATTACKS, attack_updates  # noqa: E402
 
-RULES = ("resonance", "mean", "median", "trimmed_mean", "krum", "multi_krum", "centered_clipping",
+RULES = ("resonance", "resonance_no_gain", "mean", "median", "trimmed_mean", "krum", "multi_krum", "centered_clipping",
          "sign_majority", "and_mask", "ties")
 SCENARIOS = (*ATTACKS, "benign_conflict")
 D, SIGMA, ROUNDS = 2000, 3.0, 5
 
 
 def build(rule: str, f: int):
+    if rule == "resonance_no_gain":  # ablation: leak 1, beta 0 = clipping + vote-certified elect, no gain
+        return make_aggregator("resonance", config=ResonanceConfig(leak=1.0, beta=0.0))
     if rule in ("trimmed_mean", "krum", "multi_krum"):
         return make_aggregator(rule, f=max(1, f))
     return make_aggregator(rule)
@@ -57,7 +60,8 @@ def trial(rule: str, scenario: str, k: int, f: int, seed: int) -> dict[str, floa
         out = agg.aggregate(list(pushes))
     cos = float(torch.nn.functional.cosine_similarity(out, mu, dim=0))
     wrong = float((out.abs() * (torch.sign(out) != torch.sign(mu))).sum() / out.abs().sum().clamp_min(1e-30))
-    return {"cosine": cos, "wrong_sign_mass": wrong}
+    progress = float(out @ mu / (mu @ mu))  # 1: a full step along the truth; sees attacks that only shrink it
+    return {"cosine": cos, "wrong_sign_mass": wrong, "progress": progress}
 
 
 def main(argv=None) -> dict:
@@ -78,7 +82,7 @@ def main(argv=None) -> dict:
                     runs = [trial(rule, scenario, k, f, 1000 * s + k) for s in seeds]
                     cell = {"K": k, "scenario": "clean" if f == 0 else scenario, "fraction": frac, "f": f,
                             "rule": rule}
-                    for metric in ("cosine", "wrong_sign_mass"):
+                    for metric in ("cosine", "wrong_sign_mass", "progress"):
                         values = [r[metric] for r in runs]
                         cell[metric] = statistics.mean(values)
                         cell[f"{metric}_std"] = statistics.pstdev(values)
@@ -108,8 +112,12 @@ def report(results, ks, fractions, seeds) -> str:
              "multi-Krum are told the true number of attackers. `benign_conflict`: the 'attackers' are honest "
              "agents with a different true gradient (scored against the majority's).", ""]
     losses = []
-    for metric, better in (("cosine", max), ("wrong_sign_mass", min)):
-        lines += [f"## {metric.replace('_', ' ')} ({'higher' if better is max else 'lower'} is better)", ""]
+    notes = {"cosine": "cosine to the true gradient", "wrong_sign_mass": "share of |u| with the wrong sign",
+             "progress": "<u, mu> / ||mu||^2: the step taken along the truth (1 = the true gradient); cosine "
+                         "cannot see attacks that only shrink the step, such as sign_flip and ipm"}
+    for metric, better in (("cosine", max), ("wrong_sign_mass", min), ("progress", max)):
+        lines += [f"## {metric.replace('_', ' ')}: {notes[metric]} ({'higher' if better is max else 'lower'} "
+                  "is better)", ""]
         for k in ks:
             for scenario in SCENARIOS:
                 lines += [f"### K = {k}, {scenario}", "",
@@ -127,7 +135,8 @@ def report(results, ks, fractions, seeds) -> str:
                 if metric == "cosine":
                     for fr in fractions:
                         res = _cell(results, k, scenario, fr, "resonance")
-                        winner = max(RULES, key=lambda r: _cell(results, k, scenario, fr, r)["cosine"])
+                        winner = max((r for r in RULES if r != "resonance_no_gain"),
+                                     key=lambda r: _cell(results, k, scenario, fr, r)["cosine"])
                         best = _cell(results, k, scenario, fr, winner)
                         if winner != "resonance" and best["cosine"] - res["cosine"] > max(best["cosine_std"], 0.01):
                             losses.append(f"- K = {k}, {scenario}, {int(fr * 100)}%: resonance {res['cosine']:.3f}, "

@@ -5,7 +5,7 @@ Per coordinate j, for K pushes g_k with weights w_k (W = sum w):
 0. bounded influence: centered clipping around the server momentum v with radius
    ``c = rho * median_k ||g_k - v||``:  ``g_hat = v + (1/W) sum_k w_k clip_c(g_k - v)``
 1. one agent one vote:  ``V_j = sum_k w_k sign(g_kj)``,  agreement ``m_j = |V_j| / W``
-   (elect, on by default: ``g_hat_j = 0`` where ``sign(g_hat_j) != sign(V_j)``)
+   (elect, on by default: where m_j >= tau, ``g_hat_j = 0`` if ``sign(g_hat_j) != sign(V_j)``)
 2. gain ``G(m) = leak`` if ``m < tau``, else ``1 + beta (m - tau) / (1 - tau)``, with
    ``tau = min(max(z / sqrt(K_eff), eps_max + delta), tau_max)``, ``K_eff = W^2 / sum w^2``
 3. ``u = g_hat * G(m)``, rescaled to norm ``kappa * ||g_hat||`` (the norm budget).
@@ -16,7 +16,7 @@ is the previous robust estimate, as in centered clipping).
 Two streaming passes over the inputs, segment by segment (``layers.merge.base.segments``):
 dot products for the distances, then the clipped sum, the vote, the gain. A segment's
 accumulators stay in cache while the K inputs pass through, so each input is read from
-memory twice in all. Extra memory: the output, the centre, and two segment-sized
+memory twice in all. Extra memory: the output, the centre, and three segment-sized
 scratch buffers kept between calls; never K x d.
 """
 
@@ -47,7 +47,8 @@ class ResonanceConfig:
         tau_max: cap on tau (must be < 1).
         kappa: norm budget: ||u|| = kappa * ||g_hat||.
         momentum: server momentum of the clipping centre v.
-        elect: zero the robust estimate where its sign disagrees with the vote.
+        elect: where the gate passes, zero the robust estimate if its sign disagrees with the
+            vote (the vote's sign is certified only there).
     """
 
     rho: float = 1.0
@@ -86,7 +87,7 @@ class ResonanceAggregator(Aggregator):
         super().__init__()
         self.config = config or ResonanceConfig()
         self.center: list[Tensor] | None = None  # v, one 1-D float32 tensor per part
-        self._scratch: dict[tuple[int, int], Tensor] = {}  # reused d-sized buffers: no page faults per call
+        self._scratch: dict[tuple[int, int], Tensor] = {}  # segment-sized buffers reused across calls
         self._centered = False
 
     def _buffer(self, slot: int, n: int) -> Tensor:
@@ -137,20 +138,19 @@ class ResonanceAggregator(Aggregator):
                 vote.add_(torch.sign(g, out=tmp), alpha=w[j])
             if centered:
                 u.add_(v, alpha=1 - sum(coef))  # g_hat = v + sum_k w_k s_k (g_k - v) / W
-            if cfg.elect:  # keep g_hat only where its sign is the vote's
-                keep = torch.mul(u, vote, out=tmp).gt_(0)
+            gain = torch.abs(vote, out=tmp)
+            agreement += float(gain.sum()) / total
+            gain.mul_(slope).add_(lift)
+            # the gate, as a float mask: m >= tau <=> gain >= 1 (bool masks are ~40x slower here)
+            passed = torch.ge(gain, 1, out=self._buffer(2, n))
+            gated += n - float(passed.sum())
+            if cfg.elect:  # where the gate passes (the vote's sign is certified), keep g_hat only with that sign
+                keep = torch.mul(u, vote, out=vote).gt_(0).sub_(1).mul_(passed).add_(1)  # 1 - passed (1 - agree)
                 kept += float(keep.sum())
                 u.mul_(keep)
             norm_hat_sq += float(torch.dot(u, u))
             v.mul_(cfg.momentum).add_(u, alpha=1 - cfg.momentum)  # next centre, from g_hat
-            gain = torch.abs(vote, out=tmp)
-            agreement += float(gain.sum()) / total
-            gain.mul_(slope).add_(lift)
-            # G = leak where m < tau (<=> gain < 1): arithmetic on a float mask, because bool
-            # masked_fill is ~40x slower than an elementwise op on this CPU build
-            passed = torch.ge(gain, 1, out=vote)  # the vote is no longer needed
-            gated += n - float(passed.sum())
-            gain.sub_(cfg.leak).mul_(passed).add_(cfg.leak)
+            gain.sub_(cfg.leak).mul_(passed).add_(cfg.leak)  # G = leak below the gate
             u.mul_(gain)  # u = g_hat * G(m)
             norm_u_sq += float(torch.dot(u, u))
 

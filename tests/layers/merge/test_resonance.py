@@ -95,6 +95,22 @@ def test_targeted_attack_inside_the_radius_cannot_flip_a_gated_coordinate():
     assert float(unelected[0]) < 0  # the failure the elect step prevents
 
 
+def test_elect_acts_only_where_the_vote_is_certified():
+    """Found by bench/robustness.py. Under IPM (8 of 25 attackers send -0.1 x the honest mean) with
+    per-agent SNR < 1, the unanimous attackers own the vote's sign on most coordinates, below tau,
+    while the clipped mean keeps the honest sign there. Elect applied everywhere deleted those
+    honest coordinates (cosine 0.52); applied only where the gate passes it keeps them (0.73)."""
+    from layers.merge.attacks import attack_updates
+
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(2000, generator=gen)
+    agg = ResonanceAggregator()
+    for _ in range(5):
+        honest = torch.stack([mu + 3.0 * torch.randn(2000, generator=gen) for _ in range(17)])
+        out = agg.aggregate(list(torch.cat([honest, attack_updates("ipm", honest, 8, n=25)])))
+    assert float(torch.nn.functional.cosine_similarity(out, mu, dim=0)) > 0.65
+
+
 def test_gain_amplifies_coherent_coordinates_within_the_norm_budget():
     agree = torch.tensor([1.0, 1.0, 1.0, 1.0])
     noisy = torch.tensor([1.0, -1.0, 1.0, -1.0])
