@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.model import ModelConfig
+from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
@@ -83,6 +84,7 @@ class SwarmConfig:
     levels: LevelsConfig = field(default_factory=LevelsConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 

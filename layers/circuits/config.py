@@ -1,0 +1,67 @@
+"""Constants of circuit extraction, tracking, promotion and consensus (the ``circuits`` config group)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+GOLDEN = (1 + math.sqrt(5)) / 2
+
+
+@dataclass
+class CircuitsConfig:
+    """Attributes:
+    min_energy: extraction noise floor, relative: a component is kept when sigma^2 is at
+        least this fraction of the block's total energy.
+    noise_floor: extraction noise floor, absolute (sigma must exceed it too).
+    max_per_module: at most this many circuits per block (strongest first).
+    match_threshold: |u.u'| |w.w'| above which an extraction continues a tracked circuit.
+    traces: K, the number of exponential traces per circuit.
+    tau0: timescale of the fastest trace, in updates.
+    spacing: ``geometric`` (tau_k = tau0 r^k) or ``linear`` (tau_k = tau0 (1 + k r)).
+    ratio: r (golden ratio by default).
+    score_threshold: stability score a candidate needs.
+    min_age: updates a circuit must have been tracked.
+    max_missing: updates a tracked circuit may go unseen before it is dropped.
+    tokens_per_window, window: the token bucket of each level boundary.
+    bypass_threshold: a score that passes even with an empty bucket (emergency bypass).
+    consensus_z, consensus_min_agents: circuit-level coherence test across agents.
+    """
+
+    min_energy: float = 0.01
+    noise_floor: float = 1e-6
+    max_per_module: int = 8
+    match_threshold: float = 0.8
+    traces: int = 8
+    tau0: float = 1.0
+    spacing: str = "geometric"
+    ratio: float = GOLDEN
+    score_threshold: float = 0.8
+    min_age: int = 10
+    max_missing: int = 5
+    tokens_per_window: int = 4
+    window: int = 50
+    bypass_threshold: float = 0.98
+    consensus_z: float = 1.0
+    consensus_min_agents: int = 2
+
+    def __post_init__(self) -> None:
+        checks = {
+            "min_energy": 0 <= self.min_energy < 1, "noise_floor": self.noise_floor >= 0,
+            "max_per_module": self.max_per_module >= 1, "match_threshold": 0 < self.match_threshold <= 1,
+            "traces": self.traces >= 2, "tau0": self.tau0 >= 1, "spacing": self.spacing in ("geometric", "linear"),
+            "ratio": self.ratio > (1 if self.spacing == "geometric" else 0),
+            "score_threshold": 0 <= self.score_threshold <= 1, "min_age": self.min_age >= 0,
+            "max_missing": self.max_missing >= 0, "tokens_per_window": self.tokens_per_window >= 0,
+            "window": self.window >= 1, "bypass_threshold": self.score_threshold <= self.bypass_threshold <= 1,
+            "consensus_z": self.consensus_z >= 0, "consensus_min_agents": self.consensus_min_agents >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"circuits.{key}: invalid value {getattr(self, key)!r}")
+
+    def timescales(self) -> list[float]:
+        """tau_k of the trace bank, fastest first."""
+        if self.spacing == "geometric":
+            return [self.tau0 * self.ratio**k for k in range(self.traces)]
+        return [self.tau0 * (1 + k * self.ratio) for k in range(self.traces)]
