@@ -16,6 +16,9 @@ class CircuitsConfig:
     noise_floor: extraction noise floor, absolute (sigma must exceed it too).
     max_per_module: at most this many circuits per block (strongest first).
     match_threshold: |u.u'| |w.w'| above which an extraction continues a tracked circuit.
+    follow_rate: how fast a tracked circuit's direction follows its matches (EMA rate).
+    spawn_threshold: an unmatched extraction starts a new circuit only if its similarity to
+        every tracked circuit is below this (mixtures of tracked ones do not spawn).
     traces: K, the number of exponential traces per circuit.
     tau0: timescale of the fastest trace, in updates.
     spacing: ``geometric`` (tau_k = tau0 r^k) or ``linear`` (tau_k = tau0 (1 + k r)).
@@ -32,6 +35,8 @@ class CircuitsConfig:
     noise_floor: float = 1e-6
     max_per_module: int = 8
     match_threshold: float = 0.8
+    follow_rate: float = 0.1
+    spawn_threshold: float = 0.5
     traces: int = 8
     tau0: float = 1.0
     spacing: str = "geometric"
@@ -49,6 +54,8 @@ class CircuitsConfig:
         checks = {
             "min_energy": 0 <= self.min_energy < 1, "noise_floor": self.noise_floor >= 0,
             "max_per_module": self.max_per_module >= 1, "match_threshold": 0 < self.match_threshold <= 1,
+            "follow_rate": 0 <= self.follow_rate <= 1,
+            "spawn_threshold": 0 < self.spawn_threshold <= self.match_threshold,
             "traces": self.traces >= 2, "tau0": self.tau0 >= 1, "spacing": self.spacing in ("geometric", "linear"),
             "ratio": self.ratio > (1 if self.spacing == "geometric" else 0),
             "score_threshold": 0 <= self.score_threshold <= 1, "min_age": self.min_age >= 0,

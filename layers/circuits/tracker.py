@@ -1,9 +1,11 @@
 """``CircuitTracker``: identity, age and an autocorrelation trace bank per circuit.
 
 Each update extracts the circuits of every block and matches them to the tracked ones
-by ``|u.u'| |w.w'|`` (greedy, strongest similarity first). The tracked circuit keeps
-its orientation; its *signed* strength this update is ``u_ref^T B w_ref``, so a
-component that reversed counts as negative. Each circuit keeps K exponential traces
+by ``|u.u'| |w.w'|`` (greedy, strongest similarity first); unmatched extractions start
+new circuits. Every tracked circuit, matched or not, measures its *signed* strength by
+projection, ``u_ref^T B w_ref``: a component that reversed counts as negative, and a
+circuit keeps its identity while the SVD briefly mixes it with others. It counts as
+missing while that projection is below the extraction's noise floor. Each circuit keeps K exponential traces
 ``x_k <- x_k + (s - x_k) / tau_k`` of its signed strength (fixed memory, O(K) per
 update). Stability score, in [0, 1]: the mean over the slower traces of
 ``min(|x_k|, |x_0|) / max(|x_k|, |x_0|)`` when x_k has x_0's sign, else 0. A new
@@ -43,6 +45,20 @@ class Circuit:
         return stability_score(self.traces)
 
 
+def _similarity(a, b) -> float:
+    """|u.u'| |w.w'| of two rank-1 directions (sign-free)."""
+    return abs(float(a.u @ b.u)) * abs(float(a.w @ b.w))
+
+
+def _without_duplicates(tracked: list[Circuit], threshold: float) -> list[Circuit]:
+    """Keep the oldest of tracked circuits that converged to the same direction."""
+    kept: list[Circuit] = []
+    for t in sorted(tracked, key=lambda t: -t.age):
+        if all(_similarity(t, k) < threshold for k in kept):
+            kept.append(t)
+    return sorted(kept, key=lambda t: t.id)
+
+
 def stability_score(traces: Tensor) -> float:
     """Mean over k >= 1 of the same-sign magnitude ratio of trace k to trace 0, in [0, 1]."""
     fast = float(traces[0])
@@ -74,30 +90,37 @@ class CircuitTracker:
         for module, b in blocks.items():
             found = extract(b, min_energy=c.min_energy, noise_floor=c.noise_floor, max_components=c.max_per_module)
             tracked = self.circuits.setdefault(module, [])
-            pairs = sorted(((abs(float(t.u @ f.u)) * abs(float(t.w @ f.w)), ti, fi)
-                            for ti, t in enumerate(tracked) for fi, f in enumerate(found)), reverse=True)
+            pairs = sorted(((_similarity(t, f), ti, fi) for ti, t in enumerate(tracked) for fi, f in enumerate(found)),
+                           reverse=True)
             match: dict[int, int] = {}  # tracked index -> found index, greedy by similarity
             for sim, ti, fi in pairs:
                 if sim < c.match_threshold:
                     break
                 if ti not in match and fi not in match.values():
                     match[ti] = fi
+            energy = float(b.detach().double().pow(2).sum())
+            floor = max(c.noise_floor, (c.min_energy * energy) ** 0.5)  # the extraction's noise floor
             for ti, t in enumerate(tracked):
-                # signed strength along the tracked orientation (0 once it faded below the floor)
-                s = strength_along(b, t.u, t.w) if ti in match else 0.0
-                t.missing = 0 if ti in match else t.missing + 1
-                if s > 0:  # follow slow drift, keeping the orientation (a reversal keeps the old one)
-                    f = found[match[ti]]
+                # signed strength by direct projection along the tracked orientation, matched or not:
+                # identity survives the SVD mixing components while the set of active circuits changes
+                s = strength_along(b, t.u, t.w)
+                t.missing = 0 if abs(s) > floor else t.missing + 1
+                if ti in match and s > 0:  # follow slow drift (an EMA, so a passing SVD mix barely moves it)
+                    f, r = found[match[ti]], c.follow_rate
                     sign = 1.0 if float(f.u @ t.u) >= 0 else -1.0
-                    t.u, t.w = sign * f.u, sign * f.w
+                    u, w = (1 - r) * t.u + r * sign * f.u, (1 - r) * t.w + r * sign * f.w
+                    t.u, t.w = u / u.norm(), w / w.norm()
                 self._advance(t, s)
             for fi, f in enumerate(found):
-                if fi not in match.values():
+                # new only if no tracked circuit already follows this direction (else the SVD's
+                # mixing while strengths cross would spawn duplicates)
+                if fi not in match.values() and all(_similarity(t, f) < c.spawn_threshold for t in tracked):
                     t = Circuit(next(self._ids), module, f.u.clone(), f.w.clone(),
                                 torch.zeros(len(self.rates), dtype=torch.float64))
                     self._advance(t, f.sigma)
                     tracked.append(t)
-            self.circuits[module] = [t for t in tracked if t.missing <= c.max_missing]
+            self.circuits[module] = _without_duplicates([t for t in tracked if t.missing <= c.max_missing],
+                                                        c.match_threshold)
         self.updates += 1
 
     def _advance(self, t: Circuit, s: float) -> None:
