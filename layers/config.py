@@ -9,6 +9,13 @@ import torch
 
 DEFAULT_LEVELS = ["context", "agent", "swarm", "domain", "foundation"]
 
+
+def check_fields(prefix: str, obj: object, **conditions: bool) -> None:
+    """Raise ``ValueError`` naming the first field (``prefix.field``) whose condition is false."""
+    for key, ok in conditions.items():
+        if not ok:
+            raise ValueError(f"{prefix}.{key}: invalid value {getattr(obj, key, '?')!r}")
+
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float64": torch.float64,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from layers.config import check_fields
+
 GOLDEN = (1 + math.sqrt(5)) / 2
 
 
@@ -51,21 +53,19 @@ class CircuitsConfig:
     consensus_min_agents: int = 2
 
     def __post_init__(self) -> None:
-        checks = {
-            "min_energy": 0 <= self.min_energy < 1, "noise_floor": self.noise_floor >= 0,
-            "max_per_module": self.max_per_module >= 1, "match_threshold": 0 < self.match_threshold <= 1,
-            "follow_rate": 0 <= self.follow_rate <= 1,
-            "spawn_threshold": 0 < self.spawn_threshold <= self.match_threshold,
-            "traces": self.traces >= 2, "tau0": self.tau0 >= 1, "spacing": self.spacing in ("geometric", "linear"),
-            "ratio": self.ratio > (1 if self.spacing == "geometric" else 0),
-            "score_threshold": 0 <= self.score_threshold <= 1, "min_age": self.min_age >= 0,
-            "max_missing": self.max_missing >= 0, "tokens_per_window": self.tokens_per_window >= 0,
-            "window": self.window >= 1, "bypass_threshold": self.score_threshold <= self.bypass_threshold <= 1,
-            "consensus_z": self.consensus_z >= 0, "consensus_min_agents": self.consensus_min_agents >= 1,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"circuits.{key}: invalid value {getattr(self, key)!r}")
+        check_fields(
+            "circuits", self,
+            min_energy=0 <= self.min_energy < 1, noise_floor=self.noise_floor >= 0,
+            max_per_module=self.max_per_module >= 1, match_threshold=0 < self.match_threshold <= 1,
+            follow_rate=0 <= self.follow_rate <= 1,
+            spawn_threshold=0 < self.spawn_threshold <= self.match_threshold,
+            traces=self.traces >= 2, tau0=self.tau0 >= 1, spacing=self.spacing in ("geometric", "linear"),
+            ratio=self.ratio > (1 if self.spacing == "geometric" else 0),
+            score_threshold=0 <= self.score_threshold <= 1, min_age=self.min_age >= 0,
+            max_missing=self.max_missing >= 0, tokens_per_window=self.tokens_per_window >= 0,
+            window=self.window >= 1, bypass_threshold=self.score_threshold <= self.bypass_threshold <= 1,
+            consensus_z=self.consensus_z >= 0, consensus_min_agents=self.consensus_min_agents >= 1,
+        )
 
     def timescales(self) -> list[float]:
         """tau_k of the trace bank, fastest first."""

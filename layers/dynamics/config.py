@@ -5,11 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-
-def _check(prefix: str, **conditions: bool) -> None:
-    for key, ok in conditions.items():
-        if not ok:
-            raise ValueError(f"{prefix}.{key}: invalid value")
+from layers.config import check_fields
 
 
 @dataclass
@@ -26,7 +22,7 @@ class ViscosityConfig:
     max_resistance: float = 10.0
 
     def __post_init__(self) -> None:
-        _check("dynamics.viscosity", build=self.build >= 0, deplete=0 <= self.deplete <= 1,
+        check_fields("dynamics.viscosity", self, build=self.build >= 0, deplete=0 <= self.deplete <= 1,
                max_resistance=self.max_resistance >= 0)
 
 
@@ -50,7 +46,7 @@ class TemperatureConfig:
     growth_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        _check("dynamics.temperature", heat=0 < self.heat <= 1, floor=0 <= self.floor <= 1,
+        check_fields("dynamics.temperature", self, heat=0 < self.heat <= 1, floor=0 <= self.floor <= 1,
                freeze=0 <= self.freeze <= 1, crystal_fraction=0 <= self.crystal_fraction <= 1,
                crystal_divisor=self.crystal_divisor >= 1, growth_fraction=0 <= self.growth_fraction <= 1)
 
@@ -71,7 +67,7 @@ class PhaseConfig:
     screened_decay: float = 1e-4
 
     def __post_init__(self) -> None:
-        _check("dynamics.phase", rate=0 < self.rate <= 1, noise_factor=self.noise_factor > 0,
+        check_fields("dynamics.phase", self, rate=0 < self.rate <= 1, noise_factor=self.noise_factor > 0,
                theta_on=0 < self.theta_on < 1, theta_off=0 <= self.theta_off < self.theta_on,
                free_decay=0 <= self.free_decay < 1, screened_decay=0 <= self.screened_decay < 1)
 
@@ -87,7 +83,7 @@ class MassConfig:
     leak: float = 1e-3
 
     def __post_init__(self) -> None:
-        _check("dynamics.mass", half=self.half > 0, leak=0 <= self.leak < 1)
+        check_fields("dynamics.mass", self, half=self.half > 0, leak=0 <= self.leak < 1)
 
 
 @dataclass
@@ -103,7 +99,7 @@ class SyncConfig:
     max_interval: int = 100
 
     def __post_init__(self) -> None:
-        _check("dynamics.sync", rho=0 <= self.rho < 1, z=self.z >= 0, min_interval=self.min_interval >= 1,
+        check_fields("dynamics.sync", self, rho=0 <= self.rho < 1, z=self.z >= 0, min_interval=self.min_interval >= 1,
                max_interval=self.max_interval >= self.min_interval)
 
 
@@ -121,7 +117,7 @@ class HomeostasisConfig:
     gain: float = 0.2
 
     def __post_init__(self) -> None:
-        _check("dynamics.homeostasis", screened_low=0 <= self.screened_low < self.screened_high,
+        check_fields("dynamics.homeostasis", self, screened_low=0 <= self.screened_low < self.screened_high,
                screened_high=self.screened_high <= 1, entropy_low=0 <= self.entropy_low < self.entropy_high,
                entropy_high=self.entropy_high <= 1, gain=0 < self.gain < 1)
 
@@ -139,4 +135,4 @@ class DynamicsConfig:
     homeostasis: HomeostasisConfig = field(default_factory=HomeostasisConfig)
 
     def __post_init__(self) -> None:
-        _check("dynamics", lr=math.isfinite(self.lr) and self.lr > 0)
+        check_fields("dynamics", self, lr=math.isfinite(self.lr) and self.lr > 0)

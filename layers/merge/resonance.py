@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from layers.config import check_fields
 from layers.merge.base import Aggregator, segments
 
 
@@ -63,14 +64,13 @@ class ResonanceConfig:
     elect: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
-            "rho": self.rho > 0, "z": self.z >= 0, "delta": self.delta >= 0, "leak": 0 <= self.leak <= 1,
-            "beta": self.beta >= 0, "eps_max": 0 <= self.eps_max < 1, "tau_max": 0 < self.tau_max < 1,
-            "kappa": self.kappa > 0, "momentum": 0 <= self.momentum < 1,
-        }
-        for key, ok in checks.items():
-            if not ok or not math.isfinite(float(getattr(self, key))):
-                raise ValueError(f"merge.resonance.{key}: invalid value {getattr(self, key)!r}")
+        check_fields(
+            "merge.resonance", self, rho=self.rho > 0, z=self.z >= 0, delta=self.delta >= 0,
+            leak=0 <= self.leak <= 1, beta=self.beta >= 0, eps_max=0 <= self.eps_max < 1,
+            tau_max=0 < self.tau_max < 1, kappa=self.kappa > 0, momentum=0 <= self.momentum < 1,
+            finite=all(math.isfinite(float(getattr(self, k))) for k in
+                       ("rho", "z", "delta", "leak", "beta", "eps_max", "tau_max", "kappa", "momentum")),
+        )
 
 
 def threshold(k_eff: float, cfg: ResonanceConfig) -> float:
