@@ -1,10 +1,13 @@
 """One agent: base model + level stack + local learning + workload (no Ray here).
 
-For now: base-model building (:mod:`agents.model`) and the standard-library byte
-corpus (:mod:`agents.corpus`); the agent class itself comes with the runtime.
+Modules: :mod:`agents.model` (base models), :mod:`agents.corpus` (stdlib bytes),
+:mod:`agents.workload` (topology and each agent's stream), :mod:`agents.agent` (the learner).
 """
 
+from agents.agent import Agent, AgentConfig
 from agents.corpus import ByteCorpus
 from agents.model import ByteTokenizer, ModelConfig, build_model
+from agents.workload import AgentSpec, Workload, WorkloadConfig, agent_specs
 
-__all__ = ["ByteCorpus", "ByteTokenizer", "ModelConfig", "build_model"]
+__all__ = ["Agent", "AgentConfig", "AgentSpec", "ByteCorpus", "ByteTokenizer", "ModelConfig", "Workload",
+           "WorkloadConfig", "agent_specs", "build_model"]

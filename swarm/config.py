@@ -20,7 +20,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from agents.agent import AgentConfig
 from agents.model import ModelConfig
+from agents.workload import WorkloadConfig
 from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig
 from layers.dynamics import DynamicsConfig
@@ -85,6 +87,8 @@ class SwarmConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 

@@ -95,7 +95,7 @@ def _write(path: Path, text: str) -> str:
         ("unknown_section: {}\n", r"bad\.yaml: key 'unknown_section'"),
         ("levels: [1, 2\n", r"bad\.yaml: not valid YAML"),
         ("- just\n- a list\n", r"bad\.yaml: the top level must be a mapping"),
-        ("defaults:\n  - workload: stdlib\n", r"'workload' is not a config group"),
+        ("defaults:\n  - nosuchgroup: x\n", r"'nosuchgroup' is not a config group"),
     ],
 )
 def test_bad_files_name_the_file_and_key(tmp_path, text, pattern):

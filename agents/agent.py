@@ -1,0 +1,181 @@
+"""``Agent``: one learner, no Ray. Model + level stack + local learning + workload + circuits.
+
+Each step runs one forward/backward with every level enabled and autograd on the fastest
+level only: every level shares the gradient ``G = dL/d(sum_l B_l)``, so one backward pass
+serves all. One set of Adam moments of G gives a normalised direction; the two local
+levels (context, agent) apply it through their own ``LevelOptimizer`` (their ``lr`` sets
+their timescale). G is also accumulated for the shared levels; the ``SyncGate`` says
+when the accumulated gradient is coherent enough to push. At a context boundary the
+context level's stable circuits move to the agent level, then the context level resets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from agents.model import ModelConfig, build_model
+from agents.workload import AgentSpec, Workload, WorkloadConfig
+from layers import LevelsConfig, LevelStack
+from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal
+from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
+
+
+@dataclass
+class AgentConfig:
+    """The ``agent`` section: local learning of the two fastest levels.
+
+    Attributes:
+        lr_context, lr_agent: step sizes of the normalised direction for each local level.
+        beta1, beta2, eps: Adam moments of the shared gradient G.
+        track_every: steps between circuit-tracker updates of the agent level (the context
+            level is tracked every step).
+    """
+
+    lr_context: float = 3e-3
+    lr_agent: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    track_every: int = 5
+
+    def __post_init__(self) -> None:
+        for key in ("lr_context", "lr_agent", "eps"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise ValueError(f"agent.{key}: must be finite and > 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.track_every < 1:
+            raise ValueError("agent: betas must be in [0, 1) and track_every >= 1")
+
+
+class Agent:
+    """A learner of the swarm; the runtime wraps it as a Ray actor."""
+
+    def __init__(self, spec: AgentSpec, *, model: ModelConfig, levels: LevelsConfig, workload: WorkloadConfig,
+                 agent: AgentConfig | None = None, dynamics: DynamicsConfig | None = None,
+                 circuits: CircuitsConfig | None = None) -> None:
+        if len(levels.names) < 2:
+            raise ValueError("an agent needs at least two levels (context, agent)")
+        self.spec, self.cfg = spec, agent or AgentConfig()
+        self.dynamics, self.circuits = dynamics or DynamicsConfig(), circuits or CircuitsConfig()
+        self.model = build_model(model)
+        self.stack = LevelStack.attach(self.model, levels)
+        self.fast, self.slow = levels.names[0], levels.names[1]
+        self.shared = list(levels.names[2:])
+        self.stack.set_trainable([self.fast])  # G lands in the fast level's .grad; all levels share it
+        self.workload = Workload(workload, spec)
+        self.moments = {n: (torch.zeros_like(m.B[self.fast]), torch.zeros_like(m.B[self.fast]))
+                        for n, m in self.stack.modules.items()}
+        self.optimizers = {self.fast: self._optimizer(self.fast, self.cfg.lr_context),
+                           self.slow: self._optimizer(self.slow, self.cfg.lr_agent)}
+        self.gate = SyncGate(self.dynamics.sync)
+        self.pending = {n: torch.zeros_like(m.B[self.fast]) for n, m in self.stack.modules.items()}
+        self.trackers = {self.fast: CircuitTracker(self.circuits), self.slow: CircuitTracker(self.circuits)}
+        self.promoter = Promoter(self.fast, self.slow, self.circuits)
+        self.steps = self.seq = 0
+        self.push_ready: str | None = None
+
+    def _optimizer(self, level: str, lr: float) -> LevelOptimizer:
+        return LevelOptimizer.for_level(self.stack, level, dataclasses.replace(self.dynamics, lr=lr))
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    # ------------------------------------------------------------------ learning
+    def step(self) -> dict[str, Any]:
+        """One batch of the agent's own stream; returns the training bits per byte and events."""
+        batch, boundary = self.workload.next_batch()  # (B, T+1)
+        promoted = self.context_boundary() if boundary and self.steps else 0
+        logits = self.model(batch[:, :-1]).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        loss.backward()
+        self.steps += 1
+        grads = {}
+        for name, module in self.stack.modules.items():
+            g = module.B[self.fast].grad  # (d_out, R): dL/d(sum of levels)
+            module.B[self.fast].grad = None
+            grads[name] = g
+            self.pending[name].add_(g)
+        direction = self._adam_direction(grads)
+        for opt in self.optimizers.values():
+            opt.step(direction)
+        reason = self.gate.observe(grads)
+        self.push_ready = self.push_ready or reason
+        # the context level is tracked every step (it lives one context, so its circuits must age fast);
+        # the agent level every track_every steps
+        self.trackers[self.fast].update({n: m.B[self.fast] for n, m in self.stack.modules.items()})
+        if self.steps % self.cfg.track_every == 0:
+            self.trackers[self.slow].update({n: m.B[self.slow] for n, m in self.stack.modules.items()})
+        return {"step": self.steps, "bpb": float(loss.detach()) / math.log(2), "boundary": boundary,
+                "promoted": promoted, "push_ready": reason}
+
+    def _adam_direction(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        c, t = self.cfg, self.steps
+        out = {}
+        for name, g in grads.items():
+            m, v = self.moments[name]
+            m.mul_(c.beta1).add_(g, alpha=1 - c.beta1)
+            v.mul_(c.beta2).addcmul_(g, g, value=1 - c.beta2)
+            m_hat, v_hat = m / (1 - c.beta1**t), v / (1 - c.beta2**t)
+            out[name] = -m_hat / (v_hat.sqrt() + c.eps)  # the drive: a normalised descent direction
+        return out
+
+    def context_boundary(self) -> int:
+        """Promote the context level's stable circuits to the agent level, then reset the context level."""
+        events = self.promoter.step(self.stack, self.trackers[self.fast], self.steps)
+        self.stack.reset_level(self.fast)
+        self.optimizers[self.fast] = self._optimizer(self.fast, self.cfg.lr_context)
+        self.trackers[self.fast] = CircuitTracker(self.circuits)
+        return len(events)
+
+    # ------------------------------------------------------------------ exchange with the level servers
+    def take_push(self) -> dict[str, Any] | None:
+        """The accumulated gradient for the shared levels, once the sync gate fired; else None."""
+        if not self.push_ready:
+            return None
+        self.seq += 1
+        push = {"sender": self.id, "seq": self.seq, "reason": self.push_ready, "steps": self.gate.steps,
+                "tensors": {n: t.clone() for n, t in self.pending.items()}}
+        for t in self.pending.values():
+            t.zero_()
+        self.gate.reset()
+        self.push_ready = None
+        return push
+
+    def load_shared(self, level: str, state: dict[str, Tensor]) -> None:
+        """Run with a pulled shared level (validated: unknown module, shape, dtype, NaN are refused)."""
+        if level not in self.shared:
+            raise ValueError(f"{level!r} is not a shared level of this agent ({self.shared})")
+        self.stack.load_level_state(level, state)
+
+    def propose(self) -> list[Proposal]:
+        """Stable circuits of the agent level, as proposals for the swarm server."""
+        return [Proposal(self.id, c.module, abs(c.strength), c.u.clone() * math.copysign(1, c.strength),
+                         c.w.clone(), c.score) for c in self.trackers[self.slow].candidates()]
+
+    def remove(self, module: str, u: Tensor, w: Tensor) -> float:
+        """Remove this agent's projection onto an accepted circuit from its agent level; returns it."""
+        with torch.no_grad():
+            b = self.stack.modules[module].B[self.slow]
+            u, w = u.to(b), w.to(b)
+            c = float(u @ b @ w)
+            b.sub_(c * torch.outer(u, w))
+        return c
+
+    def evaluate(self, levels: list[str] | None = None) -> float:
+        """Held-out bits per byte with ``levels`` enabled (all by default)."""
+        previous = self.stack.set_enabled(levels if levels is not None else self.stack.levels)
+        try:
+            windows = self.workload.held_out
+            with torch.no_grad():
+                logits = self.model(windows[:, :-1]).logits
+                loss = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())
+            return float(loss) / math.log(2)
+        finally:
+            self.stack.set_enabled(previous)

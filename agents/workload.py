@@ -1,0 +1,137 @@
+"""Who learns what: the topology (domains -> swarms -> agents) and each agent's byte stream.
+
+``stdlib``: an agent is a standard-library package of this interpreter; its contexts are
+the package's source files (train), every ``held_out_every``-th file is held out.
+``synthetic``: small generated streams for fast tests. Each swarm has a motif every one
+of its agents repeats (shared structure a team can pool), each agent adds its own, and
+contexts vary the filler. Both are deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
+
+
+def _default_topology() -> dict[str, dict[str, list[str]]]:
+    return {"python": {"text": ["json", "email"], "net": ["http", "urllib"]}}
+
+
+@dataclass
+class WorkloadConfig:
+    """The ``workload`` config group.
+
+    Attributes:
+        kind: ``stdlib`` or ``synthetic``.
+        topology: domain -> swarm -> agent names (stdlib: package names); None picks two
+            teams of two stdlib packages (json, email; http, urllib).
+        held_out_every: every n-th file of an agent is held out (stdlib).
+        steps_per_context: agent steps on one context before its boundary.
+        batch_size, seq_len: windows of bytes per step.
+        eval_windows: held-out windows per evaluation.
+        seed: data seed.
+    """
+
+    kind: str = "stdlib"
+    # None: the built-in topology (a default dict would be *merged* with a YAML one by OmegaConf)
+    topology: dict[str, dict[str, list[str]]] | None = None
+    held_out_every: int = 5
+    steps_per_context: int = 20
+    batch_size: int = 8
+    seq_len: int = 128
+    eval_windows: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("stdlib", "synthetic"):
+            raise ValueError(f"workload.kind: {self.kind!r} is not one of ['stdlib', 'synthetic']")
+        names = [a for swarms in self.teams.values() for agents in swarms.values() for a in agents]
+        if not names:
+            raise ValueError("workload.topology: no agents")
+        if len(set(names)) != len(names):
+            raise ValueError(f"workload.topology: an agent appears twice in {names}")
+        for key in ("held_out_every", "steps_per_context", "batch_size", "seq_len", "eval_windows"):
+            if getattr(self, key) < (2 if key == "held_out_every" else 1):
+                raise ValueError(f"workload.{key}: invalid value {getattr(self, key)!r}")
+
+
+    @property
+    def teams(self) -> dict[str, dict[str, list[str]]]:
+        """The topology in use: domain -> swarm -> agents."""
+        return _default_topology() if self.topology is None else self.topology
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent's place in the topology."""
+
+    name: str
+    swarm: str
+    domain: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.domain}/{self.swarm}/{self.name}"
+
+
+def agent_specs(cfg: WorkloadConfig) -> list[AgentSpec]:
+    return [AgentSpec(a, s, d) for d, swarms in cfg.teams.items() for s, agents in swarms.items() for a in agents]
+
+
+def _synthetic_text(spec: AgentSpec, context: int, seed: int) -> bytes:
+    rng = random.Random(f"{seed}/{spec.id}/{context}")
+    team = random.Random(f"{seed}/{spec.domain}/{spec.swarm}")
+    own = random.Random(f"{seed}/{spec.id}")
+    team_motif = "".join(team.choice("abcdefghij") for _ in range(12))
+    own_motif = "".join(own.choice("klmnopqrst") for _ in range(8))
+    parts = []
+    while sum(map(len, parts)) < 4096:
+        parts.append(rng.choice([team_motif, team_motif, own_motif, str(rng.randint(0, 99))]) + " ")
+    return "".join(parts).encode()
+
+
+class Workload:
+    """One agent's stream: contexts of training windows, and fixed held-out windows."""
+
+    def __init__(self, cfg: WorkloadConfig, spec: AgentSpec) -> None:
+        self.cfg, self.spec = cfg, spec
+        digest = hashlib.sha256(f"{cfg.seed}/{spec.id}".encode()).digest()  # stable across processes
+        self.gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        if cfg.kind == "stdlib":
+            corpus = ByteCorpus.from_packages([spec.name], held_out_every=cfg.held_out_every)
+            self._train: list[Path] = corpus.train
+            self.held_out = eval_windows(corpus.held_out, cfg.seq_len, cfg.eval_windows)
+        else:
+            data = torch.frombuffer(bytearray(_synthetic_text(spec, -1, cfg.seed)), dtype=torch.uint8).long()
+            n = (data.numel() - 1) // cfg.seq_len
+            self.held_out = torch.stack([data[i * cfg.seq_len : (i + 1) * cfg.seq_len + 1]
+                                         for i in range(min(n, cfg.eval_windows))])
+        self.context = -1
+        self.step_in_context = cfg.steps_per_context  # the first next_batch opens context 0
+        self._data: torch.Tensor | None = None
+
+    def _open(self, context: int) -> torch.Tensor:
+        if self.cfg.kind == "stdlib":
+            return read_bytes(self._train[context % len(self._train)])
+        return torch.frombuffer(bytearray(_synthetic_text(self.spec, context, self.cfg.seed)), dtype=torch.uint8)
+
+    def next_batch(self) -> tuple[torch.Tensor, bool]:
+        """(windows (B, T+1) int64, whether a new context started with this batch)."""
+        boundary = self.step_in_context >= self.cfg.steps_per_context
+        if boundary:
+            self.context += 1
+            self._data = self._open(self.context)
+            self.step_in_context = 0
+        self.step_in_context += 1
+        return sample_windows(self._data, self.cfg.batch_size, self.cfg.seq_len, self.gen), boundary
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, bool]]:
+        while True:
+            yield self.next_batch()
