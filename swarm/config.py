@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from agents.agent import AgentConfig
 from agents.model import ModelConfig
 from agents.workload import WorkloadConfig
+from cluster.server import ServerConfig
 from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig
 from layers.dynamics import DynamicsConfig
@@ -89,6 +90,7 @@ class SwarmConfig:
     circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
