@@ -54,6 +54,17 @@ def tokens() -> torch.Tensor:
     return torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(1))
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole suite (starting Ray takes seconds); torn down at the end."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="swarm-tests", log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
 def randomize(stack, std: float = 0.05, seed: int = 0) -> None:
     """Give every level of ``stack`` distinct random B values."""
     gen = torch.Generator().manual_seed(seed)
