@@ -24,6 +24,7 @@ from agents.model import ModelConfig, build_model
 from agents.workload import AgentSpec, Workload, WorkloadConfig
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal
+from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
 
 
@@ -46,11 +47,9 @@ class AgentConfig:
     track_every: int = 5
 
     def __post_init__(self) -> None:
-        for key in ("lr_context", "lr_agent", "eps"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
-                raise ValueError(f"agent.{key}: must be finite and > 0")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.track_every < 1:
-            raise ValueError("agent: betas must be in [0, 1) and track_every >= 1")
+        check_fields("agent", self, **{k: math.isfinite(getattr(self, k)) and getattr(self, k) > 0
+                                       for k in ("lr_context", "lr_agent", "eps")},
+                     beta1=0 <= self.beta1 < 1, beta2=0 <= self.beta2 < 1, track_every=self.track_every >= 1)
 
 
 class Agent:

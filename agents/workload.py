@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
+from layers.config import check_fields
 
 
 def _default_topology() -> dict[str, dict[str, list[str]]]:
@@ -57,9 +58,9 @@ class WorkloadConfig:
             raise ValueError("workload.topology: no agents")
         if len(set(names)) != len(names):
             raise ValueError(f"workload.topology: an agent appears twice in {names}")
-        for key in ("held_out_every", "steps_per_context", "batch_size", "seq_len", "eval_windows"):
-            if getattr(self, key) < (2 if key == "held_out_every" else 1):
-                raise ValueError(f"workload.{key}: invalid value {getattr(self, key)!r}")
+        check_fields("workload", self, held_out_every=self.held_out_every >= 2,
+                     **{k: getattr(self, k) >= 1
+                        for k in ("steps_per_context", "batch_size", "seq_len", "eval_windows")})
 
 
     @property

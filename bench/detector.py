@@ -111,7 +111,7 @@ def picture(path: Path) -> None:
     fast, slow = torch.zeros(D_OUT, RANK), torch.zeros(D_OUT, RANK)
     # absolute floor above this fast level's noise (its decay makes the noise autocorrelated, so
     # with only the relative floor, pure-noise components would look persistent and be promoted)
-    tracker = CircuitTracker(CircuitsConfig(noise_floor=0.2), keep_history=True)
+    tracker = CircuitTracker(CircuitsConfig(noise_floor=0.2))
     rows, promotions = [], []
     for t in range(160):
         drive = (0.2 if 20 <= t < 160 else 0.0) * torch.outer(u, w) + 0.005 * torch.randn(D_OUT, RANK, generator=gen)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from cluster.store import LevelStore
 from layers.circuits import CircuitsConfig, Proposal, consensus
+from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer
 from layers.merge import MergeConfig, build_aggregator
 
@@ -39,10 +40,10 @@ class ServerConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.max_staleness < 0 or self.checkpoint_every < 1:
-            raise ValueError("server: window and checkpoint_every must be >= 1, max_staleness >= 0")
-        if not (math.isfinite(self.max_norm) and self.max_norm > 0 and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError("server: max_norm and lr must be finite and > 0")
+        check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
+                     checkpoint_every=self.checkpoint_every >= 1,
+                     max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
+                     lr=math.isfinite(self.lr) and self.lr > 0)
 
 
 class LevelServer:

@@ -25,7 +25,7 @@ from agents.model import ModelConfig
 from agents.workload import WorkloadConfig
 from cluster.server import ServerConfig
 from layers.circuits import CircuitsConfig
-from layers.config import LevelsConfig
+from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
 
@@ -67,16 +67,10 @@ class DemoConfig:
     out_dir: str = "runs/demo"
 
     def __post_init__(self) -> None:
-        for key in ("steps", "steps_per_context", "batch_size", "seq_len", "eval_every", "eval_windows"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"demo.{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("lr_context", "lr_agent"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"demo.{key}: must be > 0, got {getattr(self, key)}")
-        if self.grow_by < 0:
-            raise ValueError(f"demo.grow_by: must be >= 0, got {self.grow_by}")
-        if not self.packages:
-            raise ValueError("demo.packages: at least one stdlib package is required")
+        check_fields("demo", self, packages=len(self.packages) > 0, grow_by=self.grow_by >= 0,
+                     **{k: getattr(self, k) >= 1
+                        for k in ("steps", "steps_per_context", "batch_size", "seq_len", "eval_every", "eval_windows")},
+                     **{k: getattr(self, k) > 0 for k in ("lr_context", "lr_agent")})
 
 
 @dataclass

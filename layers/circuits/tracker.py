@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -38,7 +38,6 @@ class Circuit:
     strength: float = 0.0
     age: int = 0
     missing: int = 0
-    history: list[float] = field(default_factory=list, repr=False)
 
     @property
     def score(self) -> float:
@@ -76,11 +75,10 @@ def stability_score(traces: Tensor) -> float:
 class CircuitTracker:
     """Tracks the circuits of one level across updates (block name -> B_l)."""
 
-    def __init__(self, config: CircuitsConfig | None = None, *, keep_history: bool = False) -> None:
+    def __init__(self, config: CircuitsConfig | None = None) -> None:
         self.config = config or CircuitsConfig()
         self.rates = torch.tensor([1.0 / t for t in self.config.timescales()], dtype=torch.float64)  # (K,)
         self.circuits: dict[str, list[Circuit]] = {}
-        self.keep_history = keep_history
         self._ids = itertools.count()
         self.updates = 0
 
@@ -127,8 +125,6 @@ class CircuitTracker:
         t.traces += (s - t.traces) * self.rates  # x_k <- x_k + (s - x_k) / tau_k
         t.strength = s
         t.age += 1
-        if self.keep_history:
-            t.history.append(s)
 
     def all(self) -> list[Circuit]:
         return [t for ts in self.circuits.values() for t in ts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from layers.config import check_fields
 from layers.merge.base import Aggregator
 from layers.merge.resonance import ResonanceConfig
 
@@ -34,8 +35,9 @@ class MergeConfig:
 
         if self.aggregator not in AGGREGATORS:
             raise ValueError(f"merge.aggregator: {self.aggregator!r} is not one of {sorted(AGGREGATORS)}")
-        if self.byzantine_f < 0 or self.clip_iterations < 1:
-            raise ValueError("merge.byzantine_f must be >= 0 and merge.clip_iterations >= 1")
+        check_fields("merge", self, byzantine_f=self.byzantine_f >= 0, clip_iterations=self.clip_iterations >= 1,
+                     server_lr=self.server_lr > 0, and_mask_tau=0 <= self.and_mask_tau <= 1,
+                     ties_density=0 < self.ties_density <= 1)
 
 
 def build_aggregator(cfg: MergeConfig) -> Aggregator:
