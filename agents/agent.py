@@ -23,7 +23,7 @@ from torch import Tensor
 from agents.model import ModelConfig, build_model
 from agents.workload import AgentSpec, Workload, WorkloadConfig
 from layers import LevelsConfig, LevelStack
-from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal
+from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
 
@@ -155,17 +155,38 @@ class Agent:
 
     def propose(self) -> list[Proposal]:
         """Stable circuits of the agent level, as proposals for the swarm server."""
-        return [Proposal(self.id, c.module, abs(c.strength), c.u.clone() * math.copysign(1, c.strength),
-                         c.w.clone(), c.score) for c in self.trackers[self.slow].candidates()]
+        return proposals_from(self.trackers[self.slow], self.id)
 
     def remove(self, module: str, u: Tensor, w: Tensor) -> float:
         """Remove this agent's projection onto an accepted circuit from its agent level; returns it."""
-        with torch.no_grad():
-            b = self.stack.modules[module].B[self.slow]
-            u, w = u.to(b), w.to(b)
-            c = float(u @ b @ w)
-            b.sub_(c * torch.outer(u, w))
-        return c
+        return remove_projection(self.stack.modules[module].B[self.slow], u, w)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything local needed to resume: the two fast levels, moments, optimizers, pending push,
+        sync gate and stream position. Shared levels are not included (they are pulled); circuit
+        trackers restart empty (they re-converge within a tracking window)."""
+        return {"levels": {lvl: self.stack.level_state(lvl) for lvl in (self.fast, self.slow)},
+                "moments": {n: list(mv) for n, mv in self.moments.items()},
+                "optimizers": {lvl: opt.state_dict() for lvl, opt in self.optimizers.items()},
+                "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
+                "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
+                "push_ready": self.push_ready}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (validated by the stack and the optimizers before use)."""
+        for lvl in (self.fast, self.slow):
+            self.stack.load_level_state(lvl, state["levels"][lvl])
+        for lvl, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][lvl])
+        for n, (m, v) in state["moments"].items():
+            self.moments[n][0].copy_(m)
+            self.moments[n][1].copy_(v)
+        for n, t in state["pending"].items():
+            self.pending[n].copy_(t)
+        self.gate.load_state_dict(state["gate"])
+        self.workload.load_state_dict(state["workload"])
+        self.steps, self.seq, self.push_ready = int(state["steps"]), int(state["seq"]), state["push_ready"]
 
     def evaluate(self, levels: list[str] | None = None) -> float:
         """Held-out bits per byte with ``levels`` enabled (all by default)."""

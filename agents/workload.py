@@ -133,6 +133,15 @@ class Workload:
         self.step_in_context += 1
         return sample_windows(self._data, self.cfg.batch_size, self.cfg.seq_len, self.gen), boundary
 
+    def state_dict(self) -> dict:
+        """Where the stream is: context, step in it, and the sampler's RNG state."""
+        return {"context": self.context, "step_in_context": self.step_in_context, "rng": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.context, self.step_in_context = int(state["context"]), int(state["step_in_context"])
+        self.gen.set_state(state["rng"])
+        self._data = self._open(self.context) if self.context >= 0 else None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, bool]]:
         while True:
             yield self.next_batch()

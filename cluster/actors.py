@@ -1,8 +1,11 @@
 """Ray actors: thin wrappers that hold state and call the plain classes (DESIGN section 7).
 
-``LevelServerActor`` wraps :class:`cluster.server.LevelServer`. It is a named actor in
-the run's namespace (``get_if_exists``), restarted by Ray without limit; its constructor
-recovers from the level's store, so a restart comes back with every acknowledged push.
+``LevelServerActor`` wraps :class:`cluster.server.LevelServer`; ``AgentActor`` wraps
+:class:`cluster.worker.AgentWorker`. Both are named actors in the run's namespace
+(``get_if_exists``), restarted by Ray without limit (calls in flight are retried), and
+their constructors recover from their stores, so a restart loses nothing acknowledged.
+A server with a parent forwards its outbox and proposes its circuits upward itself,
+synchronously inside the call that produced them (servers form a tree: no cycles).
 """
 
 from __future__ import annotations
@@ -12,11 +15,32 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 
 from cluster.server import LevelServer, ServerConfig
+from cluster.worker import AgentWorker, RuntimeConfig
 from layers.circuits import CircuitsConfig
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
+
+
+class RemoteLevel:
+    """A level server actor seen through the plain ``LevelClient`` interface (blocking calls)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict:
+        return ray.get(self.handle.push.remote(sender, seq, base_version, tensors))
+
+    def pull(self, since_version: int = -1) -> dict:
+        return ray.get(self.handle.pull.remote(since_version))
+
+    def propose(self, sender: str, proposals: list) -> dict:
+        return ray.get(self.handle.propose.remote(sender, proposals))
+
+    def seen(self, sender: str) -> int:
+        return ray.get(self.handle.seen.remote(sender))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -24,23 +48,53 @@ class LevelServerActor:
     """One shared level instance, e.g. ``swarm/text``; method calls run one at a time."""
 
     def __init__(self, name: str, shapes: dict[str, tuple[int, int]], store_dir: str, config_hash: str,
-                 merge: MergeConfig, dynamics: DynamicsConfig, circuits: CircuitsConfig, server: ServerConfig) -> None:
+                 merge: MergeConfig, dynamics: DynamicsConfig, circuits: CircuitsConfig, server: ServerConfig,
+                 parent: str | None = None, namespace: str | None = None, children: int = 1) -> None:
         self.core = LevelServer(name, shapes, merge=merge, dynamics=dynamics, circuits=circuits, server=server,
-                                store_dir=Path(store_dir), config_hash=config_hash)
+                                store_dir=Path(store_dir), config_hash=config_hash, parent=parent, children=children)
+        self.parent = RemoteLevel(ray.get_actor(parent, namespace=namespace)) if parent else None
+        self._proposed_at = -1  # the merge count of the last upward proposal
+        if self.parent is not None:  # entries the parent took before a crash are not sent twice
+            self.core.uplink.acknowledged(self.parent.seen(name))
+            self._forward()
+
+    def _forward(self) -> None:
+        core = self.core
+        merges = core.stats["merges"]
+        for entry in list(core.uplink.outbox):
+            out = self.parent.push(core.name, entry["seq"], entry["base_version"], entry["tensors"])
+            if out["status"] != "accepted" and not out["reason"].startswith("duplicate seq"):
+                kind = out["reason"].split(":")[0]  # refused upward: dropped, counted, never retried
+                core.stats.setdefault("forward_rejected", {})[kind] = core.stats.get(
+                    "forward_rejected", {}).get(kind, 0) + 1
+            else:
+                core.stats["forwarded"] += 1
+            core.uplink.acknowledged(entry["seq"], out["version"])
+        if merges and merges % core.cfg.propose_every == 0 and merges != self._proposed_at:
+            self._proposed_at = merges
+            out = self.parent.propose(core.name, core.proposals_up())
+            core.remove(out.get("removals", []))
 
     def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict[str, Any]:
-        return self.core.push(sender, seq, base_version, tensors)
+        out = self.core.push(sender, seq, base_version, tensors)
+        if self.parent is not None and out["status"] == "accepted":
+            self._forward()
+        return out
 
     def pull(self, since_version: int = -1) -> dict[str, Any]:
         return self.core.pull(since_version)
 
-    def propose(self, proposals: list) -> dict[str, Any]:
-        return self.core.propose(proposals)
+    def propose(self, sender: str, proposals: list) -> dict[str, Any]:
+        return self.core.propose(sender, proposals)
+
+    def seen(self, sender: str) -> int:
+        return self.core.seen(sender)
 
     def status(self) -> dict[str, Any]:
         c = self.core
         return {"name": c.name, "version": c.version, "pending": len(c.window), "stats": c.stats,
-                "last_seq": dict(c.last_seq), "warnings": list(c.warnings), "pid": os.getpid()}
+                "last_seq": dict(c.last_seq), "warnings": list(c.warnings), "pid": os.getpid(),
+                "outbox": len(c.uplink.outbox) if c.uplink is not None else 0, **c.optimizer.report()}
 
     def checkpoint(self) -> int:
         self.core.checkpoint()
@@ -50,9 +104,44 @@ class LevelServerActor:
 def level_server(name: str, *, namespace: str, shapes: dict[str, tuple[int, int]], store_dir: str | Path,
                  config_hash: str, merge: MergeConfig | None = None, dynamics: DynamicsConfig | None = None,
                  circuits: CircuitsConfig | None = None, server: ServerConfig | None = None,
-                 resources: dict[str, float] | None = None):
-    """Get or create the named server actor of one shared level (``resources`` places it, e.g. on the head)."""
+                 parent: str | None = None, children: int = 1, resources: dict[str, float] | None = None):
+    """Get or create the named server actor of one shared level (``resources`` places it, e.g. on the head).
+
+    A parent must exist first: create servers top-down (``Topology.servers`` is in that order).
+    """
     return LevelServerActor.options(name=name, namespace=namespace, get_if_exists=True, num_cpus=0,
                                     resources=resources or {}).remote(
         name, shapes, str(store_dir), config_hash, merge or MergeConfig(), dynamics or DynamicsConfig(),
-        circuits or CircuitsConfig(), server or ServerConfig())
+        circuits or CircuitsConfig(), server or ServerConfig(), parent, namespace, children)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class AgentActor:
+    """One agent: builds its model, finds its servers by name, resumes from its own checkpoint."""
+
+    def __init__(self, spec, configs: dict[str, Any], routes: dict[str, str], namespace: str, store_dir: str,
+                 config_hash: str, runtime: RuntimeConfig, threads: int = 1) -> None:
+        torch.set_num_threads(max(1, threads))
+        from agents.agent import Agent
+
+        agent = Agent(spec, **configs)
+        servers = {level: RemoteLevel(ray.get_actor(name, namespace=namespace)) for level, name in routes.items()}
+        self.worker = AgentWorker(agent, servers, runtime, store_dir=store_dir, config_hash=config_hash)
+
+    def run(self, steps: int) -> dict[str, Any]:
+        return self.worker.run(steps)
+
+    def checkpoint(self) -> int:
+        return self.worker.checkpoint()
+
+    def status(self) -> dict[str, Any]:
+        return {**self.worker.record(), "pid": os.getpid()}
+
+    def evaluate(self, levels: list[str] | None = None) -> float:
+        return self.worker.agent.evaluate(levels)
+
+
+def agent_actor(spec, *, namespace: str, num_cpus: float, **kwargs):
+    """Get or create the named actor of one agent (named by its id)."""
+    return AgentActor.options(name=f"agent/{spec.id}", namespace=namespace, get_if_exists=True,
+                              num_cpus=num_cpus).remote(spec, namespace=namespace, **kwargs)

@@ -9,6 +9,13 @@ unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` through the level
 every ``checkpoint_every`` merges) hold the level, the optimizer and aggregator state
 and the per-sender sequence numbers. A restart recovers the checkpoint and replays the
 journal through the same code, so it reaches the same version and the same tensors.
+
+Circuits: proposers (agents, or the servers below) send their stable circuits; once
+``children`` distinct proposers are buffered, the consensus function decides. Accepted
+circuits are journaled, added to the level, and each majority proposer finds its removal
+in a mailbox it empties on its next ``propose``. A server with a ``parent`` forwards its
+merged gradients upward through an :class:`~cluster.uplink.Uplink` and tracks its own
+circuits to propose them upward; removals it gets back are journaled too.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
-from layers.circuits import CircuitsConfig, Proposal, consensus
+from cluster.uplink import Uplink
+from layers.circuits import CircuitsConfig, CircuitTracker, Proposal, consensus, proposals_from, remove_projection
 from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer
 from layers.merge import MergeConfig, build_aggregator
@@ -31,17 +40,28 @@ from layers.merge import MergeConfig, build_aggregator
 
 @dataclass
 class ServerConfig:
-    """The ``server`` section: merge window, admission limits, step size, checkpoint period."""
+    """The ``server`` section: merge window, admission limits, step size, checkpoint period.
+
+    Attributes:
+        window: pushes per merge.
+        max_staleness: versions a push's base may lag behind before it is refused.
+        max_norm: pushes with a larger L2 norm are refused.
+        lr: the level's step size (the merged gradient is scaled to unit RMS first).
+        checkpoint_every: merges between checkpoints.
+        propose_every: merges between upward circuit proposals (servers with a parent).
+    """
 
     window: int = 4
     max_staleness: int = 8
     max_norm: float = 1e4
     lr: float = 1e-3
     checkpoint_every: int = 10
+    propose_every: int = 5
 
     def __post_init__(self) -> None:
         check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
                      checkpoint_every=self.checkpoint_every >= 1,
+                     propose_every=self.propose_every >= 1,
                      max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
                      lr=math.isfinite(self.lr) and self.lr > 0)
 
@@ -52,16 +72,25 @@ class LevelServer:
     def __init__(self, name: str, shapes: Mapping[str, tuple[int, int]], *, merge: MergeConfig | None = None,
                  dynamics: DynamicsConfig | None = None, circuits: CircuitsConfig | None = None,
                  server: ServerConfig | None = None, store_dir: str | Path | None = None,
-                 config_hash: str = "") -> None:
+                 config_hash: str = "", parent: str | None = None, children: int = 1) -> None:
         self.name, self.shapes = name, dict(shapes)
         self.cfg, self.circuits = server or ServerConfig(), circuits or CircuitsConfig()
         self.B = {m: torch.zeros(s) for m, s in self.shapes.items()}
         self.aggregator = build_aggregator(merge or MergeConfig())
-        self.optimizer = LevelOptimizer(self.B, dynamics or DynamicsConfig())
+        dynamics = dynamics or DynamicsConfig()
+        self.optimizer = LevelOptimizer(self.B, dynamics)
         self.version = 0
         self.last_seq: dict[str, int] = {}
         self.window: list[tuple[dict[str, Any], dict[str, Tensor]]] = []
-        self.stats: dict[str, Any] = {"accepted": 0, "merges": 0, "promotions": 0, "rejected": {}}
+        self.stats: dict[str, Any] = {"accepted": 0, "merges": 0, "promotions": 0, "removed": 0, "forwarded": 0,
+                                      "rejected": {}, "rejected_proposals": {}}
+        # the level above: forwarding of merged gradients and upward circuit proposals
+        self.parent, self.children = parent, max(1, children)
+        self.uplink = Uplink(name, self.shapes, dynamics.sync) if parent else None
+        self.tracker = CircuitTracker(self.circuits) if parent else None
+        self.proposals: dict[str, list[Proposal]] = {}  # proposer -> its latest proposals, until consensus runs
+        self.mailbox: dict[str, list[dict[str, Any]]] = {}  # proposer -> removals it has not collected yet
+        self.rejections: dict[str, list[tuple[str, str]]] = {}
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.warnings: list[str] = []
         if self.store is not None:
@@ -76,6 +105,8 @@ class LevelServer:
     def _check(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Any]) -> str | None:
         if not isinstance(sender, str) or not sender:
             return "bad sender: must be a non-empty string"
+        if not isinstance(tensors, Mapping):
+            return f"bad tensors: a mapping module -> tensor, got {type(tensors).__name__}"
         if not isinstance(seq, int) or seq <= self.last_seq.get(sender, 0):
             return f"duplicate seq: {seq!r} is not above {self.last_seq.get(sender, 0)} for {sender!r}"
         if not isinstance(base_version, int) or not 0 <= base_version <= self.version:
@@ -132,73 +163,137 @@ class LevelServer:
             drive = {m: -self.cfg.lr * t / rms for m, t in merged.items()}
             agreement = self.aggregator.stats.get("mean_agreement", 1.0)
             self.optimizer.step(drive, contributions=self.aggregator.stats["k_eff"] * agreement)
+        if self.uplink is not None:
+            self.uplink.observe(merged)
+            self.tracker.update(self.B)
         self.window = []
         self.version += 1
         self.stats["merges"] += 1
         if self.store is not None and self.stats["merges"] % self.cfg.checkpoint_every == 0:
             self.checkpoint()
 
-    # ------------------------------------------------------------------ pull and circuits
+    def seen(self, sender: str) -> int:
+        """The highest seq accepted from ``sender`` (0: none); a restarted sender resumes above it."""
+        return self.last_seq.get(sender, 0)
+
+    # ------------------------------------------------------------------ pull
     def pull(self, since_version: int = -1) -> dict[str, Any]:
         """``{"version"}`` alone if nothing changed since ``since_version``, else also the tensors."""
         if since_version == self.version:
             return {"version": self.version, "changed": False}
         return {"version": self.version, "changed": True, "tensors": {m: t.clone() for m, t in self.B.items()}}
 
-    def propose(self, proposals: list[Proposal]) -> dict[str, Any]:
-        """Run consensus; add accepted circuits to the level; return removals per agent and rejections."""
-        result = consensus(proposals, self.shapes, self.circuits)
-        for c in result.accepted:
-            self.B[c.module].add_(c.sigma * torch.outer(c.u, c.w).float())
-        if result.accepted:
-            self.version += 1
-            self.stats["promotions"] += len(result.accepted)
-        return {"version": self.version, "accepted": len(result.accepted), "removals": result.removals,
-                "rejected": [(p.agent_id, p.module, r) for p, r in result.rejected]}
+    # ------------------------------------------------------------------ circuits
+    def propose(self, sender: str, proposals: list[Proposal]) -> dict[str, Any]:
+        """Buffer ``sender``'s proposals (its latest set replaces an older one); once ``children``
+        distinct proposers are in, run consensus. Returns removals waiting for ``sender``
+        (from this round or an earlier one) and the rejections of its proposals."""
+        bad = self._check_proposals(sender, proposals)
+        if bad:
+            kind = bad.split(":")[0]
+            self.stats["rejected_proposals"][kind] = self.stats["rejected_proposals"].get(kind, 0) + 1
+            return {"status": "rejected", "reason": bad, "version": self.version, "removals": []}
+        self.proposals[sender] = list(proposals)
+        if len(self.proposals) >= self.children:
+            batch = [p for props in self.proposals.values() for p in props]
+            self.proposals = {}
+            result = consensus(batch, self.shapes, self.circuits)
+            if result.accepted:
+                tensors, meta = _circuits_record(result)
+                if self.store is not None:
+                    self.store.append(tensors, meta)
+                self._apply_circuits(tensors, meta)
+            for p, reason in result.rejected:
+                self.rejections.setdefault(p.agent_id, []).append((p.module, reason))
+        rejected = self.rejections.pop(sender, [])
+        return {"status": "accepted", "version": self.version, "removals": self.mailbox.pop(sender, []),
+                "rejected": rejected}
+
+    def _check_proposals(self, sender: str, proposals: Any) -> str | None:
+        if not isinstance(sender, str) or not sender:
+            return "bad sender: must be a non-empty string"
+        if not isinstance(proposals, list) or not all(isinstance(p, Proposal) for p in proposals):
+            return "bad proposals: must be a list of Proposal"
+        others = sorted({p.agent_id for p in proposals} - {sender})
+        if others:
+            return f"sender mismatch: {sender!r} proposes for {others[0]!r}"
+        return None
+
+    def _apply_circuits(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        for i, c in enumerate(meta["circuits"]):
+            u, w = tensors[f"{i}/u"], tensors[f"{i}/w"]
+            self.B[c["module"]].add_(c["sigma"] * torch.outer(u, w).float())
+            for agent in c["agents"]:
+                self.mailbox.setdefault(agent, []).append({"module": c["module"], "u": u.clone(), "w": w.clone()})
+        self.version += 1
+        self.stats["promotions"] += len(meta["circuits"])
+
+    def proposals_up(self) -> list[Proposal]:
+        """This level's stable circuits, as proposals to the level above (empty without a parent)."""
+        return proposals_from(self.tracker, self.name) if self.tracker is not None else []
+
+    def remove(self, removals: list[dict[str, Any]]) -> None:
+        """Give up this level's projection onto circuits the level above accepted (journaled)."""
+        if not removals:
+            return
+        tensors = {f"{i}/{k}": r[k] for i, r in enumerate(removals) for k in ("u", "w")}
+        meta = {"kind": "removals", "modules": [r["module"] for r in removals]}
+        if self.store is not None:
+            self.store.append(tensors, meta)
+        self._apply_removals(tensors, meta)
+
+    def _apply_removals(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        for i, module in enumerate(meta["modules"]):
+            remove_projection(self.B[module], tensors[f"{i}/u"], tensors[f"{i}/w"])
+            if self.tracker is not None:
+                self.tracker.forget_near(module, tensors[f"{i}/u"], tensors[f"{i}/w"])
+        self.version += 1
+        self.stats["removed"] = self.stats.get("removed", 0) + len(meta["modules"])
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> None:
-        """Checkpoint now (call after a merge: the window must be empty)."""
+        """Checkpoint now (a pending window is merged first); a no-op if the newest one holds this version."""
         if self.store is None:
             return
         if self.window:
             self.merge()
-        tensors = {f"B/{m}": t for m, t in self.B.items()}
-        opt = self.optimizer.state_dict()
-        for m, st in opt["blocks"].items():
-            tensors.update({f"opt/{m}/{k}": v.to(torch.float32) if v.dtype == torch.bool else v for k, v in st.items()})
-        layout: dict[str, Any] = {}  # aggregator state: tensors, lists of tensors, or None
-        for key, value in self.aggregator.state_dict().items():
-            if isinstance(value, Tensor):
-                tensors[f"agg/{key}"], layout[key] = value, "tensor"
-            elif isinstance(value, list):
-                tensors.update({f"agg/{key}/{i}": v for i, v in enumerate(value)})
-                layout[key] = len(value)
-            else:
-                layout[key] = None
-        meta = {"version": self.version, "last_seq": self.last_seq, "thresholds": opt["thresholds"],
-                "references": opt["references"], "steps": opt["steps"], "stats": self.stats, "aggregator": layout}
-        self.store.checkpoint(self.version, tensors, meta)
+        latest = self.store.latest_valid()
+        if latest is not None and latest.version == self.version:
+            return
+        state = {"B": self.B, "optimizer": self.optimizer.state_dict(), "aggregator": self.aggregator.state_dict(),
+                 "uplink": self.uplink.state_dict() if self.uplink is not None else None,
+                 "version": self.version, "last_seq": self.last_seq, "stats": self.stats,
+                 "mailbox": self.mailbox}
+        tensors, skeleton = flatten(state)
+        self.store.checkpoint(self.version, tensors, {"state": skeleton})
 
     def _recover(self) -> None:
         rec = self.store.recover()
         self.warnings = rec.warnings
         if rec.checkpoint is not None:
-            t, meta = rec.tensors, rec.checkpoint.meta
+            state = unflatten(rec.tensors, rec.checkpoint.meta["state"])
             for m in self.B:
-                self.B[m].copy_(t[f"B/{m}"])
-            blocks = {m: {k[len(f"opt/{m}/"):]: v for k, v in t.items() if k.startswith(f"opt/{m}/")}
-                      for m in self.B}
-            for st in blocks.values():
-                if "screened" in st:
-                    st["screened"] = st["screened"].bool()
-            self.optimizer.load_state_dict({"blocks": blocks, "thresholds": meta["thresholds"],
-                                            "references": meta["references"], "steps": meta["steps"]})
-            agg = {}
-            for key, kind in meta["aggregator"].items():
-                agg[key] = (t[f"agg/{key}"] if kind == "tensor" else None if kind is None
-                            else [t[f"agg/{key}/{i}"] for i in range(kind)])
-            self.aggregator.load_state_dict(agg)
-            self.version, self.last_seq, self.stats = meta["version"], dict(meta["last_seq"]), meta["stats"]
-        for tensors, meta in rec.records:  # replay through the same code path, without re-journaling
-            self._accept(meta, tensors)
+                self.B[m].copy_(state["B"][m])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.aggregator.load_state_dict(state["aggregator"])
+            if self.uplink is not None and state["uplink"] is not None:
+                self.uplink.load_state_dict(state["uplink"])
+            self.version, self.last_seq, self.stats = state["version"], dict(state["last_seq"]), state["stats"]
+            self.mailbox = {a: list(rs) for a, rs in state["mailbox"].items()}
+        for tensors, meta in rec.records:  # replay through the same code paths, without re-journaling
+            kind = meta.get("kind", "push")
+            if kind == "circuits":
+                self._apply_circuits(tensors, meta)
+            elif kind == "removals":
+                self._apply_removals(tensors, meta)
+            else:
+                self._accept(meta, tensors)
+
+
+def _circuits_record(result) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An accepted consensus round as a journal record: u, w tensors + module, sigma, majority."""
+    tensors, circuits = {}, []
+    for i, c in enumerate(result.accepted):
+        tensors[f"{i}/u"], tensors[f"{i}/w"] = c.u.float(), c.w.float()
+        circuits.append({"module": c.module, "sigma": float(c.sigma), "agents": list(c.agents)})
+    return tensors, {"kind": "circuits", "circuits": circuits}

@@ -1,16 +1,20 @@
 """The ``swarm`` command line.
 
+    swarm run [CONFIG] [key=value | group=option ...]      # default CONFIG: swarm
+    swarm run --resume RUN_DIR [key=value ...]
+    swarm status [RUN_DIR]
+    swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
-    swarm demo [CONFIG] [key=value | group=option ...]
 
-CONFIG is a name under ``configs/`` (default: demo) or a path to a YAML file;
-arguments containing ``=`` are overrides.
+CONFIG is a name under ``configs/`` or a path to a YAML file; arguments containing
+``=`` are overrides.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from swarm.config import ConfigError, load_config, to_yaml
@@ -36,23 +40,66 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="action", required=True)
     show = config_sub.add_parser("show", help="print the resolved config")
     show.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    run = sub.add_parser("run", help="launch level servers and agents on Ray and watch them learn")
+    run.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
+    run.add_argument("--quiet", action="store_true", help="a line every 15 s instead of live tables")
+    status = sub.add_parser("status", help="show a running or finished swarm (levels, versions, agents, rates)")
+    status.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
     demo = sub.add_parser("demo", help="single-process demo: the level stack learns stdlib source bytes")
     demo.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+def _status(run_dir: str | None) -> int:
+    from rich.console import Console
+
+    from swarm.monitor import latest_run, read_status, render
+
+    path = run_dir or latest_run()
+    if path is None:
+        print("swarm status: no run found under runs/ (start one with `swarm run`)", file=sys.stderr)
+        return 1
+    try:
+        snap = read_status(path)
+    except FileNotFoundError as e:
+        print(f"swarm status: {e}", file=sys.stderr)
+        return 1
+    age = time.time() - snap["updated"]
+    Console().print(f"{path}: {snap['state']}, updated {age:.0f} s ago")
+    Console().print(render(snap))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "status":
+        return _status(args.run_dir)
     try:
         config_name, overrides = _split(args.args)
-        cfg = load_config(config_name, overrides)
+        if args.command == "run" and args.resume:
+            if config_name is not None:
+                raise ConfigError(f"--resume takes the config from {args.resume}; drop {config_name!r}")
+            cfg = None
+        else:
+            default = "swarm" if args.command == "run" else "demo"
+            cfg = load_config(config_name or default, overrides)
     except ConfigError as e:
         print(f"swarm: config error: {e}", file=sys.stderr)
         return 2
     if args.command == "config":
         print(to_yaml(cfg), end="")
         return 0
+    if args.command == "run":
+        from swarm.run import run_swarm  # ray/torch import only when needed
+
+        try:
+            summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet)
+        except (ConfigError, FileExistsError, FileNotFoundError) as e:
+            print(f"swarm run: {e}", file=sys.stderr)
+            return 2
+        return 0 if summary["state"] == "finished" else 130
     from swarm.demo import run_demo  # torch/transformers import only when needed
 
     run_demo(cfg, progress=not args.quiet)

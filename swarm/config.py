@@ -10,6 +10,8 @@ schema one at a time, so an error names the key and the file it came from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from agents.agent import AgentConfig
 from agents.model import ModelConfig
 from agents.workload import WorkloadConfig
 from cluster.server import ServerConfig
+from cluster.worker import RuntimeConfig
 from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig
@@ -85,6 +88,7 @@ class SwarmConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
@@ -206,6 +210,15 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         raise ConfigError(f"{resolve_path(config)}: key {key!r}: {str(getattr(e, 'msg', e)).splitlines()[0]}") from None
     except ValueError as e:
         raise ConfigError(f"{resolve_path(config)} + overrides: {e}") from None
+
+
+def config_hash(cfg: SwarmConfig) -> str:
+    """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
+    must match it, while its length or progress settings may change."""
+    data = OmegaConf.to_container(OmegaConf.structured(cfg))
+    for key in ("run", "demo"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def to_yaml(cfg: SwarmConfig) -> str:

@@ -159,3 +159,18 @@ def _decide(module: str, group: list[Proposal], cfg: CircuitsConfig, gate: Reson
             result.removals.setdefault(p.agent_id, []).append(Removal(p.agent_id, module, c, u, w))
     dissent = [p for p in group if p.agent_id not in majority]
     result.rejected.extend((p, "dissents from the accepted consensus sign") for p in dissent)
+
+
+def proposals_from(tracker, agent_id: str) -> list[Proposal]:
+    """The tracker's stable circuits as proposals of ``agent_id`` (sigma >= 0, the sign folded into u)."""
+    return [Proposal(agent_id, c.module, abs(c.strength), c.u.clone() * math.copysign(1, c.strength),
+                     c.w.clone(), c.score) for c in tracker.candidates()]
+
+
+def remove_projection(B: Tensor, u: Tensor, w: Tensor) -> float:
+    """``B -= c u w^T`` with ``c = u^T B w`` (u, w unit): what a proposer gives up to the level above."""
+    with torch.no_grad():
+        u, w = u.to(B), w.to(B)
+        c = float(u @ B @ w)
+        B.sub_(c * torch.outer(u, w))
+    return c

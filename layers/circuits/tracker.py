@@ -139,3 +139,11 @@ class CircuitTracker:
     def forget(self, circuit: Circuit) -> None:
         """Stop tracking ``circuit`` (after it was promoted away)."""
         self.circuits[circuit.module] = [t for t in self.circuits.get(circuit.module, []) if t.id != circuit.id]
+
+    def forget_near(self, module: str, u: Tensor, w: Tensor) -> int:
+        """Stop tracking circuits of ``module`` aligned with ``u w^T`` (match threshold); returns how many."""
+        before = self.circuits.get(module, [])
+        kept = [t for t in before if _similarity(t, Circuit(-1, module, u.to(t.u), w.to(t.w), t.traces))
+                < self.config.match_threshold]
+        self.circuits[module] = kept
+        return len(before) - len(kept)

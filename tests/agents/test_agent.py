@@ -33,6 +33,20 @@ def test_same_config_same_trajectory():
     assert [a.step()["bpb"] for _ in range(3)] == [b.step()["bpb"] for _ in range(3)]
 
 
+def test_a_resumed_agent_continues_exactly_where_its_state_was_taken():
+    from cluster.state import flatten, unflatten
+
+    a = make()
+    for _ in range(15):  # crosses a context boundary (12 steps per context)
+        a.step()
+    tensors, skeleton = flatten(a.state_dict())
+    saved = {k: v.clone() for k, v in tensors.items()}  # as if read back from disk
+    expected = [a.step()["bpb"] for _ in range(10)]
+    b = make()
+    b.load_state_dict(unflatten(saved, skeleton))
+    assert b.steps == 15 and [b.step()["bpb"] for _ in range(10)] == expected
+
+
 def test_pushes_carry_the_accumulated_gradient_when_the_gate_fires():
     agent = make()
     push = None

@@ -90,13 +90,76 @@ def test_restart_recovers_every_acknowledged_push_bit_for_bit(tmp_path):
     assert restarted.push("a0", 5, restarted.version, grad(22))["reason"].startswith("duplicate seq")
 
 
-def test_consensus_adds_accepted_circuits_and_returns_removals():
-    server = LevelServer("swarm/red", SHAPES)
-    u, w = torch.ones(8) / 8**0.5, torch.ones(4) / 2
-    props = [Proposal(f"a{i}", "m.q", 1.0, u, w, 0.9) for i in range(3)] + [Proposal("lone", "m.v", 1.0,
-                                                                                      torch.ones(6) / 6**0.5, w, 0.9)]
-    out = server.propose(props)
-    assert out["accepted"] == 1 and out["version"] == 1 and server.stats["promotions"] == 1
-    assert set(out["removals"]) == {"a0", "a1", "a2"}
-    assert float(u @ server.B["m.q"] @ w) == pytest.approx(1.0, rel=1e-5)
-    assert any(r[0] == "lone" and "only 1 distinct agent" in r[2] for r in out["rejected"])
+U, W = torch.ones(8) / 8**0.5, torch.ones(4) / 2
+
+
+def circuit(agent: str, module: str = "m.q", sigma: float = 1.0) -> Proposal:
+    u = U if module == "m.q" else torch.ones(6) / 6**0.5
+    return Proposal(agent, module, sigma, u, W, 0.9)
+
+
+def test_consensus_waits_for_every_child_then_adds_circuits_and_mails_removals():
+    server = LevelServer("swarm/red", SHAPES, children=3)
+    first = server.propose("a0", [circuit("a0"), circuit("a0", "m.v")])
+    assert first["status"] == "accepted" and first["removals"] == [] and server.version == 0  # waiting
+    server.propose("a1", [circuit("a1")])
+    out = server.propose("a2", [circuit("a2")])
+    assert server.version == 1 and server.stats["promotions"] == 1
+    assert float(U @ server.B["m.q"] @ W) == pytest.approx(1.0, rel=1e-5)
+    assert [r["module"] for r in out["removals"]] == ["m.q"]
+    later = server.propose("a0", [])  # a0 collects its removal and its rejection on its next call
+    assert [r["module"] for r in later["removals"]] == ["m.q"]
+    assert any(m == "m.v" and "only 1 distinct agent" in why for m, why in later["rejected"])
+    assert server.propose("a1", [])["removals"]  # a1's too
+
+
+@pytest.mark.parametrize("sender, proposals, kind", [
+    ("", [], "bad sender"),
+    ("a0", "nope", "bad proposals"),
+    ("a0", [circuit("a1")], "sender mismatch"),
+])
+def test_bad_proposals_are_rejected_with_a_reason(sender, proposals, kind):
+    server = LevelServer("swarm/red", SHAPES, children=1)
+    out = server.propose(sender, proposals)
+    assert out["status"] == "rejected" and out["reason"].startswith(kind)
+    assert server.stats["rejected_proposals"] == {kind: 1} and server.version == 0
+
+
+def test_consensus_rejects_malformed_circuits_without_touching_the_level():
+    server = LevelServer("swarm/red", SHAPES, children=2)
+    server.propose("a0", [Proposal("a0", "m.q", 1.0, torch.ones(5), W, 0.9)])
+    out = server.propose("a1", [Proposal("a1", "nope", 1.0, U, W, 0.9)])
+    assert server.version == 0 and all(torch.count_nonzero(b) == 0 for b in server.B.values())
+    assert any("unknown module" in why for _, why in out["rejected"])
+    assert any("shape" in why for _, why in server.propose("a0", [])["rejected"])
+
+
+def test_a_server_with_a_parent_forwards_merged_gradients_when_its_gate_fires():
+    server = LevelServer("swarm/red", SHAPES, server=ServerConfig(window=1), parent="domain/x")
+    for i in range(1, 4):
+        server.push("a", i, server.version, grad(i))
+    outbox = server.uplink.outbox
+    assert outbox and outbox[0]["seq"] == 1 and set(outbox[0]["tensors"]) == set(SHAPES)
+    total = {m: sum(e["tensors"][m] for e in outbox) + server.uplink.pending[m] for m in SHAPES}
+    assert all(float(total[m].sum()) > 0 for m in SHAPES)  # the merged gradients, summed: nothing dropped
+    server.uplink.acknowledged(outbox[-1]["seq"], parent_version=3)
+    assert server.uplink.outbox == [] and server.uplink.parent_version == 3
+
+
+def test_restart_keeps_circuits_removals_and_the_outbox(tmp_path):
+    cfg = ServerConfig(window=1, checkpoint_every=2)
+    store = tmp_path / "s"
+    server = LevelServer("swarm/red", SHAPES, server=cfg, store_dir=store, config_hash="h", parent="domain/x",
+                         children=2)
+    for i in range(1, 4):
+        server.push("a", i, server.version, grad(i))
+    server.propose("a0", [circuit("a0")])
+    server.propose("a1", [circuit("a1")])
+    server.remove([{"module": "m.v", "u": torch.ones(6) / 6**0.5, "w": W}])
+    restarted = LevelServer("swarm/red", SHAPES, server=cfg, store_dir=store, config_hash="h", parent="domain/x",
+                            children=2)
+    assert restarted.version == server.version and not restarted.warnings
+    assert all(torch.equal(restarted.B[m], server.B[m]) for m in SHAPES)
+    assert [e["seq"] for e in restarted.uplink.outbox] == [e["seq"] for e in server.uplink.outbox]
+    assert [r["module"] for r in restarted.propose("a0", [])["removals"]] == ["m.q"]
+    assert float(torch.ones(6) @ restarted.B["m.v"] @ W) == pytest.approx(0.0, abs=1e-6)

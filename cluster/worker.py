@@ -1,0 +1,194 @@
+"""``AgentWorker``: an ``Agent`` wired to its level servers (no Ray; the actor wraps it).
+
+Every step the agent learns locally. When its sync gate fires it pushes the accumulated
+gradient to its swarm server, with the swarm version it last pulled as ``base_version``.
+Every ``pull_every`` steps it pulls each shared level ``since`` the version it holds
+and runs with what changed. Every ``propose_every`` steps it proposes its stable
+agent-level circuits to the swarm server and removes its projection onto circuits that
+server accepted. Every ``checkpoint_every`` steps (and on request) its local state goes
+to an atomic checkpoint; a restarted worker resumes from it, pulls the shared levels
+and continues its sequence numbers above what the server has already accepted.
+
+Time spent in server calls is measured separately from local compute, which is what
+``bench/system.py`` reports as the communication overhead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agents.agent import Agent
+from cluster.state import flatten, unflatten
+from cluster.store import LevelStore
+from layers.config import check_fields
+
+
+@dataclass
+class RuntimeConfig:
+    """The ``run`` section: how long agents run and how often they talk to the servers.
+
+    Attributes:
+        steps: steps per agent in the run.
+        chunk: steps per actor call (the granularity of progress and Ctrl-C).
+        pull_every, propose_every, eval_every, checkpoint_every: periods in agent steps.
+        out_dir: parent of run directories; name: this run's directory (None: a timestamp).
+        agent_cpus: CPUs reserved per agent actor (None: the machine's CPUs shared by the agents).
+    """
+
+    steps: int = 200
+    chunk: int = 10
+    pull_every: int = 5
+    propose_every: int = 25
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    out_dir: str = "runs"
+    name: str | None = None
+    agent_cpus: float | None = None
+
+    def __post_init__(self) -> None:
+        check_fields("run", self, **{k: getattr(self, k) >= 1 for k in (
+            "steps", "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
+            agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)
+
+
+class LevelClient(Protocol):
+    """What a worker needs from a level server (a ``LevelServer`` or a Ray actor adapter)."""
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict: ...
+    def pull(self, since_version: int = -1) -> dict: ...
+    def propose(self, sender: str, proposals: list) -> dict: ...
+    def seen(self, sender: str) -> int: ...
+
+
+class AgentWorker:
+    def __init__(self, agent: Agent, servers: dict[str, LevelClient], runtime: RuntimeConfig | None = None,
+                 store_dir: str | Path | None = None, config_hash: str = "") -> None:
+        """``servers`` maps each shared level name (swarm, domain, foundation) to its server."""
+        missing = sorted(set(agent.shared) - set(servers))
+        if missing:
+            raise ValueError(f"AgentWorker: no server for shared level(s) {missing}")
+        self.agent, self.servers, self.cfg = agent, servers, runtime or RuntimeConfig()
+        self.up = agent.shared[0]  # pushes and proposals go to the swarm level
+        self.versions = {level: -1 for level in agent.shared}
+        self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
+        self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
+                         "removed": 0, "promoted": 0}
+        self.comm_s = self.compute_s = 0.0
+        self.bytes_sent = 0
+        self.last_eval: float | None = None
+        self.eval_start: float | None = None  # held-out bits per byte before any learning
+        self.resumed_from: int | None = None
+        if self.store is not None:
+            self._restore()
+        if self.eval_start is None:
+            self.eval_start = self.last_eval = agent.evaluate()
+        self.pull()
+
+    @property
+    def id(self) -> str:
+        return self.agent.id
+
+    # ------------------------------------------------------------------ server calls (timed)
+    def _call(self, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.comm_s += time.perf_counter() - start
+
+    def pull(self) -> int:
+        """Pull every shared level that changed; returns how many did."""
+        changed = 0
+        for level, server in self.servers.items():
+            out = self._call(server.pull, self.versions[level])
+            if out.get("changed"):
+                self.agent.load_shared(level, out["tensors"])
+                changed += 1
+            self.versions[level] = out["version"]
+        self.counters["pulls"] += 1
+        return changed
+
+    def push(self) -> dict[str, Any] | None:
+        push = self.agent.take_push()
+        if push is None:
+            return None
+        tensors = push["tensors"]
+        self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
+        out = self._call(self.servers[self.up].push, self.id, push["seq"], max(self.versions[self.up], 0), tensors)
+        if out["status"] == "accepted" or out["reason"].startswith("duplicate seq"):
+            self.counters["pushes"] += 1
+            self.counters["coherent_pushes"] += push["reason"] == "coherent"  # else the gate's max_interval
+        else:  # refused: never merged; a stale base means we should catch up now
+            self.counters["rejected"] += 1
+            if out["reason"].startswith("staleness"):
+                self.counters["stale"] += 1
+                self.pull()
+        return out
+
+    def propose(self) -> dict[str, Any]:
+        proposals = self.agent.propose()
+        self.counters["proposed"] += len(proposals)
+        out = self._call(self.servers[self.up].propose, self.id, proposals)
+        for r in out.get("removals", []):
+            self.agent.remove(r["module"], r["u"], r["w"])
+            self.agent.trackers[self.agent.slow].forget_near(r["module"], r["u"], r["w"])
+            self.counters["removed"] += 1
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, steps: int) -> dict[str, Any]:
+        """``steps`` agent steps with their exchanges; returns a summary record of the chunk."""
+        bpbs = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            out = self.agent.step()
+            self.compute_s += time.perf_counter() - start
+            bpbs.append(out["bpb"])
+            self.counters["promoted"] += out["promoted"]
+            t = self.agent.steps
+            self.push()
+            if t % self.cfg.pull_every == 0:
+                self.pull()
+            if t % self.cfg.propose_every == 0:
+                self.propose()
+            if t % self.cfg.eval_every == 0:
+                start = time.perf_counter()
+                self.last_eval = self.agent.evaluate()
+                self.compute_s += time.perf_counter() - start
+            if self.store is not None and t % self.cfg.checkpoint_every == 0:
+                self.checkpoint()
+        return self.record(train_bpb=sum(bpbs) / len(bpbs) if bpbs else math.nan)
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
+                "eval_start": self.eval_start, **extra,
+                "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
+                "compute_s": self.compute_s, "bytes_sent": self.bytes_sent, "resumed_from": self.resumed_from}
+
+    # ------------------------------------------------------------------ durability
+    def checkpoint(self) -> int:
+        """Write the local state atomically; returns the step it holds."""
+        if self.store is None:
+            return self.agent.steps
+        latest = self.store.latest_valid()
+        if latest is None or latest.version < self.agent.steps:
+            tensors, skeleton = flatten(self.agent.state_dict())
+            self.store.checkpoint(self.agent.steps, tensors, {"state": skeleton, "counters": self.counters,
+                                                              "last_eval": self.last_eval,
+                                                              "eval_start": self.eval_start})
+        return self.agent.steps
+
+    def _restore(self) -> None:
+        rec = self.store.recover()
+        if rec.checkpoint is not None:
+            self.agent.load_state_dict(unflatten(rec.tensors, rec.checkpoint.meta["state"]))
+            self.counters.update(rec.checkpoint.meta["counters"])
+            self.last_eval = rec.checkpoint.meta["last_eval"]
+            self.eval_start = rec.checkpoint.meta["eval_start"]
+            self.resumed_from = self.agent.steps
+        # pushes after the checkpoint may have been accepted already: continue above them
+        self.agent.seq = max(self.agent.seq, self._call(self.servers[self.up].seen, self.id))

@@ -1,0 +1,76 @@
+"""What a run looks like while it runs: one snapshot dict, rendered by ``swarm run`` and ``swarm status``.
+
+The driver keeps a snapshot (agents' latest records, servers' statuses) and writes it to
+``<run dir>/status.json`` atomically on every refresh, so ``swarm status`` can show a
+running (or finished) swarm from any shell without joining its Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def render(snap: dict[str, Any]) -> Group:
+    """Tables of agents and servers for a snapshot (see :class:`Snapshot`)."""
+    elapsed = max(1e-9, snap.get("updated", time.time()) - snap["started"])
+    agents = Table(title=f"agents ({snap['state']}, {elapsed:.0f} s)", title_justify="left")
+    for col in ("agent", "step", "steps/s", "train bpb", "held-out bpb", "pushes", "refused", "promoted", "removed",
+                "comm %"):
+        agents.add_column(col, justify="left" if col == "agent" else "right")
+    for aid, r in sorted(snap["agents"].items()):
+        busy = r.get("compute_s", 0) + r.get("comm_s", 0)
+        done = r["step"] - snap.get("start_steps", {}).get(aid, 0)
+        agents.add_row(aid, f"{r['step']}/{snap['steps']}", f"{done / elapsed:.2f}", _fmt(r.get("train_bpb")),
+                       _fmt(r.get("eval_bpb")), str(r.get("pushes", 0)), str(r.get("rejected", 0)),
+                       str(r.get("promoted", 0)), str(r.get("removed", 0)),
+                       f"{100 * r.get('comm_s', 0) / busy:.1f}" if busy else "-")
+    servers = Table(title="level servers", title_justify="left")
+    for col in ("level", "version", "merges", "accepted", "refused", "promotions", "removed", "forwarded",
+                "screened"):
+        servers.add_column(col, justify="left" if col == "level" else "right")
+    for name, s in snap["servers"].items():
+        st = s.get("stats", {})
+        refused = sum(st.get("rejected", {}).values()) + sum(st.get("rejected_proposals", {}).values())
+        servers.add_row(name, str(s.get("version", "-")), str(st.get("merges", 0)), str(st.get("accepted", 0)),
+                        str(refused), str(st.get("promotions", 0)), str(st.get("removed", 0)),
+                        str(st.get("forwarded", 0)), _fmt(s.get("screened_fraction"), ".2f"))
+    return Group(agents, servers)
+
+
+class Snapshot(dict):
+    """The run's live state; ``write`` puts it in ``status.json`` (temp file + rename)."""
+
+    def __init__(self, run_dir: Path, steps: int) -> None:
+        super().__init__(run_dir=str(run_dir), started=time.time(), updated=time.time(), state="starting",
+                         steps=steps, agents={}, servers={}, start_steps={})
+        self.path = Path(run_dir) / "status.json"
+
+    def write(self) -> None:
+        self["updated"] = time.time()
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self, default=str))
+        os.replace(tmp, self.path)
+
+
+def latest_run(out_dir: str | Path = "runs") -> Path | None:
+    """The run directory under ``out_dir`` whose status was updated last."""
+    found = sorted(Path(out_dir).glob("*/status.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "status.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no status here (is {run_dir} a run directory of `swarm run`?)")
+    return json.loads(path.read_text())

@@ -1,0 +1,220 @@
+"""``swarm run``: the level servers and agents of a topology on Ray, learning, with live progress.
+
+Without ``RAY_ADDRESS`` an embedded local Ray sized to the machine is started (and shut
+down at the end); with it the run joins that cluster. Servers are created top-down
+(foundation, domains, swarms), placed on a node with the ``swarm_head`` resource when
+the cluster has one. Agents run in chunks of ``run.chunk`` steps; between chunks the
+driver records metrics and refreshes the display. Ctrl-C lets the chunks in flight
+finish, checkpoints every agent and server, and exits; ``swarm run --resume RUN_DIR``
+continues from those checkpoints (the run directory holds the resolved config).
+
+Run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (agent chunks and server
+statuses), ``status.json`` (for ``swarm status``), ``levels/<server>/`` and
+``agents/<agent id>/`` (checkpoints and journals), ``summary.json`` + ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.live import Live
+
+from agents.model import build_model
+from cluster.actors import agent_actor, level_server
+from cluster.topology import Topology
+from layers import LevelStack
+from swarm.config import SwarmConfig, config_hash, load_config, to_yaml
+from swarm.monitor import Snapshot, render
+from swarm.summary import summarize
+
+HEAD_RESOURCE = "swarm_head"
+
+
+def level_shapes(cfg: SwarmConfig) -> dict[str, tuple[int, int]]:
+    """Shape (d_out, R) of every module's B, from a throwaway stack of the configured model."""
+    stack = LevelStack.attach(build_model(cfg.model), cfg.levels)
+    return {n: tuple(m.B[cfg.levels.names[-1]].shape) for n, m in stack.modules.items()}
+
+
+def start_ray(namespace: str) -> bool:
+    """Join ``RAY_ADDRESS`` or start a local Ray; returns True if this process started it."""
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster
+    ray.init(num_cpus=os.cpu_count(), namespace=namespace, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    return True
+
+
+class Run:
+    """One run: its directory, config, actors and the driver loop."""
+
+    def __init__(self, cfg: SwarmConfig, run_dir: Path, console: Console | None = None) -> None:
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.console = console or Console()
+        self.namespace = "swarm-" + re.sub(r"[^A-Za-z0-9_.-]", "-", self.dir.resolve().name)
+        self.topology = Topology(cfg.workload, cfg.levels.names[2:])
+        self.hash = config_hash(cfg)
+        self.servers: dict[str, Any] = {}
+        self.agents: dict[str, Any] = {}
+        self.snap = Snapshot(self.dir, cfg.run.steps)
+        self.metrics = None
+
+    # ------------------------------------------------------------------ launch
+    def launch(self) -> None:
+        cfg, shapes = self.cfg, level_shapes(self.cfg)
+        head = {HEAD_RESOURCE: 0.001} if any(HEAD_RESOURCE in n.get("Resources", {})
+                                             for n in ray.nodes() if n.get("Alive")) else {}
+        for s in self.topology.servers:  # parents first: a server looks its parent up by name
+            handle = level_server(s.name, namespace=self.namespace, shapes=shapes,
+                                  store_dir=self.dir / "levels" / s.name, config_hash=self.hash, merge=cfg.merge,
+                                  dynamics=cfg.dynamics, circuits=cfg.circuits, server=cfg.server, parent=s.parent,
+                                  children=s.children, resources=head)
+            self.snap["servers"][s.name] = ray.get(handle.status.remote())
+            self.servers[s.name] = handle
+        n = len(self.topology.agents)
+        cpus = cfg.run.agent_cpus or min(1.0, ray.cluster_resources().get("CPU", 1) / n)
+        configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
+                   "dynamics": cfg.dynamics, "circuits": cfg.circuits}
+        for spec in self.topology.agents:
+            self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
+                                               routes=self.topology.route(spec.id),
+                                               store_dir=str(self.dir / "agents" / spec.id),
+                                               config_hash=self.hash, runtime=cfg.run, threads=max(1, int(cpus)))
+        for aid, rec in zip(self.agents, ray.get([h.status.remote() for h in self.agents.values()]), strict=True):
+            self.snap["agents"][aid] = rec
+            self.snap["start_steps"][aid] = rec["step"]
+
+    # ------------------------------------------------------------------ drive
+    def _log(self, record: dict[str, Any]) -> None:
+        self.metrics.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
+        self.metrics.flush()
+
+    def _poll_servers(self) -> None:
+        names = list(self.servers)
+        for name, st in zip(names, ray.get([self.servers[n].status.remote() for n in names]), strict=True):
+            self.snap["servers"][name] = st
+            self._log({"kind": "server", **st})
+
+    def drive(self, live: Live | None = None) -> bool:
+        """Run every agent to ``run.steps``; returns False if interrupted by Ctrl-C."""
+        steps, chunk = self.cfg.run.steps, self.cfg.run.chunk
+        inflight: dict[Any, str] = {}
+
+        def submit(aid: str) -> None:
+            n = min(chunk, steps - self.snap["agents"][aid]["step"])
+            if n > 0:
+                inflight[self.agents[aid].run.remote(n)] = aid
+
+        for aid in self.agents:
+            submit(aid)
+        self.snap["state"] = "running"
+        last_poll, quiet_next = 0.0, 0.0
+        try:
+            while inflight:
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                for ref in done:
+                    aid = inflight.pop(ref)
+                    rec = ray.get(ref)
+                    self.snap["agents"][aid] = rec
+                    self._log({"kind": "agent", **rec})
+                    submit(aid)
+                if time.time() - last_poll > 2.0 or not inflight:
+                    self._poll_servers()
+                    self.snap.write()
+                    last_poll = time.time()
+                    if live is not None:
+                        live.update(render(self.snap))
+                    elif time.time() >= quiet_next:
+                        self._quiet_line()
+                        quiet_next = time.time() + 15
+        except KeyboardInterrupt:
+            self.snap["state"] = "interrupted"
+            self.console.print("[yellow]Ctrl-C: finishing the steps in flight, then checkpointing "
+                               "(Ctrl-C again aborts without a checkpoint)[/yellow]")
+            for ref, aid in inflight.items():
+                self.snap["agents"][aid] = ray.get(ref)
+            return False
+        return True
+
+    def _quiet_line(self) -> None:
+        recs = self.snap["agents"].values()
+        done = sum(r["step"] for r in recs)
+        evals = [r["eval_bpb"] for r in recs if r.get("eval_bpb") is not None]
+        versions = ", ".join(f"{n} v{s.get('version')}" for n, s in self.snap["servers"].items())
+        elapsed = time.time() - self.snap["started"]
+        self.console.print(f"[{elapsed:5.0f} s] steps {done}/{self.cfg.run.steps * len(recs)}"
+                           + (f", held-out bpb {sum(evals) / len(evals):.3f}" if evals else "") + f"; {versions}")
+
+    def checkpoint(self) -> None:
+        ray.get([h.checkpoint.remote() for h in self.agents.values()])
+        ray.get([h.checkpoint.remote() for h in self.servers.values()])  # children's last forwards are in
+
+    def finish(self, completed: bool) -> dict[str, Any]:
+        self.checkpoint()
+        self._poll_servers()
+        self.snap["state"] = "finished" if completed else "interrupted"
+        self.snap.write()
+        summary = summarize(self)
+        return summary
+
+    def stop_actors(self) -> None:
+        for h in [*self.agents.values(), *self.servers.values()]:
+            ray.kill(h, no_restart=True)
+
+
+def new_run_dir(cfg: SwarmConfig) -> Path:
+    name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
+    path = Path(cfg.run.out_dir) / name
+    if (path / "config.yaml").exists():
+        raise FileExistsError(f"{path} already holds a run; continue it with `swarm run --resume {path}` "
+                              "or pick another run.name")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
+              progress: bool = True, console: Console | None = None) -> dict[str, Any]:
+    """``swarm run``: start (or resume) a run; returns the summary dict."""
+    console = console or Console()
+    if not console.is_terminal and console.width < 130:  # logs and pipes: room for the tables
+        console = Console(width=130, file=console.file)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml", overrides)
+    else:
+        run_dir = new_run_dir(cfg)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    run = Run(cfg, run_dir, console)
+    started_ray = start_ray(run.namespace)
+    try:
+        n = len(run.topology.agents)
+        console.print(f"[bold]swarm run[/bold] {run_dir}: {n} agents, {len(run.topology.servers)} level servers, "
+                      f"{cfg.run.steps} steps each" + (" (resumed)" if resume else ""))
+        with open(run_dir / "metrics.jsonl", "a") as metrics:
+            run.metrics = metrics
+            run.launch()
+            with Live(render(run.snap), console=console, refresh_per_second=2) if progress else nullcontext() as live:
+                completed = run.drive(live)
+            summary = run.finish(completed)
+        if not completed:
+            console.print(f"checkpointed; continue with: swarm run --resume {run_dir}")
+        run.stop_actors()
+        return summary
+    finally:
+        if started_ray:
+            ray.shutdown()

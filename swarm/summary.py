@@ -1,0 +1,88 @@
+"""The end of a run: did bits per byte fall, what did the shared levels contribute, what moved up.
+
+Every agent is evaluated on its held-out files three ways: before learning (recorded when
+it started), at the end with all levels, and at the end with its local levels only
+(context + agent). ``shared_gain`` = local-only minus all-levels: the bits per byte the
+pulled team/domain/foundation levels are worth to that agent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ray
+from rich.table import Table
+
+
+def summarize(run) -> dict[str, Any]:
+    """Evaluate the agents, collect server stats, write summary.json + summary.md, print a table."""
+    local = run.cfg.levels.names[:2]
+    ids = list(run.agents)
+    full = ray.get([run.agents[a].evaluate.remote(None) for a in ids])
+    own = ray.get([run.agents[a].evaluate.remote(local) for a in ids])
+    agents = []
+    for aid, f, o in zip(ids, full, own, strict=True):
+        rec = run.snap["agents"][aid]
+        busy = rec["compute_s"] + rec["comm_s"]
+        agents.append({"agent": aid, "steps": rec["step"], "bpb_start": rec["eval_start"], "bpb_end": f,
+                       "bpb_local_only": o, "shared_gain": o - f, "pushes": rec["pushes"],
+                       "refused": rec["rejected"], "promoted_to_agent": rec["promoted"],
+                       "removed_after_consensus": rec["removed"],
+                       "comm_fraction": rec["comm_s"] / busy if busy else 0.0})
+    servers = []
+    for name, st in run.snap["servers"].items():
+        s = st.get("stats", {})
+        servers.append({"level": name, "version": st["version"], "merges": s.get("merges", 0),
+                        "accepted": s.get("accepted", 0), "refused": s.get("rejected", {}),
+                        "promotions": s.get("promotions", 0), "removed": s.get("removed", 0),
+                        "forwarded": s.get("forwarded", 0), "warnings": st.get("warnings", [])})
+    n = len(agents)
+    summary = {"run_dir": str(run.dir), "state": run.snap["state"], "agents": agents, "servers": servers,
+               "mean_bpb_start": sum(a["bpb_start"] for a in agents) / n,
+               "mean_bpb_end": sum(a["bpb_end"] for a in agents) / n,
+               "mean_shared_gain": sum(a["shared_gain"] for a in agents) / n,
+               "wall_s": run.snap["updated"] - run.snap["started"]}
+    (run.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run.dir / "summary.md").write_text(to_markdown(summary))
+    run.console.print(table(summary))
+    run.console.print(verdict(summary))
+    return summary
+
+
+def verdict(s: dict[str, Any]) -> str:
+    promoted = sum(x["promotions"] for x in s["servers"])
+    merges = sum(x["merges"] for x in s["servers"])
+    gain = s["mean_shared_gain"]
+    return (f"Held-out bits per byte went from {s['mean_bpb_start']:.3f} to {s['mean_bpb_end']:.3f} (mean of "
+            f"{len(s['agents'])} agents). The shared levels made {merges} merges and accepted {promoted} promoted "
+            f"circuits; with them switched off the agents would be {abs(gain):.3f} bits/byte "
+            + ("worse" if gain >= 0 else "better") + f". Details: {s['run_dir']}/summary.md")
+
+
+def table(s: dict[str, Any]) -> Table:
+    t = Table(title="run summary: held-out bits per byte (lower is better)", title_justify="left")
+    for col in ("agent", "steps", "start", "end", "local levels only", "shared gain", "pushes", "refused",
+                "promoted", "comm %"):
+        t.add_column(col, justify="left" if col == "agent" else "right")
+    for a in s["agents"]:
+        t.add_row(a["agent"], str(a["steps"]), f"{a['bpb_start']:.3f}", f"{a['bpb_end']:.3f}",
+                  f"{a['bpb_local_only']:.3f}", f"{a['shared_gain']:+.3f}", str(a["pushes"]), str(a["refused"]),
+                  str(a["promoted_to_agent"]), f"{100 * a['comm_fraction']:.1f}")
+    return t
+
+
+def to_markdown(s: dict[str, Any]) -> str:
+    lines = ["# Run summary", "", verdict(s), "", "| agent | steps | bpb start | bpb end | local levels only | "
+             "shared gain | pushes | refused | promoted | comm % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for a in s["agents"]:
+        lines.append(f"| {a['agent']} | {a['steps']} | {a['bpb_start']:.3f} | {a['bpb_end']:.3f} | "
+                     f"{a['bpb_local_only']:.3f} | {a['shared_gain']:+.3f} | {a['pushes']} | {a['refused']} | "
+                     f"{a['promoted_to_agent']} | {100 * a['comm_fraction']:.1f} |")
+    lines += ["", "| level server | version | merges | accepted | refused | promotions | removed | forwarded |",
+              "|---|---|---|---|---|---|---|---|"]
+    for x in s["servers"]:
+        refused = ", ".join(f"{k} {v}" for k, v in x["refused"].items()) or "0"
+        lines.append(f"| {x['level']} | {x['version']} | {x['merges']} | {x['accepted']} | {refused} | "
+                     f"{x['promotions']} | {x['removed']} | {x['forwarded']} |")
+    return "\n".join(lines) + "\n"
