@@ -1,9 +1,11 @@
 """Ray runtime (agent actors, level servers, topology) and its durable state.
 
-In place: :mod:`cluster.wire` (tensors as msgpack header + raw bytes, no pickle),
+:mod:`cluster.wire` (tensors as msgpack header + raw bytes, no pickle),
 :mod:`cluster.store` (atomic checkpoints + fsynced journal, recovery),
+:mod:`cluster.state` (nested state <-> flat tensors + JSON),
 :mod:`cluster.server` (a shared level's core: validated pushes, merges, pulls,
-consensus, restart by replay) and :mod:`cluster.actors` (the server as a named,
-self-restoring Ray actor). Agent actors and the run loop come with the runtime.
+consensus, restart by replay), :mod:`cluster.uplink` (forwarding to the level above),
+:mod:`cluster.worker` (an agent wired to its servers), :mod:`cluster.topology` (which
+servers exist, who talks to whom) and :mod:`cluster.actors` (the Ray actors).
 Imports may only go swarm -> cluster -> agents -> layers.
 """

@@ -20,6 +20,7 @@ circuits to propose them upward; removals it gets back are journaled too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,12 +44,16 @@ class ServerConfig:
     """The ``server`` section: merge window, admission limits, step size, checkpoint period.
 
     Attributes:
-        window: pushes per merge.
+        window: pushes per merge at the first shared level (team servers).
+        upper_window: pushes per merge above it (None: the server's number of children, so one
+            forward from each child on average).
         max_staleness: versions a push's base may lag behind before it is refused.
         max_norm: pushes with a larger L2 norm are refused.
         lr: the level's step size (the merged gradient is scaled to unit RMS first).
         checkpoint_every: merges between checkpoints.
         propose_every: merges between upward circuit proposals (servers with a parent).
+        forward_every: at most this many merges between forwards to the parent (earlier when
+            the merged gradients are coherent; the sync gate's ``max_interval`` for servers).
     """
 
     window: int = 4
@@ -57,11 +62,14 @@ class ServerConfig:
     lr: float = 1e-3
     checkpoint_every: int = 10
     propose_every: int = 5
+    forward_every: int = 2
+    upper_window: int | None = None
 
     def __post_init__(self) -> None:
         check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
                      checkpoint_every=self.checkpoint_every >= 1,
-                     propose_every=self.propose_every >= 1,
+                     propose_every=self.propose_every >= 1, forward_every=self.forward_every >= 1,
+                     upper_window=self.upper_window is None or self.upper_window >= 1,
                      max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
                      lr=math.isfinite(self.lr) and self.lr > 0)
 
@@ -86,7 +94,9 @@ class LevelServer:
                                       "rejected": {}, "rejected_proposals": {}}
         # the level above: forwarding of merged gradients and upward circuit proposals
         self.parent, self.children = parent, max(1, children)
-        self.uplink = Uplink(name, self.shapes, dynamics.sync) if parent else None
+        gate = dataclasses.replace(dynamics.sync, max_interval=self.cfg.forward_every,
+                                   min_interval=min(dynamics.sync.min_interval, self.cfg.forward_every))
+        self.uplink = Uplink(name, self.shapes, gate) if parent else None
         self.tracker = CircuitTracker(self.circuits) if parent else None
         self.proposals: dict[str, list[Proposal]] = {}  # proposer -> its latest proposals, until consensus runs
         self.mailbox: dict[str, list[dict[str, Any]]] = {}  # proposer -> removals it has not collected yet

@@ -77,7 +77,8 @@ class AgentWorker:
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
                          "removed": 0, "promoted": 0}
-        self.comm_s = self.compute_s = 0.0
+        self.comm_s = self.compute_s = 0.0  # seconds in server calls / in local steps and evaluations
+        self.comm_by_kind: dict[str, float] = {}
         self.bytes_sent = 0
         self.last_eval: float | None = None
         self.eval_start: float | None = None  # held-out bits per byte before any learning
@@ -93,18 +94,20 @@ class AgentWorker:
         return self.agent.id
 
     # ------------------------------------------------------------------ server calls (timed)
-    def _call(self, fn, *args):
+    def _call(self, kind: str, fn, *args):
         start = time.perf_counter()
         try:
             return fn(*args)
         finally:
-            self.comm_s += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.comm_s += elapsed
+            self.comm_by_kind[kind] = self.comm_by_kind.get(kind, 0.0) + elapsed
 
     def pull(self) -> int:
         """Pull every shared level that changed; returns how many did."""
         changed = 0
         for level, server in self.servers.items():
-            out = self._call(server.pull, self.versions[level])
+            out = self._call("pull", server.pull, self.versions[level])
             if out.get("changed"):
                 self.agent.load_shared(level, out["tensors"])
                 changed += 1
@@ -118,7 +121,8 @@ class AgentWorker:
             return None
         tensors = push["tensors"]
         self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
-        out = self._call(self.servers[self.up].push, self.id, push["seq"], max(self.versions[self.up], 0), tensors)
+        base = max(self.versions[self.up], 0)
+        out = self._call("push", self.servers[self.up].push, self.id, push["seq"], base, tensors)
         if out["status"] == "accepted" or out["reason"].startswith("duplicate seq"):
             self.counters["pushes"] += 1
             self.counters["coherent_pushes"] += push["reason"] == "coherent"  # else the gate's max_interval
@@ -132,7 +136,7 @@ class AgentWorker:
     def propose(self) -> dict[str, Any]:
         proposals = self.agent.propose()
         self.counters["proposed"] += len(proposals)
-        out = self._call(self.servers[self.up].propose, self.id, proposals)
+        out = self._call("propose", self.servers[self.up].propose, self.id, proposals)
         for r in out.get("removals", []):
             self.agent.remove(r["module"], r["u"], r["w"])
             self.agent.trackers[self.agent.slow].forget_near(r["module"], r["u"], r["w"])
@@ -167,7 +171,8 @@ class AgentWorker:
         return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
                 "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
-                "compute_s": self.compute_s, "bytes_sent": self.bytes_sent, "resumed_from": self.resumed_from}
+                "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
+                "resumed_from": self.resumed_from}
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> int:
@@ -191,4 +196,4 @@ class AgentWorker:
             self.eval_start = rec.checkpoint.meta["eval_start"]
             self.resumed_from = self.agent.steps
         # pushes after the checkpoint may have been accepted already: continue above them
-        self.agent.seq = max(self.agent.seq, self._call(self.servers[self.up].seen, self.id))
+        self.agent.seq = max(self.agent.seq, self._call("seen", self.servers[self.up].seen, self.id))

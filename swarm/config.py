@@ -138,7 +138,16 @@ def _load_yaml(path: Path) -> DictConfig:
     return loaded
 
 
+# mappings a later source replaces instead of merging into (a topology is a whole, not a patch)
+REPLACED_KEYS = ("workload.topology",)
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    for key in REPLACED_KEYS:
+        node = update if isinstance(update, DictConfig) else OmegaConf.create(update)
+        if OmegaConf.select(node, key, default=None) is not None:
+            base = base.copy()
+            OmegaConf.update(base, key, None, merge=False)
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as e:

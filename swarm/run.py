@@ -15,6 +15,7 @@ statuses), ``status.json`` (for ``swarm status``), ``levels/<server>/`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -77,10 +78,13 @@ class Run:
         cfg, shapes = self.cfg, level_shapes(self.cfg)
         head = {HEAD_RESOURCE: 0.001} if any(HEAD_RESOURCE in n.get("Resources", {})
                                              for n in ray.nodes() if n.get("Alive")) else {}
+        first = self.topology.levels[0]
         for s in self.topology.servers:  # parents first: a server looks its parent up by name
+            window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
             handle = level_server(s.name, namespace=self.namespace, shapes=shapes,
                                   store_dir=self.dir / "levels" / s.name, config_hash=self.hash, merge=cfg.merge,
-                                  dynamics=cfg.dynamics, circuits=cfg.circuits, server=cfg.server, parent=s.parent,
+                                  dynamics=cfg.dynamics, circuits=cfg.circuits,
+                                  server=dataclasses.replace(cfg.server, window=window), parent=s.parent,
                                   children=s.children, resources=head)
             self.snap["servers"][s.name] = ray.get(handle.status.remote())
             self.servers[s.name] = handle

@@ -18,7 +18,7 @@ def _commands() -> list[str]:
 def test_readme_opens_with_two_commands():
     commands = _commands()
     assert len(commands) == 2, commands
-    assert "swarm demo" in commands[0] and "pytest" in commands[1]
+    assert "swarm run" in commands[0] and "pytest" in commands[1]
     assert all(c.startswith("bash infra/setup.sh") for c in commands)
 
 

@@ -116,3 +116,8 @@ def test_bad_group_file_names_it(tmp_path, monkeypatch):
 def test_missing_config_names_it():
     with pytest.raises(ConfigError, match=r"config 'no_such_config' not found.*available: \["):
         load_config("no_such_config")
+
+
+def test_a_topology_from_the_command_line_replaces_the_configured_one():
+    cfg = load_config("swarm", ["workload.topology={d: {t: [json, email]}}"])
+    assert cfg.workload.teams == {"d": {"t": ["json", "email"]}}
