@@ -67,8 +67,11 @@ def _status(run_dir: str | None) -> int:
         print(f"swarm status: {e}", file=sys.stderr)
         return 1
     age = time.time() - snap["updated"]
-    Console().print(f"{path}: {snap['state']}, updated {age:.0f} s ago")
-    Console().print(render(snap))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    console.print(f"{path}: {snap['state']}, updated {age:.0f} s ago")
+    console.print(render(snap))
     return 0
 
 

@@ -63,7 +63,7 @@ def verdict(s: dict[str, Any]) -> str:
 def table(s: dict[str, Any]) -> Table:
     t = Table(title="run summary: held-out bits per byte (lower is better)", title_justify="left")
     for col in ("agent", "steps", "start", "end", "local levels only", "shared gain", "pushes", "refused",
-                "promoted", "comm %"):
+                "promoted ctx→agent", "comm %"):
         t.add_column(col, justify="left" if col == "agent" else "right")
     for a in s["agents"]:
         t.add_row(a["agent"], str(a["steps"]), f"{a['bpb_start']:.3f}", f"{a['bpb_end']:.3f}",
