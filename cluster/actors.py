@@ -100,6 +100,16 @@ class LevelServerActor:
         self.core.checkpoint()
         return self.core.version
 
+    def info(self) -> dict[str, Any]:
+        c = self.core
+        return {"name": c.name, "version": c.version, "parent": c.parent, "shapes": dict(c.shapes)}
+
+    def circuits(self) -> list[dict[str, Any]]:
+        return self.core.tracked_circuits()
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return self.core.events_since(since)
+
 
 def level_server(name: str, *, namespace: str, shapes: dict[str, tuple[int, int]], store_dir: str | Path,
                  config_hash: str, merge: MergeConfig | None = None, dynamics: DynamicsConfig | None = None,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,10 @@ class LevelServer:
         gate = dataclasses.replace(dynamics.sync, max_interval=self.cfg.forward_every,
                                    min_interval=min(dynamics.sync.min_interval, self.cfg.forward_every))
         self.uplink = Uplink(name, self.shapes, gate) if parent else None
-        self.tracker = CircuitTracker(self.circuits) if parent else None
+        self.tracker = CircuitTracker(self.circuits)  # its own circuits: to list, and to propose upward
+        self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # recent merges, promotions, phases, rejections
+        self.event_seq = 0
+        self._phase_mark = 0.0  # screened fraction at the last phase event
         self.proposals: dict[str, list[Proposal]] = {}  # proposer -> its latest proposals, until consensus runs
         self.mailbox: dict[str, list[dict[str, Any]]] = {}  # proposer -> removals it has not collected yet
         self.rejections: dict[str, list[tuple[str, str]]] = {}
@@ -107,9 +112,19 @@ class LevelServer:
             self._recover()
 
     # ------------------------------------------------------------------ push
+    def _event(self, kind: str, detail: str) -> None:
+        self.event_seq += 1
+        self.events.append({"seq": self.event_seq, "kind": kind, "version": self.version, "detail": detail,
+                            "time": time.time()})
+
+    def events_since(self, seq: int = 0) -> list[dict[str, Any]]:
+        """Events with a sequence number above ``seq`` (the newest 1000 are kept, in memory)."""
+        return [e for e in self.events if e["seq"] > seq]
+
     def _reject(self, reason: str) -> dict[str, Any]:
         kind = reason.split(":")[0]
         self.stats["rejected"][kind] = self.stats["rejected"].get(kind, 0) + 1
+        self._event("rejected", reason)
         return {"status": "rejected", "reason": reason, "version": self.version}
 
     def _check(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Any]) -> str | None:
@@ -175,10 +190,17 @@ class LevelServer:
             self.optimizer.step(drive, contributions=self.aggregator.stats["k_eff"] * agreement)
         if self.uplink is not None:
             self.uplink.observe(merged)
-            self.tracker.update(self.B)
+        self.tracker.update(self.B)
         self.window = []
         self.version += 1
         self.stats["merges"] += 1
+        stats = self.aggregator.stats
+        self._event("merge", f"{len(weights)} pushes, k_eff {stats.get('k_eff', 0):.2f}, "
+                             f"agreement {stats.get('mean_agreement', 1.0):.2f}")
+        screened = self.optimizer.screened_fraction()
+        if abs(screened - self._phase_mark) >= 0.05:
+            self._event("phase", f"screened fraction {self._phase_mark:.2f} -> {screened:.2f}")
+            self._phase_mark = screened
         if self.store is not None and self.stats["merges"] % self.cfg.checkpoint_every == 0:
             self.checkpoint()
 
@@ -237,10 +259,17 @@ class LevelServer:
                 self.mailbox.setdefault(agent, []).append({"module": c["module"], "u": u.clone(), "w": w.clone()})
         self.version += 1
         self.stats["promotions"] += len(meta["circuits"])
+        for c in meta["circuits"]:
+            self._event("promotion", f"{c['module']}: sigma {c['sigma']:.3g} from {', '.join(c['agents'])}")
 
     def proposals_up(self) -> list[Proposal]:
         """This level's stable circuits, as proposals to the level above (empty without a parent)."""
-        return proposals_from(self.tracker, self.name) if self.tracker is not None else []
+        return proposals_from(self.tracker, self.name) if self.parent else []
+
+    def tracked_circuits(self) -> list[dict[str, Any]]:
+        """Every circuit the level's tracker follows: id, module, strength, stability score, age, u, w."""
+        return [{"id": c.id, "module": c.module, "strength": float(c.strength), "score": float(c.score),
+                 "age": int(c.age), "u": c.u.float().clone(), "w": c.w.float().clone()} for c in self.tracker.all()]
 
     def remove(self, removals: list[dict[str, Any]]) -> None:
         """Give up this level's projection onto circuits the level above accepted (journaled)."""
@@ -255,8 +284,7 @@ class LevelServer:
     def _apply_removals(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         for i, module in enumerate(meta["modules"]):
             remove_projection(self.B[module], tensors[f"{i}/u"], tensors[f"{i}/w"])
-            if self.tracker is not None:
-                self.tracker.forget_near(module, tensors[f"{i}/u"], tensors[f"{i}/w"])
+            self.tracker.forget_near(module, tensors[f"{i}/u"], tensors[f"{i}/w"])
         self.version += 1
         self.stats["removed"] = self.stats.get("removed", 0) + len(meta["modules"])
 

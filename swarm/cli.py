@@ -3,6 +3,8 @@
     swarm run [CONFIG] [key=value | group=option ...]      # default CONFIG: swarm
     swarm run --resume RUN_DIR [key=value ...]
     swarm status [RUN_DIR]
+    swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service for a running swarm
+    swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -44,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
     run.add_argument("--quiet", action="store_true", help="a line every 15 s instead of live tables")
+    run.add_argument("--serve", action="store_true", help="also serve the shared memory over gRPC (serve.address)")
+    serve = sub.add_parser("serve", help="serve a running swarm's shared memory over gRPC")
+    serve.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
+    serve.add_argument("--address", help="HOST:PORT (default: serve.address of the run's config)")
+    serve.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.token=... (serve.* only)")
+    sub.add_parser("query", help="query a swarm over gRPC (swarm query --help)", add_help=False)
     status = sub.add_parser("status", help="show a running or finished swarm (levels, versions, agents, rates)")
     status.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
     demo = sub.add_parser("demo", help="single-process demo: the level stack learns stdlib source bytes")
@@ -75,10 +83,38 @@ def _status(run_dir: str | None) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from swarm.monitor import latest_run
+    from swarm.serve import serve_run
+
+    path = args.run_dir or latest_run()
+    if path is None:
+        print("swarm serve: no run found under runs/ (start one with `swarm run`)", file=sys.stderr)
+        return 1
+    overrides = list(args.overrides) + ([f"serve.address={args.address}"] if args.address else [])
+    bad = [o for o in overrides if not o.startswith("serve.")]
+    if bad:
+        print(f"swarm serve: only serve.* settings may change here, got {bad[0]!r}", file=sys.stderr)
+        return 2
+    try:
+        serve_run(path, overrides)
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"swarm serve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["query"]:
+        from swarm.query import main as query_main
+
+        return query_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "status":
         return _status(args.run_dir)
+    if args.command == "serve":
+        return _serve(args)
     try:
         config_name, overrides = _split(args.args)
         if args.command == "run" and args.resume:
@@ -98,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from swarm.run import run_swarm  # ray/torch import only when needed
 
         try:
-            summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet)
+            summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
+                                serve=args.serve)
         except (ConfigError, FileExistsError, FileNotFoundError) as e:
             print(f"swarm run: {e}", file=sys.stderr)
             return 2

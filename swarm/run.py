@@ -59,13 +59,18 @@ def start_ray(namespace: str) -> bool:
     return True
 
 
+def namespace_of(run_dir: str | Path) -> str:
+    """The Ray namespace of a run's actors: ``swarm-<run directory name>``."""
+    return "swarm-" + re.sub(r"[^A-Za-z0-9_.-]", "-", Path(run_dir).resolve().name)
+
+
 class Run:
     """One run: its directory, config, actors and the driver loop."""
 
     def __init__(self, cfg: SwarmConfig, run_dir: Path, console: Console | None = None) -> None:
         self.cfg, self.dir = cfg, Path(run_dir)
         self.console = console or Console()
-        self.namespace = "swarm-" + re.sub(r"[^A-Za-z0-9_.-]", "-", self.dir.resolve().name)
+        self.namespace = namespace_of(self.dir)
         self.topology = Topology(cfg.workload, cfg.levels.names[2:])
         self.hash = config_hash(cfg)
         self.servers: dict[str, Any] = {}
@@ -190,8 +195,9 @@ def new_run_dir(cfg: SwarmConfig) -> Path:
 
 
 def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
-              progress: bool = True, console: Console | None = None) -> dict[str, Any]:
-    """``swarm run``: start (or resume) a run; returns the summary dict."""
+              progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
+    """``swarm run``: start (or resume) a run; returns the summary dict. ``serve``: the gRPC query
+    service runs next to it (``serve.address``) until the run ends."""
     console = console or Console()
     if not console.is_terminal and console.width < 130:  # logs and pipes: room for the tables
         console = Console(width=130, file=console.file)
@@ -212,9 +218,20 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         with open(run_dir / "metrics.jsonl", "a") as metrics:
             run.metrics = metrics
             run.launch()
+            service = None
+            if serve:
+                from swarm.serve import MemoryServer
+                from swarm.service import build_service
+
+                service = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
+                port = service.start()
+                console.print(f"query service on {cfg.serve.address.rpartition(':')[0]}:{port} "
+                              "(swarm query --address ... stats)")
             with Live(render(run.snap), console=console, refresh_per_second=2) if progress else nullcontext() as live:
                 completed = run.drive(live)
             summary = run.finish(completed)
+            if service is not None:
+                service.stop()
         if not completed:
             console.print(f"checkpointed; continue with: swarm run --resume {run_dir}")
         run.stop_actors()

@@ -1,0 +1,98 @@
+"""The model side of the query service: the base model with chosen shared levels loaded.
+
+``MemoryModel`` holds one frozen base model and level stack built from a run's config.
+Shared levels pulled from the servers are loaded into their slots (the stack level a
+server fills: ``swarm/text`` fills ``swarm``); the local levels (context, agent) stay
+zero, so what it computes is the swarm's shared memory alone. Calls are serialised by
+the caller (one request at a time touches the stack).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from agents.model import ByteTokenizer, ModelConfig, build_model
+from layers import LevelsConfig, LevelStack
+
+
+def tokenizer_for(cfg: ModelConfig):
+    """Bytes for built models; the checkpoint's own tokenizer for ``name_or_path`` (local only)."""
+    if not cfg.name_or_path:
+        return ByteTokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.name_or_path, local_files_only=True)
+
+
+class MemoryModel:
+    def __init__(self, model: ModelConfig, levels: LevelsConfig) -> None:
+        self.model_cfg = model
+        self.model = build_model(model)
+        self.stack = LevelStack.attach(self.model, levels)
+        self.tokenizer = tokenizer_for(model)
+        self.loaded: dict[str, tuple[str, int]] = {}  # slot -> (server name, version)
+
+    def load(self, slot: str, server: str, version: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Install a pulled level into ``slot`` (validated by the stack)."""
+        self.stack.load_level_state(slot, tensors)
+        self.loaded[slot] = (server, version)
+
+    def holds(self, slot: str, server: str, version: int) -> bool:
+        return self.loaded.get(slot) == (server, version)
+
+    def _ids(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer.encode(text)
+        return torch.tensor([ids], dtype=torch.long)  # (1, T)
+
+    def bits_per_byte(self, text: str, slots: list[str]) -> tuple[float, int]:
+        """Bits per byte of ``text`` under the base plus ``slots``; and the byte count."""
+        ids = self._ids(text)
+        n_bytes = len(text.encode("utf-8"))
+        if ids.shape[1] < 2:
+            raise ValueError("text: needs at least 2 tokens to score")
+        previous = self.stack.set_enabled(slots)
+        try:
+            with torch.no_grad():
+                logits = self.model(ids[:, :-1]).logits  # (1, T-1, V)
+                nats = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="sum")
+        finally:
+            self.stack.set_enabled(previous)
+        return float(nats) / math.log(2) / max(1, n_bytes - 1), n_bytes
+
+    def generate(self, prompt: str, slots: list[str], max_new_tokens: int, temperature: float, seed: int,
+                 should_stop=lambda: False) -> str:
+        """Sample (or greedy when temperature is 0) ``max_new_tokens`` after ``prompt``."""
+        ids = self._ids(prompt) if prompt else torch.zeros(1, 1, dtype=torch.long)
+        gen = torch.Generator().manual_seed(seed)
+        limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
+            self.model.config, "n_positions", 1024)
+        out = []
+        previous = self.stack.set_enabled(slots)
+        try:
+            with torch.no_grad():
+                for _ in range(max_new_tokens):
+                    if should_stop():
+                        raise TimeoutError("deadline reached while generating")
+                    logits = self.model(ids[:, -limit:]).logits[0, -1].float()  # (V,)
+                    if temperature > 0:
+                        nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
+                    else:
+                        nxt = logits.argmax(-1, keepdim=True)
+                    out.append(int(nxt))
+                    ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        finally:
+            self.stack.set_enabled(previous)
+        return self.tokenizer.decode(out)
+
+    def export(self, slot: str) -> dict[str, bytes]:
+        """The slot's level as PEFT adapter files: relative path -> bytes."""
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = self.stack.export_peft(slot, Path(tmp) / "adapter",
+                                               base_model_name_or_path=self.model_cfg.name_or_path)
+            return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+                    if p.is_file()}

@@ -1,0 +1,241 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Level(_message.Message):
+    __slots__ = ("name", "slot", "version", "parent", "modules", "parameters")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    slot: str
+    version: int
+    parent: str
+    modules: int
+    parameters: int
+    def __init__(self, name: _Optional[str] = ..., slot: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[str] = ..., modules: _Optional[int] = ..., parameters: _Optional[int] = ...) -> None: ...
+
+class ListLevelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLevelsResponse(_message.Message):
+    __slots__ = ("levels",)
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    levels: _containers.RepeatedCompositeFieldContainer[Level]
+    def __init__(self, levels: _Optional[_Iterable[_Union[Level, _Mapping]]] = ...) -> None: ...
+
+class GetLevelRequest(_message.Message):
+    __slots__ = ("name", "since_version", "chunk_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    since_version: int
+    chunk_bytes: int
+    def __init__(self, name: _Optional[str] = ..., since_version: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class TensorChunk(_message.Message):
+    __slots__ = ("version", "changed", "index", "count", "payload")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    changed: bool
+    index: int
+    count: int
+    payload: bytes
+    def __init__(self, version: _Optional[int] = ..., changed: _Optional[bool] = ..., index: _Optional[int] = ..., count: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class ExportAdapterRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("path", "offset", "data", "last")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    offset: int
+    data: bytes
+    last: bool
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class ListCircuitsRequest(_message.Message):
+    __slots__ = ("level", "module", "limit")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    module: str
+    limit: int
+    def __init__(self, level: _Optional[str] = ..., module: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Circuit(_message.Message):
+    __slots__ = ("id", "level", "module", "strength", "score", "age", "payload")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    AGE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    level: str
+    module: str
+    strength: float
+    score: float
+    age: int
+    payload: bytes
+    def __init__(self, id: _Optional[str] = ..., level: _Optional[str] = ..., module: _Optional[str] = ..., strength: _Optional[float] = ..., score: _Optional[float] = ..., age: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class ListCircuitsResponse(_message.Message):
+    __slots__ = ("circuits",)
+    CIRCUITS_FIELD_NUMBER: _ClassVar[int]
+    circuits: _containers.RepeatedCompositeFieldContainer[Circuit]
+    def __init__(self, circuits: _Optional[_Iterable[_Union[Circuit, _Mapping]]] = ...) -> None: ...
+
+class GetCircuitRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("prompt", "levels", "max_new_tokens", "temperature", "seed")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    def __init__(self, prompt: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("text", "versions")
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    versions: _containers.ScalarMap[str, int]
+    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("text", "levels")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("bits_per_byte", "contributions", "bytes", "versions")
+    class ContributionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    BITS_PER_BYTE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    bits_per_byte: float
+    contributions: _containers.ScalarMap[str, float]
+    bytes: int
+    versions: _containers.ScalarMap[str, int]
+    def __init__(self, bits_per_byte: _Optional[float] = ..., contributions: _Optional[_Mapping[str, float]] = ..., bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LevelStats(_message.Message):
+    __slots__ = ("name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction", "pending")
+    class RejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MERGES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTIONS_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    SCREENED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    merges: int
+    accepted: int
+    rejected: _containers.ScalarMap[str, int]
+    promotions: int
+    forwarded: int
+    screened_fraction: float
+    pending: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., merges: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., promotions: _Optional[int] = ..., forwarded: _Optional[int] = ..., screened_fraction: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("levels", "namespace")
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    levels: _containers.RepeatedCompositeFieldContainer[LevelStats]
+    namespace: str
+    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("levels",)
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    levels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, levels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("level", "seq", "kind", "version", "detail", "time")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    seq: int
+    kind: str
+    version: int
+    detail: str
+    time: float
+    def __init__(self, level: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., detail: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...

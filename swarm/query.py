@@ -1,0 +1,241 @@
+"""``swarm query``: a client of the SharedMemory service, readable tables by default, ``--json`` for scripts.
+
+    swarm query levels | stats
+    swarm query level NAME [--since V] [--out FILE.safetensors]
+    swarm query export NAME --out DIR
+    swarm query circuits [--level L] [--module M] [--limit N]
+    swarm query circuit ID
+    swarm query generate PROMPT [--levels a,b] [--max-new-tokens N] [--temperature T] [--seed S]
+    swarm query score TEXT [--levels a,b]
+    swarm query watch [--levels a,b] [--count N]
+
+Address: ``--address`` (default 127.0.0.1:50051); token: ``--token`` or ``$SWARM_TOKEN``;
+TLS: ``--tls-ca CA.pem``. Every call has a deadline (``--timeout``, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from cluster.wire import decode
+from swarm.proto import memory_pb2 as pb
+from swarm.proto import memory_pb2_grpc as pb_grpc
+
+
+class Client:
+    """Blocking client; every call carries the token (if any) and a deadline."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None, tls_ca: str | None = None,
+                 timeout: float = 30.0, max_message_mb: int = 16) -> None:
+        options = [("grpc.max_send_message_length", max_message_mb * 2**20),
+                   ("grpc.max_receive_message_length", max_message_mb * 2**20)]
+        if tls_ca:
+            creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        self.stub = pb_grpc.SharedMemoryStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def call(self, method: str, request, **kw):
+        return getattr(self.stub, method)(request, metadata=self.metadata, timeout=kw.pop("timeout", self.timeout),
+                                          **kw)
+
+    def level(self, name: str, since_version: int = -1) -> tuple[int, dict | None]:
+        """(version, tensors) or (version, None) when unchanged since ``since_version``."""
+        tensors, version = {}, -1
+        for chunk in self.call("GetLevel", pb.GetLevelRequest(name=name, since_version=since_version)):
+            version = chunk.version
+            if not chunk.changed:
+                return version, None
+            tensors.update(decode(chunk.payload)[0])
+        return version, tensors
+
+    def export(self, name: str, out_dir: str | Path) -> list[Path]:
+        out_dir = Path(out_dir)
+        handles: dict[str, Any] = {}
+        try:
+            for chunk in self.call("ExportAdapter", pb.ExportAdapterRequest(name=name)):
+                path = out_dir / chunk.path
+                if chunk.path not in handles:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    handles[chunk.path] = open(path, "wb")
+                handles[chunk.path].write(chunk.data)
+        finally:
+            for f in handles.values():
+                f.close()
+        return [out_dir / p for p in handles]
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _levels(arg: str | None) -> list[str]:
+    return [x for x in (arg or "").split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swarm query", description="query a running swarm's shared memory over gRPC")
+    p.add_argument("--address", default="127.0.0.1:50051")
+    p.add_argument("--token", default=None, help="bearer token (default: $SWARM_TOKEN)")
+    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) for a TLS server")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, in seconds")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="what", required=True)
+    sub.add_parser("levels")
+    sub.add_parser("stats")
+    lv = sub.add_parser("level")
+    lv.add_argument("name")
+    lv.add_argument("--since", type=int, default=-1)
+    lv.add_argument("--out", help="write the tensors to this .safetensors file")
+    ex = sub.add_parser("export")
+    ex.add_argument("name")
+    ex.add_argument("--out", required=True)
+    ci = sub.add_parser("circuits")
+    ci.add_argument("--level", default="")
+    ci.add_argument("--module", default="")
+    ci.add_argument("--limit", type=int, default=20)
+    one = sub.add_parser("circuit")
+    one.add_argument("id")
+    gen = sub.add_parser("generate")
+    gen.add_argument("prompt")
+    gen.add_argument("--levels")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--seed", type=int, default=0)
+    sc = sub.add_parser("score")
+    sc.add_argument("text")
+    sc.add_argument("--levels")
+    w = sub.add_parser("watch")
+    w.add_argument("--levels")
+    w.add_argument("--count", type=int, default=0, help="stop after N events (0: until Ctrl-C)")
+    return p
+
+
+def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {n}" for k, n in v.items()) or "0"
+        return str(v)
+
+    for r in rows:
+        t.add_row(*[cell(r.get(c, "")) for c in columns])
+    return t
+
+
+def run_query(args: argparse.Namespace, console: Console) -> Any:
+    client = Client(args.address, args.token or os.environ.get("SWARM_TOKEN"), args.tls_ca, args.timeout)
+    try:
+        return _dispatch(client, args, console)
+    finally:
+        client.close()
+
+
+def _out(console, args, data, table=None):
+    if args.json:
+        console.print_json(json.dumps(data))
+    elif table is not None:
+        console.print(table)
+    return data
+
+
+def _dispatch(client: Client, args, console: Console) -> Any:
+    as_dict = lambda m: MessageToDict(m, preserving_proto_field_name=True,  # noqa: E731
+                                      always_print_fields_with_no_presence=True)
+    if args.what == "levels":
+        rows = [as_dict(x) for x in client.call("ListLevels", pb.ListLevelsRequest()).levels]
+        return _out(console, args, rows, _table("levels", rows, ["name", "slot", "version", "parent", "modules",
+                                                                 "parameters"]))
+    if args.what == "stats":
+        resp = as_dict(client.call("Stats", pb.StatsRequest()))
+        rows = resp.get("levels", [])
+        return _out(console, args, resp, _table(f"stats ({resp.get('namespace', '')})", rows, [
+            "name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction"]))
+    if args.what == "level":
+        version, tensors = client.level(args.name, args.since)
+        if tensors is not None and args.out:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in tensors.items()}, args.out)
+        info = {"name": args.name, "version": version, "changed": tensors is not None,
+                "modules": len(tensors or {}), "values": sum(t.numel() for t in (tensors or {}).values())}
+        return _out(console, args, info, _table("level", [info], list(info)))
+    if args.what == "export":
+        files = [str(p) for p in client.export(args.name, args.out)]
+        return _out(console, args, {"files": files}, _table("exported", [{"file": f} for f in files], ["file"]))
+    if args.what == "circuits":
+        resp = client.call("ListCircuits", pb.ListCircuitsRequest(level=args.level, module=args.module,
+                                                                   limit=args.limit))
+        rows = [as_dict(c) for c in resp.circuits]
+        return _out(console, args, rows, _table("circuits (most stable first)", rows,
+                                                ["id", "level", "module", "strength", "score", "age"]))
+    if args.what == "circuit":
+        c = client.call("GetCircuit", pb.GetCircuitRequest(id=args.id))
+        tensors = decode(c.payload)[0]
+        info = {**{k: v for k, v in as_dict(c).items() if k != "payload"},
+                "u_norm": float(tensors["u"].norm()), "w_norm": float(tensors["w"].norm()),
+                "d_out": tensors["u"].numel(), "rank": tensors["w"].numel()}
+        return _out(console, args, info, _table("circuit", [info], list(info)))
+    if args.what == "generate":
+        r = client.call("Generate", pb.GenerateRequest(prompt=args.prompt, levels=_levels(args.levels),
+                                                       max_new_tokens=args.max_new_tokens,
+                                                       temperature=args.temperature, seed=args.seed))
+        data = as_dict(r)
+        if not args.json:
+            console.print(f"[dim]{args.prompt}[/dim]{r.text}")
+            console.print(f"[dim]levels: {dict(r.versions)}[/dim]")
+        return _out(console, args, data)
+    if args.what == "score":
+        r = as_dict(client.call("Score", pb.ScoreRequest(text=args.text, levels=_levels(args.levels))))
+        rows = [{"level": k, "bits/byte lost without it": v} for k, v in r.get("contributions", {}).items()]
+        table = _table(f"bits per byte: {r.get('bits_per_byte', 0):.4f} over {r.get('bytes', 0)} bytes", rows,
+                       ["level", "bits/byte lost without it"])
+        return _out(console, args, r, table)
+    if args.what == "watch":
+        events = []
+        stream = client.call("Watch", pb.WatchRequest(levels=_levels(args.levels)), timeout=None)
+        try:
+            for e in stream:
+                d = as_dict(e)
+                events.append(d)
+                if args.json:
+                    console.print(json.dumps(d))
+                else:
+                    console.print(f"{d.get('level')} v{d.get('version', 0)} {d.get('kind')}: {d.get('detail', '')}")
+                if args.count and len(events) >= args.count:
+                    break
+        finally:
+            stream.cancel()
+        return events
+    raise AssertionError(args.what)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=130)
+    try:
+        run_query(args, console)
+    except grpc.RpcError as e:
+        print(f"swarm query: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

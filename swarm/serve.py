@@ -1,0 +1,220 @@
+"""Starting the query service: ``grpc.aio`` with health, reflection, bearer auth, TLS and size limits.
+
+``swarm serve --run RUN_DIR`` attaches to the Ray cluster the run lives on (``RAY_ADDRESS``,
+else this machine's latest local cluster) and serves until stopped; ``swarm run --serve``
+starts the same service in a background thread next to the run (``MemoryServer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from swarm.proto import memory_pb2 as pb
+from swarm.proto import memory_pb2_grpc as pb_grpc
+from swarm.serve_config import ServeConfig
+
+SERVICE = pb.DESCRIPTOR.services_by_name["SharedMemory"].full_name  # "swarm.v1.SharedMemory"
+OPEN_METHODS = ("/grpc.health.v1.Health/",)  # answered without a token (load balancers, probes)
+
+
+def resolve_token(cfg: ServeConfig) -> str | None:
+    return cfg.token or os.environ.get("SWARM_TOKEN") or None
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(cfg: ServeConfig) -> None:
+    """Refuse to expose the service beyond this machine without a token."""
+    host = cfg.address.rpartition(":")[0]
+    if not is_loopback(host) and not resolve_token(cfg):
+        raise ValueError(f"serve.address: {cfg.address} is not a loopback address; set serve.token or "
+                         "$SWARM_TOKEN before exposing the service")
+
+
+class BearerAuth(grpc.aio.ServerInterceptor):
+    """Every call but health checks must carry ``authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}"
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_METHODS):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        if metadata.get("authorization") == self.expected:
+            return handler
+        why = "missing bearer token" if "authorization" not in metadata else "wrong bearer token"
+
+        async def deny_unary(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+
+        async def deny_stream(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+            yield  # pragma: no cover - makes this an async generator
+
+        kw = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(deny_unary, **kw)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(deny_stream, **kw)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(deny_unary, **kw)
+        return grpc.stream_stream_rpc_method_handler(deny_stream, **kw)
+
+
+class StrictCodec(grpc.aio.ServerInterceptor):
+    """A request that is not a valid protobuf of its type is INVALID_ARGUMENT (grpc would say UNKNOWN).
+    Responses that are already serialised (``bytes``, e.g. cached level chunks) are sent as they are."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(f"/{SERVICE}/"):
+            return handler
+        parse = handler.request_deserializer
+
+        async def decode(raw: bytes, context):
+            try:
+                return parse(raw)
+            except Exception as e:  # DecodeError and friends: a client's bytes, not our bug
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"request: not a valid {details.method.rsplit('/', 1)[1]} message ({e})")
+
+        serialize = handler.response_serializer
+
+        def respond(message) -> bytes:
+            return message if isinstance(message, bytes) else serialize(message)
+
+        kw = {"request_deserializer": None, "response_serializer": respond}
+        if handler.unary_unary:
+            behaviour = handler.unary_unary
+
+            async def unary(raw, context):
+                return await behaviour(await decode(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(unary, **kw)
+        if handler.unary_stream:
+            behaviour = handler.unary_stream
+
+            async def stream(raw, context):
+                async for item in behaviour(await decode(raw, context), context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(stream, **kw)
+        return handler
+
+
+def message_options(cfg: ServeConfig) -> list[tuple[str, int]]:
+    n = cfg.max_message_mb * 2**20
+    return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n)]
+
+
+async def start_server(service, cfg: ServeConfig, extra_handlers=()) -> tuple[grpc.aio.Server, int]:
+    """Build, bind and start the server; returns it and the bound port (useful with port 0).
+    ``extra_handlers``: generic handlers served alongside (the benchmark's raw-bytes baseline)."""
+    check_bind(cfg)
+    token = resolve_token(cfg)
+    interceptors = ([BearerAuth(token)] if token else []) + [StrictCodec()]
+    server = grpc.aio.server(interceptors=interceptors, options=message_options(cfg))
+    pb_grpc.add_SharedMemoryServicer_to_server(service, server)
+    if extra_handlers:
+        server.add_generic_rpc_handlers(tuple(extra_handlers))
+    status = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(status, server)
+    reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if cfg.tls_cert:
+        with open(cfg.tls_key, "rb") as k, open(cfg.tls_cert, "rb") as c:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port(cfg.address, creds)
+    else:
+        port = server.add_insecure_port(cfg.address)
+    if port == 0:
+        raise OSError(f"serve.address: could not bind {cfg.address}")
+    await server.start()
+    for name in ("", SERVICE):
+        await status.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+class MemoryServer:
+    """The service on its own event loop in a daemon thread (next to a run, or in tests)."""
+
+    def __init__(self, make_service, cfg: ServeConfig, extra_handlers=()) -> None:
+        self.make_service, self.cfg, self.extra = make_service, cfg, extra_handlers
+        self.loop = asyncio.new_event_loop()
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="swarm-serve", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.server, self.port = self.loop.run_until_complete(start_server(self.make_service(), self.cfg,
+                                                                                    self.extra))
+        except BaseException as e:  # reported to start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> int:
+        self.thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self.port is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def serve_run(run_dir, overrides=()) -> None:
+    """``swarm serve``: attach to the Ray cluster of ``run_dir``'s run and serve until Ctrl-C."""
+    import ray
+    from rich.console import Console
+
+    from swarm.config import load_config
+    from swarm.run import namespace_of
+    from swarm.service import build_service
+
+    cfg = load_config(f"{run_dir}/config.yaml", list(overrides))
+    namespace = namespace_of(run_dir)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=namespace, log_to_driver=False,
+             logging_level="WARNING")
+
+    async def main() -> None:
+        server, port = await start_server(build_service(cfg, namespace), cfg.serve)
+        host = cfg.serve.address.rpartition(":")[0]
+        Console().print(f"serving {run_dir} ({namespace}) on {host}:{port}"
+                        + (" with a bearer token" if resolve_token(cfg.serve) else "") + "; Ctrl-C stops")
+        await server.wait_for_termination()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray.shutdown()

@@ -1,0 +1,305 @@
+"""``SharedMemory`` over gRPC (``swarm.v1``, see ``swarm/proto/memory.proto``): read-only queries of a swarm.
+
+The servicer reads the run's level servers (Ray actors, awaited from the gRPC event loop)
+and runs a ``MemoryModel`` for Generate, Score and ExportAdapter. Nothing a client sends
+changes shared state. Errors: an unknown level or circuit is NOT_FOUND; a malformed
+field is INVALID_ARGUMENT naming the field; text or generation above the limits is
+RESOURCE_EXHAUSTED. A request running past its deadline is stopped (DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from cluster.topology import Topology
+from cluster.wire import encode
+from swarm.memory import MemoryModel
+from swarm.proto import memory_pb2 as pb
+from swarm.proto import memory_pb2_grpc as pb_grpc
+from swarm.serve_config import ServeConfig
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _invalid(field: str, why: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {why}")
+
+
+class RayLevels:
+    """The level servers of one run, by name (handles looked up in the run's namespace)."""
+
+    def __init__(self, topology: Topology, namespace: str) -> None:
+        import ray
+
+        self.specs = {s.name: s for s in topology.servers}
+        self.handles = {name: ray.get_actor(name, namespace=namespace) for name in self.specs}
+        self.namespace = namespace
+
+    async def call(self, name: str, method: str, *args: Any) -> Any:
+        return await getattr(self.handles[name], method).remote(*args)
+
+
+class SharedMemoryService(pb_grpc.SharedMemoryServicer):
+    def __init__(self, levels: RayLevels, memory: MemoryModel, cfg: ServeConfig) -> None:
+        self.levels, self.memory, self.cfg = levels, memory, cfg
+        self.lock = asyncio.Lock()  # one request at a time uses the model
+        # name -> (version, tensors): a level moves over Ray only when its version changed
+        self.cache: dict[str, tuple[int, dict]] = {}
+        self.confirmed: dict[str, float] = {}  # name -> when its version was last checked (monotonic s)
+        self.encoded: dict[tuple[str, int, int], list[bytes]] = {}  # (name, version, limit) -> serialised chunks
+
+    async def _pull(self, name: str) -> tuple[int, dict]:
+        """The level's current version and tensors, pulled only if changed since the cached copy."""
+        held = self.cache.get(name)
+        now = time.monotonic()
+        if held and now - self.confirmed.get(name, -math.inf) < self.cfg.level_ttl_ms / 1000:
+            return held
+        out = await self.levels.call(name, "pull", held[0] if held else -1)
+        if out["changed"]:
+            self.cache[name] = (out["version"], out["tensors"])
+            self.encoded = {k: v for k, v in self.encoded.items() if k[0] != name}
+        self.confirmed[name] = now
+        return self.cache[name]
+
+    # ------------------------------------------------------------------ validation helpers
+    def _level(self, name: str, field: str = "name") -> str:
+        if not isinstance(name, str) or not name:
+            raise _invalid(field, "a level name is required (see ListLevels)")
+        if name not in self.levels.specs:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"{field}: no level {name!r} (levels: "
+                               f"{sorted(self.levels.specs)})")
+        return name
+
+    def _chosen(self, names) -> list[str]:
+        """The requested levels (at most one per slot); none requested: every slot that has exactly
+        one server (e.g. a lone domain and the foundation; teams must be named)."""
+        if not names:
+            by_slot: dict[str, list[str]] = {}
+            for n, spec in self.levels.specs.items():
+                by_slot.setdefault(spec.level, []).append(n)
+            return sorted(ns[0] for ns in by_slot.values() if len(ns) == 1)
+        chosen = sorted({self._level(n, "levels") for n in names})
+        slots: dict[str, str] = {}
+        for n in chosen:
+            slot = self.levels.specs[n].level
+            if slot in slots:
+                raise _invalid("levels", f"{slots[slot]!r} and {n!r} both fill the {slot!r} level; pick one")
+            slots[slot] = n
+        return chosen
+
+    def _text(self, text: str, field: str) -> str:
+        size = len(text.encode("utf-8"))
+        if size > self.cfg.max_text_bytes:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"{field}: {size} bytes, the limit is {self.cfg.max_text_bytes}")
+        return text
+
+    async def _load(self, names: list[str]) -> dict[str, int]:
+        """Pull the chosen levels into the model (only what changed); returns their versions."""
+        versions = {}
+        for name in names:
+            slot = self.levels.specs[name].level
+            version, tensors = await self._pull(name)
+            if not self.memory.holds(slot, name, version):
+                self.memory.load(slot, name, version, tensors)
+            versions[name] = version
+        return versions
+
+    # ------------------------------------------------------------------ RPCs
+    async def ListLevels(self, request, context):
+        out = []
+        infos = await asyncio.gather(*(self.levels.call(n, "info") for n in self.levels.specs))
+        for (name, spec), info in zip(self.levels.specs.items(), infos, strict=True):
+            out.append(pb.Level(name=name, slot=spec.level, version=info["version"], parent=spec.parent or "",
+                                modules=len(info["shapes"]),
+                                parameters=sum(a * b for a, b in info["shapes"].values())))
+        return pb.ListLevelsResponse(levels=out)
+
+    async def GetLevel(self, request, context) -> AsyncIterator[pb.TensorChunk]:
+        name = self._level(request.name)
+        if request.since_version < -1:
+            raise _invalid("since_version", f"must be -1 (always) or a version >= 0, got {request.since_version}")
+        if request.chunk_bytes < 0:
+            raise _invalid("chunk_bytes", f"must be >= 0, got {request.chunk_bytes}")
+        limit = min(request.chunk_bytes or self.cfg.chunk_bytes, self.cfg.max_message_mb * 2**20 // 2)
+        version, tensors = await self._pull(name)
+        if request.since_version == version:
+            yield pb.TensorChunk(version=version, changed=False, index=0, count=1)
+            return
+        key = (name, version, limit)
+        if key not in self.encoded:  # serialised once per version: later calls send the bytes as they are
+            payloads = _encode_chunks(name, version, tensors, limit)
+            self.encoded[key] = [pb.TensorChunk(version=version, changed=True, index=i, count=len(payloads),
+                                                payload=p).SerializeToString() for i, p in enumerate(payloads)]
+        for chunk in self.encoded[key]:
+            yield chunk
+
+    async def ExportAdapter(self, request, context) -> AsyncIterator[pb.FileChunk]:
+        name = self._level(request.name)
+        async with self.lock:
+            await self._load([name])
+            files = await asyncio.to_thread(self.memory.export, self.levels.specs[name].level)
+        step = self.cfg.chunk_bytes
+        for path, data in files.items():
+            for offset in range(0, max(len(data), 1), step):
+                yield pb.FileChunk(path=path, offset=offset, data=data[offset : offset + step],
+                                   last=offset + step >= len(data))
+
+    async def _circuits(self, level: str, module: str) -> list[tuple[str, dict]]:
+        names = [self._level(level, "level")] if level else list(self.levels.specs)
+        found = []
+        for name in names:
+            for c in await self.levels.call(name, "circuits"):
+                if not module or c["module"] == module:
+                    found.append((name, c))
+        return found
+
+    @staticmethod
+    def _circuit(name: str, c: dict, payload: bytes = b"") -> pb.Circuit:
+        return pb.Circuit(id=f"{name}#{c['module']}#{c['id']}", level=name, module=c["module"],
+                          strength=c["strength"], score=c["score"], age=c["age"], payload=payload)
+
+    async def ListCircuits(self, request, context):
+        if request.limit < 0:
+            raise _invalid("limit", f"must be >= 0, got {request.limit}")
+        found = sorted(await self._circuits(request.level, request.module), key=lambda x: -x[1]["score"])
+        if request.limit:
+            found = found[: request.limit]
+        return pb.ListCircuitsResponse(circuits=[self._circuit(n, c) for n, c in found])
+
+    async def GetCircuit(self, request, context):
+        parts = request.id.split("#")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise _invalid("id", f"expected '<level>#<module>#<number>' (from ListCircuits), got {request.id!r}")
+        name, module, number = parts[0], parts[1], int(parts[2])
+        self._level(name, "id")
+        for _, c in await self._circuits(name, module):
+            if c["id"] == number:
+                return self._circuit(name, c, encode({"u": c["u"], "w": c["w"]}))
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no circuit {request.id!r} (circuits come and go; "
+                                                      "list them again)")
+
+    async def Generate(self, request, context):
+        prompt = self._text(request.prompt, "prompt")
+        if request.max_new_tokens < 0:
+            raise _invalid("max_new_tokens", f"must be >= 0, got {request.max_new_tokens}")
+        n = request.max_new_tokens or 64
+        if n > self.cfg.max_new_tokens:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"max_new_tokens: {n} above the limit {self.cfg.max_new_tokens}")
+        if not math.isfinite(request.temperature) or request.temperature < 0:
+            raise _invalid("temperature", f"must be finite and >= 0, got {request.temperature}")
+        names = self._chosen(list(request.levels))
+        deadline = context.time_remaining()
+        stop_at = None if deadline is None else time.monotonic() + deadline
+        async with self.lock:
+            versions = await self._load(names)
+            slots = [self.levels.specs[n].level for n in names]
+            try:
+                text = await asyncio.to_thread(self.memory.generate, prompt, slots, n, request.temperature,
+                                               request.seed, lambda: stop_at is not None and time.monotonic() > stop_at)
+            except TimeoutError as e:
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
+        return pb.GenerateResponse(text=text, versions=versions)
+
+    async def Score(self, request, context):
+        text = self._text(request.text, "text")
+        if len(text.encode("utf-8")) < 2:
+            raise _invalid("text", "needs at least 2 bytes to score")
+        names = self._chosen(list(request.levels))
+        async with self.lock:
+            versions = await self._load(names)
+            slots = {n: self.levels.specs[n].level for n in names}
+            full, n_bytes = await asyncio.to_thread(self.memory.bits_per_byte, text, list(slots.values()))
+            contributions = {}
+            for name, slot in slots.items():
+                without, _ = await asyncio.to_thread(self.memory.bits_per_byte, text,
+                                                     [s for s in slots.values() if s != slot])
+                contributions[name] = without - full
+        return pb.ScoreResponse(bits_per_byte=full, contributions=contributions, bytes=n_bytes, versions=versions)
+
+    async def Stats(self, request, context):
+        out = []
+        statuses = await asyncio.gather(*(self.levels.call(n, "status") for n in self.levels.specs))
+        for name, st in zip(self.levels.specs, statuses, strict=True):
+            s = st["stats"]
+            out.append(pb.LevelStats(name=name, version=st["version"], merges=s.get("merges", 0),
+                                     accepted=s.get("accepted", 0), rejected=s.get("rejected", {}),
+                                     promotions=s.get("promotions", 0), forwarded=s.get("forwarded", 0),
+                                     screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"]))
+        return pb.StatsResponse(levels=out, namespace=self.levels.namespace)
+
+    async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
+        names = [self._level(n, "levels") for n in request.levels] or list(self.levels.specs)
+        seen = {}
+        for name in names:  # only what happens from now on
+            events = await self.levels.call(name, "events", 0)
+            seen[name] = events[-1]["seq"] if events else 0
+        while not context.done():
+            for name in names:
+                events = await self.levels.call(name, "events", seen[name])
+                if events and events[0]["seq"] <= seen[name]:  # the server restarted: its numbering too
+                    seen[name] = 0
+                for e in events:
+                    seen[name] = e["seq"]
+                    yield pb.Event(level=name, seq=e["seq"], kind=e["kind"], version=e["version"],
+                                   detail=e["detail"], time=e["time"])
+            await asyncio.sleep(0.2)
+
+
+def _encode_chunks(name: str, version: int, tensors: dict, limit: int) -> list[bytes]:
+    """The level's tensors in wire payloads of at most ``limit`` bytes of data (a larger tensor goes alone)."""
+    groups, current, size = [], {}, 0
+    for module, t in sorted(tensors.items()):
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > limit:
+            groups.append(current)
+            current, size = {}, 0
+        current[module] = t
+        size += nbytes
+    groups.append(current)
+    return [encode(g, {"level": name, "version": version}) for g in groups]
+
+
+def _handle_errors(service: SharedMemoryService) -> SharedMemoryService:
+    """Turn RequestError (and anything unexpected) into status codes, for unary and streaming RPCs."""
+
+    def wrap_unary(fn):
+        async def call(request, context):
+            try:
+                return await fn(request, context)
+            except RequestError as e:
+                await context.abort(e.code, str(e))
+        return call
+
+    def wrap_stream(fn):
+        async def call(request, context):
+            try:
+                async for item in fn(request, context):
+                    yield item
+            except RequestError as e:
+                await context.abort(e.code, str(e))
+        return call
+
+    for name in ("ListLevels", "ListCircuits", "GetCircuit", "Generate", "Score", "Stats"):
+        setattr(service, name, wrap_unary(getattr(service, name)))
+    for name in ("GetLevel", "ExportAdapter", "Watch"):
+        setattr(service, name, wrap_stream(getattr(service, name)))
+    return service
+
+
+def build_service(cfg, namespace: str) -> SharedMemoryService:
+    """The service for the run of ``cfg`` (a SwarmConfig) whose actors live in ``namespace``."""
+    topology = Topology(cfg.workload, cfg.levels.names[2:])
+    return _handle_errors(SharedMemoryService(RayLevels(topology, namespace), MemoryModel(cfg.model, cfg.levels),
+                                              cfg.serve))

@@ -1,0 +1,256 @@
+"""The SharedMemory gRPC service end to end on loopback, against a real (small) swarm on Ray."""
+
+import io
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from cluster.wire import decode
+from swarm.config import load_config
+from swarm.proto import memory_pb2 as pb
+from swarm.query import Client
+from swarm.run import Run
+from swarm.serve import MemoryServer, check_bind
+from swarm.serve_config import ServeConfig
+from swarm.service import build_service
+from tests.cluster.test_runtime import OVERRIDES
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def swarm(ray_session, tmp_path_factory):
+    """A run with servers and agents that learned for 10 steps, and the service in front of it."""
+    tmp = tmp_path_factory.mktemp("svc")
+    cfg = load_config("swarm", [*OVERRIDES, "serve.address=127.0.0.1:0", f"serve.token={TOKEN}",
+                                "serve.max_new_tokens=32", "serve.max_text_bytes=2000"])
+    run = Run(cfg, tmp / "run", Console(file=io.StringIO()))
+    run.metrics = open(tmp / "metrics.jsonl", "w")
+    run.launch()
+    import ray
+
+    ray.get([h.run.remote(10) for h in run.agents.values()])
+    server = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
+    port = server.start()
+    client = Client(f"127.0.0.1:{port}", TOKEN, timeout=60)
+    yield run, client, port, cfg
+    client.close()
+    server.stop()
+    run.stop_actors()
+    run.metrics.close()
+
+
+def code_of(fn):
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    return e.value.code(), e.value.details()
+
+
+def test_levels_stats_and_get_level_match_the_servers(swarm):
+    import ray
+
+    run, client, _, _ = swarm
+    levels = {x.name: x for x in client.call("ListLevels", pb.ListLevelsRequest()).levels}
+    assert set(levels) == set(run.servers) and levels["swarm/red"].slot == "swarm"
+    assert levels["swarm/red"].parent == "domain/toy" and levels["swarm/red"].parameters > 0
+    stats = {x.name: x for x in client.call("Stats", pb.StatsRequest()).levels}
+    assert stats["swarm/red"].accepted > 0 and stats["swarm/red"].merges > 0
+    version, tensors = client.level("swarm/red")
+    truth = ray.get(run.servers["swarm/red"].pull.remote(-1))
+    assert version == truth["version"] and set(tensors) == set(truth["tensors"])
+    assert all(torch.equal(tensors[m], truth["tensors"][m]) for m in tensors)
+    assert client.level("swarm/red", since_version=version) == (version, None)  # only what changed
+    small = list(client.call("GetLevel", pb.GetLevelRequest(name="swarm/red", chunk_bytes=1024)))
+    assert len(small) > 1 and all(c.count == len(small) for c in small)
+    assert sum(len(decode(c.payload)[0]) for c in small) == len(tensors)
+
+
+def test_generate_and_score_use_the_chosen_levels(swarm):
+    _, client, _, _ = swarm
+    a = client.call("Generate", pb.GenerateRequest(prompt="def ", levels=["swarm/red"], max_new_tokens=8))
+    b = client.call("Generate", pb.GenerateRequest(prompt="def ", levels=["swarm/red"], max_new_tokens=8))
+    assert a.text == b.text and len(a.text.encode("utf-8", "replace")) > 0 and "swarm/red" in a.versions
+    s = client.call("Score", pb.ScoreRequest(text="abcabcabc abcabc", levels=["swarm/red", "domain/toy"]))
+    assert s.bits_per_byte > 0 and set(s.contributions) == {"swarm/red", "domain/toy"} and s.bytes == 16
+
+
+def test_circuits_are_listed_by_score_and_fetched_by_id(swarm):
+    _, client, _, _ = swarm
+    listed = client.call("ListCircuits", pb.ListCircuitsRequest()).circuits
+    scores = [c.score for c in listed]
+    assert scores == sorted(scores, reverse=True)
+    if listed:  # trackers follow circuits once levels have moved
+        one = client.call("GetCircuit", pb.GetCircuitRequest(id=listed[0].id))
+        t = decode(one.payload)[0]
+        assert abs(float(t["u"].norm()) - 1) < 1e-4 and one.module == listed[0].module
+    assert code_of(lambda: client.call("GetCircuit", pb.GetCircuitRequest(id="swarm/red#nope#999")))[0] == \
+        grpc.StatusCode.NOT_FOUND
+
+
+def test_exported_adapter_loads_in_peft_and_reproduces_the_level(swarm, tmp_path):
+    import warnings
+
+    from peft import PeftModel
+
+    from agents.model import build_model
+    from layers import LevelStack
+
+    run, client, _, cfg = swarm
+    client.export("swarm/red", tmp_path / "adapter")
+    version, tensors = client.level("swarm/red")
+    ours = LevelStack.attach(build_model(cfg.model), cfg.levels)
+    ours.load_level_state("swarm", tensors)
+    ours.set_enabled(["swarm"])
+    probe = torch.randint(0, 256, (2, 16))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ours.model(probe).logits
+        peft = PeftModel.from_pretrained(build_model(cfg.model), str(tmp_path / "adapter"))
+        got = peft(probe).logits
+    assert float((got - expected).abs().max()) < 1e-4
+
+
+def test_watch_streams_events_as_they_happen(swarm):
+    import ray
+
+    run, client, _, _ = swarm
+    import threading
+
+    stream = client.call("Watch", pb.WatchRequest(levels=["swarm/red"]), timeout=60)
+    done = threading.Event()
+
+    def reject_until_seen():  # the stream starts asynchronously: keep causing events until one arrives
+        while not done.is_set():
+            ray.get(run.servers["swarm/red"].push.remote("intruder", 1, 0, {"nope": torch.zeros(1)}))
+            done.wait(0.3)
+
+    thread = threading.Thread(target=reject_until_seen)
+    thread.start()
+    try:
+        event = next(iter(stream))
+    finally:
+        done.set()
+        thread.join()
+        stream.cancel()
+    assert event.level == "swarm/red" and event.kind == "rejected" and "unknown module" in event.detail
+
+
+@pytest.mark.parametrize("call, code, words", [
+    (lambda c: c.call("GetLevel", pb.GetLevelRequest(name="swarm/nope")).next(), "NOT_FOUND", "no level"),
+    (lambda c: c.call("GetLevel", pb.GetLevelRequest(name="")).next(), "INVALID_ARGUMENT", "name:"),
+    (lambda c: c.call("GetLevel", pb.GetLevelRequest(name="swarm/red", since_version=-5)).next(),
+     "INVALID_ARGUMENT", "since_version"),
+    (lambda c: c.call("ListCircuits", pb.ListCircuitsRequest(limit=-1)), "INVALID_ARGUMENT", "limit"),
+    (lambda c: c.call("ListCircuits", pb.ListCircuitsRequest(level="x")), "NOT_FOUND", "level:"),
+    (lambda c: c.call("GetCircuit", pb.GetCircuitRequest(id="garbage")), "INVALID_ARGUMENT", "id:"),
+    (lambda c: c.call("Generate", pb.GenerateRequest(max_new_tokens=33)), "RESOURCE_EXHAUSTED", "max_new_tokens"),
+    (lambda c: c.call("Generate", pb.GenerateRequest(temperature=-1, max_new_tokens=4)), "INVALID_ARGUMENT",
+     "temperature"),
+    (lambda c: c.call("Generate", pb.GenerateRequest(levels=["swarm/red", "swarm/blue"], max_new_tokens=4)),
+     "INVALID_ARGUMENT", "both fill"),
+    (lambda c: c.call("Score", pb.ScoreRequest(text="x" * 2001)), "RESOURCE_EXHAUSTED", "text:"),
+    (lambda c: c.call("Score", pb.ScoreRequest(text="x")), "INVALID_ARGUMENT", "text:"),
+    (lambda c: c.call("Generate", pb.GenerateRequest(max_new_tokens=32), timeout=0.001), "DEADLINE_EXCEEDED", ""),
+])
+def test_bad_requests_get_precise_status_codes(swarm, call, code, words):
+    _, client, _, _ = swarm
+    got, details = code_of(lambda: call(client))
+    assert got.name == code and words in (details or "")
+
+
+def test_auth_health_and_reflection(swarm):
+    _, _, port, _ = swarm
+    anonymous = Client(f"127.0.0.1:{port}", None)
+    wrong = Client(f"127.0.0.1:{port}", "guess")
+    try:
+        assert code_of(lambda: anonymous.call("Stats", pb.StatsRequest()))[0] == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: wrong.call("GetLevel", pb.GetLevelRequest(name="swarm/red")).next())[0] == \
+            grpc.StatusCode.UNAUTHENTICATED
+        health = health_pb2_grpc.HealthStub(anonymous.channel)  # probes need no token
+        assert health.Check(health_pb2.HealthCheckRequest(service="swarm.v1.SharedMemory"), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    finally:
+        anonymous.close()
+        wrong.close()
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        interceptor = grpc.intercept_channel(channel, _Auth(TOKEN))
+        services = ProtoReflectionDescriptorDatabase(interceptor).get_services()
+    assert "swarm.v1.SharedMemory" in services and "grpc.health.v1.Health" in services
+
+
+class _Auth(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    def __init__(self, token):
+        self.md = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return d._replace(metadata=[*(d.metadata or []), self.md])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def test_non_loopback_bind_needs_a_token(monkeypatch):
+    monkeypatch.delenv("SWARM_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="not a loopback address"):
+        check_bind(ServeConfig(address="0.0.0.0:50051"))
+    check_bind(ServeConfig(address="0.0.0.0:50051", token="t"))
+    check_bind(ServeConfig(address="[::1]:50051"))
+
+
+METHODS = ["ListLevels", "GetLevel", "ListCircuits", "GetCircuit", "Generate", "Score", "Stats"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(METHODS), raw=st.binary(max_size=64))
+def test_random_bytes_never_hurt_the_server(swarm, method, raw):
+    """Arbitrary bytes as a request: every call ends with a status, and the server stays healthy."""
+    _, client, port, _ = swarm
+    streaming = method == "GetLevel"
+    path = f"/swarm.v1.SharedMemory/{method}"
+    ident = lambda b: b  # noqa: E731  (send the raw bytes as they are)
+    fn = (client.channel.unary_stream if streaming else client.channel.unary_unary)(
+        path, request_serializer=ident, response_deserializer=ident)
+    try:
+        out = fn(raw, metadata=client.metadata, timeout=30)
+        if streaming:
+            list(out)
+    except grpc.RpcError as e:
+        assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                            grpc.StatusCode.RESOURCE_EXHAUSTED), e
+    assert client.call("Stats", pb.StatsRequest()).levels  # still answering
+
+
+def test_swarm_query_prints_tables_and_json(swarm, capsys, tmp_path):
+    import json
+
+    from swarm.cli import main
+
+    _, _, port, _ = swarm
+    base = ["query", "--address", f"127.0.0.1:{port}", "--token", TOKEN]
+    assert main([*base, "--json", "stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert {x["name"] for x in stats["levels"]} >= {"swarm/red", "foundation"}
+    assert main([*base, "levels"]) == 0 and "swarm/red" in capsys.readouterr().out
+    assert main([*base, "score", "abcabc abc", "--levels", "swarm/red"]) == 0
+    assert "bits per byte" in capsys.readouterr().out
+    assert main([*base, "generate", "ab", "--levels", "swarm/red", "--max-new-tokens", "4"]) == 0
+    assert main([*base, "circuits"]) == 0
+    assert main([*base, "level", "swarm/red", "--out", str(tmp_path / "red.safetensors")]) == 0
+    assert (tmp_path / "red.safetensors").stat().st_size > 0
+    assert main([*base, "export", "swarm/red", "--out", str(tmp_path / "ad")]) == 0
+    assert (tmp_path / "ad" / "adapter_config.json").is_file()
+    capsys.readouterr()
+    assert main([*base, "level", "swarm/nope"]) == 1  # a status, not a traceback
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["query", "--address", f"127.0.0.1:{port}", "stats"]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
