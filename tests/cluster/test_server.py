@@ -163,3 +163,16 @@ def test_restart_keeps_circuits_removals_and_the_outbox(tmp_path):
     assert [e["seq"] for e in restarted.uplink.outbox] == [e["seq"] for e in server.uplink.outbox]
     assert [r["module"] for r in restarted.propose("a0", [])["removals"]] == ["m.q"]
     assert float(torch.ones(6) @ restarted.B["m.v"] @ W) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_events_record_merges_promotions_and_rejections():
+    server = LevelServer("swarm/red", SHAPES, server=ServerConfig(window=1), children=2)
+    server.push("a", 1, 0, grad(1))
+    server.push("a", 1, 1, grad(2))  # duplicate
+    server.propose("a0", [circuit("a0")])
+    server.propose("a1", [circuit("a1")])
+    kinds = [e["kind"] for e in server.events_since(0)]
+    assert {"merge", "rejected", "promotion"} <= set(kinds)
+    assert kinds.index("merge") < kinds.index("rejected") < kinds.index("promotion")  # in the order they happened
+    last = server.events_since(0)[-1]["seq"]
+    assert server.events_since(last) == []

@@ -254,3 +254,46 @@ def test_swarm_query_prints_tables_and_json(swarm, capsys, tmp_path):
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main(["query", "--address", f"127.0.0.1:{port}", "stats"]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+def _self_signed(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    return str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+
+
+def test_tls_serves_verified_clients_only(swarm, tmp_path):
+    import dataclasses
+
+    run, _, _, cfg = swarm
+    cert, key = _self_signed(tmp_path)
+    tls = dataclasses.replace(cfg.serve, address="localhost:0", tls_cert=cert, tls_key=key)
+    server = MemoryServer(lambda: build_service(cfg, run.namespace), tls)
+    port = server.start()
+    secure = Client(f"localhost:{port}", TOKEN, tls_ca=cert, timeout=20)
+    plain = Client(f"localhost:{port}", TOKEN, timeout=5)
+    try:
+        assert secure.call("Stats", pb.StatsRequest()).levels
+        assert code_of(lambda: plain.call("Stats", pb.StatsRequest()))[0] == grpc.StatusCode.UNAVAILABLE
+    finally:
+        secure.close()
+        plain.close()
+        server.stop()
