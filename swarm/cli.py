@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
                                 serve=args.serve)
-        except (ConfigError, FileExistsError, FileNotFoundError) as e:
+        except (ConfigError, OSError, ValueError) as e:  # bad config, run dir, or serve address
             print(f"swarm run: {e}", file=sys.stderr)
             return 2
         return 0 if summary["state"] == "finished" else 130
