@@ -94,6 +94,7 @@ class LevelServerActor:
         c = self.core
         return {"name": c.name, "version": c.version, "pending": len(c.window), "stats": c.stats,
                 "last_seq": dict(c.last_seq), "warnings": list(c.warnings), "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id(),
                 "outbox": len(c.uplink.outbox) if c.uplink is not None else 0, **c.optimizer.report()}
 
     def checkpoint(self) -> int:
@@ -137,21 +138,23 @@ class AgentActor:
         agent = Agent(spec, **configs)
         servers = {level: RemoteLevel(ray.get_actor(name, namespace=namespace)) for level, name in routes.items()}
         self.worker = AgentWorker(agent, servers, runtime, store_dir=store_dir, config_hash=config_hash)
+        self.node = ray.get_runtime_context().get_node_id()  # which Ray node runs this agent
 
     def run(self, steps: int) -> dict[str, Any]:
-        return self.worker.run(steps)
+        return {**self.worker.run(steps), "node": self.node}
 
     def checkpoint(self) -> int:
         return self.worker.checkpoint()
 
     def status(self) -> dict[str, Any]:
-        return {**self.worker.record(), "pid": os.getpid()}
+        return {**self.worker.record(), "pid": os.getpid(), "node": self.node}
 
     def evaluate(self, levels: list[str] | None = None) -> float:
         return self.worker.agent.evaluate(levels)
 
 
 def agent_actor(spec, *, namespace: str, num_cpus: float, **kwargs):
-    """Get or create the named actor of one agent (named by its id)."""
+    """Get or create the named actor of one agent (named by its id), spread over the cluster's nodes."""
     return AgentActor.options(name=f"agent/{spec.id}", namespace=namespace, get_if_exists=True,
-                              num_cpus=num_cpus).remote(spec, namespace=namespace, **kwargs)
+                              num_cpus=num_cpus, scheduling_strategy="SPREAD").remote(
+        spec, namespace=namespace, **kwargs)

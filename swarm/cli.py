@@ -5,6 +5,7 @@
     swarm status [RUN_DIR]
     swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service for a running swarm
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
+    swarm cluster up|down|status [infra/onebox.yaml]        # a multi-node Ray cluster on this machine
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -50,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a running swarm's shared memory over gRPC")
     serve.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
     serve.add_argument("--address", help="HOST:PORT (default: serve.address of the run's config)")
+    serve.add_argument("--follow", action="store_true",
+                       help="serve the newest live run under RUN_DIR (default runs/), switching to newer ones")
     serve.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.token=... (serve.* only)")
     sub.add_parser("query", help="query a swarm over gRPC (swarm query --help)", add_help=False)
+    cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (infra/onebox.yaml)")
+    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("config", nargs="?", default=None, help="default: infra/onebox.yaml of this checkout")
     status = sub.add_parser("status", help="show a running or finished swarm (levels, versions, agents, rates)")
     status.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
     demo = sub.add_parser("demo", help="single-process demo: the level stack learns stdlib source bytes")
@@ -87,20 +93,52 @@ def _serve(args) -> int:
     from swarm.monitor import latest_run
     from swarm.serve import serve_run
 
-    path = args.run_dir or latest_run()
-    if path is None:
-        print("swarm serve: no run found under runs/ (start one with `swarm run`)", file=sys.stderr)
-        return 1
     overrides = list(args.overrides) + ([f"serve.address={args.address}"] if args.address else [])
     bad = [o for o in overrides if not o.startswith("serve.")]
     if bad:
         print(f"swarm serve: only serve.* settings may change here, got {bad[0]!r}", file=sys.stderr)
         return 2
+    if args.follow:
+        from swarm.serve import serve_follow
+
+        try:
+            serve_follow(args.run_dir or "runs", overrides)
+        except (OSError, ValueError, TypeError) as e:
+            print(f"swarm serve: {e}", file=sys.stderr)
+            return 2
+        return 0
+    path = args.run_dir or latest_run()
+    if path is None:
+        print("swarm serve: no run found under runs/ (start one with `swarm run`)", file=sys.stderr)
+        return 1
     try:
         serve_run(path, overrides)
     except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
         print(f"swarm serve: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cluster(args) -> int:
+    from pathlib import Path
+
+    from swarm import onebox
+
+    path = args.config or Path(__file__).resolve().parents[1] / "infra" / "onebox.yaml"
+    try:
+        cfg = onebox.load(path)
+        if args.action == "up":
+            address = onebox.up(cfg)
+            nodes = onebox.wait_for_nodes(cfg)
+            print(f"{len(nodes)} Ray nodes up on this machine; use them with:\n  export RAY_ADDRESS={address}")
+        elif args.action == "down":
+            print(f"stopped {onebox.down(cfg)} processes of the cluster at {cfg.address}")
+        else:
+            procs = onebox.processes(cfg)
+            print(f"{cfg.address}: " + (f"running ({len(procs)} processes)" if procs else "not running"))
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"swarm cluster {args.action}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args.run_dir)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "cluster":
+        return _cluster(args)
     try:
         config_name, overrides = _split(args.args)
         if args.command == "run" and args.resume:

@@ -45,6 +45,18 @@ def level_shapes(cfg: SwarmConfig) -> dict[str, tuple[int, int]]:
     return {n: tuple(m.B[cfg.levels.names[-1]].shape) for n, m in stack.modules.items()}
 
 
+def agent_share(node_cpus: list[float], agents: int) -> float:
+    """The largest CPU share <= 1 per agent such that ``agents`` of them fit on the nodes as they are
+    (a share must fit whole on one node: 4 agents on 3 one-CPU nodes get 0.5, not 0.75)."""
+    best = 0.0
+    for c in node_cpus:
+        for m in range(1, agents + 1):
+            x = min(1.0, c / m)
+            if x > best and sum(int(cc / x + 1e-9) for cc in node_cpus) >= agents:
+                best = x
+    return best or 1.0 / agents
+
+
 def start_ray(namespace: str) -> bool:
     """Join ``RAY_ADDRESS`` or start a local Ray; returns True if this process started it."""
     if ray.is_initialized():
@@ -94,7 +106,8 @@ class Run:
             self.snap["servers"][s.name] = ray.get(handle.status.remote())
             self.servers[s.name] = handle
         n = len(self.topology.agents)
-        cpus = cfg.run.agent_cpus or min(1.0, ray.cluster_resources().get("CPU", 1) / n)
+        node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+        cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
         configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
                    "dynamics": cfg.dynamics, "circuits": cfg.circuits}
         for spec in self.topology.agents:

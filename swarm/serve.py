@@ -190,6 +190,89 @@ class MemoryServer:
         self.thread.join(timeout=10)
 
 
+RPCS = {"ListLevels": "unary", "GetLevel": "stream", "ExportAdapter": "stream", "ListCircuits": "unary",
+        "GetCircuit": "unary", "Generate": "unary", "Score": "unary", "Stats": "unary", "Watch": "stream"}
+
+
+class Follower:
+    """Serves the newest live run under ``out_dir``, switching when a newer one starts (``swarm serve
+    --follow``, what a cluster's head runs at boot). Without a live run every call is UNAVAILABLE."""
+
+    def __init__(self, out_dir: str, make_service, poll_s: float = 5.0) -> None:
+        self.out_dir, self.make_service, self.poll_s = out_dir, make_service, poll_s
+        self.current: tuple[str, object] | None = None
+        for name, kind in RPCS.items():
+            setattr(self, name, self._delegate(name, kind))
+
+    def _delegate(self, name: str, kind: str):
+        async def unary(request, context):
+            inner = await self._inner(context)
+            return await getattr(inner, name)(request, context)
+
+        async def stream(request, context):
+            inner = await self._inner(context)
+            async for item in getattr(inner, name)(request, context):
+                yield item
+
+        return unary if kind == "unary" else stream
+
+    async def _inner(self, context):
+        if self.current is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no running swarm under {self.out_dir} yet")
+        return self.current[1]
+
+    async def watch_runs(self) -> None:
+        from swarm.monitor import latest_run, read_status
+
+        while True:
+            run = latest_run(self.out_dir)
+            if run is not None and (self.current is None or self.current[0] != str(run)):
+                try:
+                    if read_status(run)["state"] in ("starting", "running"):
+                        service = await asyncio.to_thread(self.make_service, run)
+                        self.current = (str(run), service)
+                        print(f"following {run}", flush=True)
+                except Exception as e:  # its actors may not exist yet: try again on the next poll
+                    print(f"not yet serving {run}: {type(e).__name__}: {e}", flush=True)
+            await asyncio.sleep(self.poll_s)
+
+
+def serve_follow(out_dir: str, overrides=()) -> None:
+    """``swarm serve --follow``: serve whichever run under ``out_dir`` is newest and live."""
+    import ray
+    from omegaconf import OmegaConf
+
+    from swarm.config import load_config
+    from swarm.run import namespace_of
+    from swarm.service import build_service
+
+    serve_cfg = ServeConfig(**OmegaConf.to_container(OmegaConf.from_dotlist(
+        [o.removeprefix("serve.") for o in overrides])))
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="WARNING")
+
+    def make_service(run_dir):
+        cfg = load_config(f"{run_dir}/config.yaml")
+        return build_service(cfg, namespace_of(run_dir))
+
+    async def main() -> None:
+        follower = Follower(out_dir, make_service)
+        server, port = await start_server(follower, serve_cfg)
+        print(f"serving the newest run under {out_dir} on {serve_cfg.address.rpartition(':')[0]}:{port}", flush=True)
+        task = asyncio.create_task(follower.watch_runs())
+        try:
+            await server.wait_for_termination()
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray.shutdown()
+
+
 def serve_run(run_dir, overrides=()) -> None:
     """``swarm serve``: attach to the Ray cluster of ``run_dir``'s run and serve until Ctrl-C."""
     import ray
