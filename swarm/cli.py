@@ -6,6 +6,7 @@
     swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service for a running swarm
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
     swarm cluster up|down|status [infra/onebox.yaml]        # a multi-node Ray cluster on this machine
+    swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve the newest live run under RUN_DIR (default runs/), switching to newer ones")
     serve.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.token=... (serve.* only)")
     sub.add_parser("query", help="query a swarm over gRPC (swarm query --help)", add_help=False)
+    pre = sub.add_parser("pretrain-base", help="pre-train (once, cached by content) the tiny byte-level base")
+    pre.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
     cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (infra/onebox.yaml)")
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("config", nargs="?", default=None, help="default: infra/onebox.yaml of this checkout")
@@ -162,13 +166,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--resume takes the config from {args.resume}; drop {config_name!r}")
             cfg = None
         else:
-            default = "swarm" if args.command == "run" else "demo"
+            default = "demo" if args.command == "demo" else "swarm"
             cfg = load_config(config_name or default, overrides)
     except ConfigError as e:
         print(f"swarm: config error: {e}", file=sys.stderr)
         return 2
     if args.command == "config":
         print(to_yaml(cfg), end="")
+        return 0
+    if args.command == "pretrain-base":
+        from swarm.pretrain import pretrain_base
+
+        try:
+            path = pretrain_base(cfg, progress=not args.quiet)
+        except (OSError, ValueError) as e:
+            print(f"swarm pretrain-base: {e}", file=sys.stderr)
+            return 2
+        print(f"use it with: model.name_or_path={path}")
         return 0
     if args.command == "run":
         from swarm.run import run_swarm  # ray/torch import only when needed

@@ -31,6 +31,7 @@ from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
+from swarm.pretrain import PretrainConfig
 from swarm.serve_config import ServeConfig
 
 DEFAULT_CONFIG = "demo"
@@ -91,6 +92,7 @@ class SwarmConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     run: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
@@ -227,7 +229,7 @@ def config_hash(cfg: SwarmConfig) -> str:
     """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
     must match it, while its length or progress settings may change."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg))
-    for key in ("run", "demo", "serve"):
+    for key in ("run", "demo", "serve", "pretrain"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -22,7 +22,7 @@ from layers import LevelsConfig, LevelStack
 
 def tokenizer_for(cfg: ModelConfig):
     """Bytes for built models; the checkpoint's own tokenizer for ``name_or_path`` (local only)."""
-    if not cfg.name_or_path:
+    if not cfg.name_or_path or (Path(cfg.name_or_path) / "swarm_base.json").is_file():  # ours: byte-level
         return ByteTokenizer()
     from transformers import AutoTokenizer
 
