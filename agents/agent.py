@@ -188,11 +188,12 @@ class Agent:
         self.workload.load_state_dict(state["workload"])
         self.steps, self.seq, self.push_ready = int(state["steps"]), int(state["seq"]), state["push_ready"]
 
-    def evaluate(self, levels: list[str] | None = None) -> float:
-        """Held-out bits per byte with ``levels`` enabled (all by default)."""
+    def evaluate(self, levels: list[str] | None = None, windows: torch.Tensor | None = None) -> float:
+        """Bits per byte with ``levels`` enabled (all by default) on ``windows`` (N, T+1), by default
+        this agent's own held-out windows (pass a teammate's to measure transfer)."""
         previous = self.stack.set_enabled(levels if levels is not None else self.stack.levels)
         try:
-            windows = self.workload.held_out
+            windows = self.workload.held_out if windows is None else windows
             with torch.no_grad():
                 logits = self.model(windows[:, :-1]).logits
                 loss = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())

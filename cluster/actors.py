@@ -149,8 +149,12 @@ class AgentActor:
     def status(self) -> dict[str, Any]:
         return {**self.worker.record(), "pid": os.getpid(), "node": self.node}
 
-    def evaluate(self, levels: list[str] | None = None) -> float:
-        return self.worker.agent.evaluate(levels)
+    def evaluate(self, levels: list[str] | None = None, windows=None) -> float:
+        return self.worker.agent.evaluate(levels, windows)
+
+    def held_out(self):
+        """This agent's held-out windows (N, T+1), to evaluate others on them."""
+        return self.worker.agent.workload.held_out
 
 
 def agent_actor(spec, *, namespace: str, num_cpus: float, **kwargs):

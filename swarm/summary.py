@@ -3,7 +3,9 @@
 Every agent is evaluated on its held-out files three ways: before learning (recorded when
 it started), at the end with all levels, and at the end with its local levels only
 (context + agent). ``shared_gain`` = local-only minus all-levels: the bits per byte the
-pulled team/domain/foundation levels are worth to that agent.
+pulled team/domain/foundation levels are worth to that agent. It is also evaluated on its
+teammates' and the other teams' held-out files, with the base alone and with all its
+levels: ``team_gain`` and ``others_gain`` say how far what it learned carries over.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def summarize(run) -> dict[str, Any]:
     ids = list(run.agents)
     full = ray.get([run.agents[a].evaluate.remote(None) for a in ids])
     own = ray.get([run.agents[a].evaluate.remote(local) for a in ids])
+    transfer = _transfer(run, ids)
     agents = []
     for aid, f, o in zip(ids, full, own, strict=True):
         rec = run.snap["agents"][aid]
@@ -29,7 +32,7 @@ def summarize(run) -> dict[str, Any]:
                        "bpb_local_only": o, "shared_gain": o - f, "pushes": rec["pushes"],
                        "refused": rec["rejected"], "promoted_to_agent": rec["promoted"],
                        "removed_after_consensus": rec["removed"],
-                       "comm_fraction": rec["comm_s"] / busy if busy else 0.0})
+                       "comm_fraction": rec["comm_s"] / busy if busy else 0.0, **transfer[aid]})
     servers = []
     for name, st in run.snap["servers"].items():
         s = st.get("stats", {})
@@ -50,6 +53,27 @@ def summarize(run) -> dict[str, Any]:
     return summary
 
 
+def _transfer(run, ids: list[str]) -> dict[str, dict[str, float | None]]:
+    """Per agent: bits/byte on teammates' and other teams' held-out windows, base alone vs all levels."""
+    import torch
+
+    windows = dict(zip(ids, ray.get([run.agents[a].held_out.remote() for a in ids]), strict=True))
+    team = {s.id: s.swarm for s in run.topology.agents}
+    out: dict[str, dict[str, float | None]] = {}
+    for aid in ids:
+        groups = {"team": [b for b in ids if b != aid and team[b] == team[aid]],
+                  "others": [b for b in ids if team[b] != team[aid]]}
+        out[aid] = {}
+        for key, members in groups.items():
+            if not members:
+                out[aid].update({f"bpb_{key}_base": None, f"bpb_{key}": None, f"{key}_gain": None})
+                continue
+            w = torch.cat([windows[b] for b in members])
+            base, learned = ray.get([run.agents[aid].evaluate.remote([], w), run.agents[aid].evaluate.remote(None, w)])
+            out[aid].update({f"bpb_{key}_base": base, f"bpb_{key}": learned, f"{key}_gain": base - learned})
+    return out
+
+
 def verdict(s: dict[str, Any]) -> str:
     promoted = sum(x["promotions"] for x in s["servers"])
     merges = sum(x["merges"] for x in s["servers"])
@@ -62,22 +86,32 @@ def verdict(s: dict[str, Any]) -> str:
 
 def table(s: dict[str, Any]) -> Table:
     t = Table(title="run summary: held-out bits per byte (lower is better)", title_justify="left")
-    for col in ("agent", "steps", "start", "end", "local levels only", "shared gain", "pushes", "refused",
-                "promoted ctx→agent", "comm %"):
+    for col in ("agent", "steps", "start", "end", "local levels only", "shared gain", "teammates' gain",
+                "other teams' gain", "pushes", "refused", "promoted ctx→agent", "comm %"):
         t.add_column(col, justify="left" if col == "agent" else "right")
     for a in s["agents"]:
         t.add_row(a["agent"], str(a["steps"]), f"{a['bpb_start']:.3f}", f"{a['bpb_end']:.3f}",
-                  f"{a['bpb_local_only']:.3f}", f"{a['shared_gain']:+.3f}", str(a["pushes"]), str(a["refused"]),
-                  str(a["promoted_to_agent"]), f"{100 * a['comm_fraction']:.1f}")
+                  f"{a['bpb_local_only']:.3f}", f"{a['shared_gain']:+.3f}", _signed(a["team_gain"]),
+                  _signed(a["others_gain"]), str(a["pushes"]), str(a["refused"]), str(a["promoted_to_agent"]),
+                  f"{100 * a['comm_fraction']:.1f}")
     return t
 
 
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"
+
+
 def to_markdown(s: dict[str, Any]) -> str:
-    lines = ["# Run summary", "", verdict(s), "", "| agent | steps | bpb start | bpb end | local levels only | "
-             "shared gain | pushes | refused | promoted | comm % |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Run summary", "", verdict(s), "",
+             "Gains are bits per byte saved (positive: better): shared = all levels vs local levels only on "
+             "the agent's own held-out files; teammates' / other teams' = all its levels vs the base alone on "
+             "their held-out files.", "",
+             "| agent | steps | bpb start | bpb end | local levels only | shared gain | teammates' gain | "
+             "other teams' gain | pushes | refused | promoted | comm % |", "|---" * 12 + "|"]
     for a in s["agents"]:
         lines.append(f"| {a['agent']} | {a['steps']} | {a['bpb_start']:.3f} | {a['bpb_end']:.3f} | "
-                     f"{a['bpb_local_only']:.3f} | {a['shared_gain']:+.3f} | {a['pushes']} | {a['refused']} | "
+                     f"{a['bpb_local_only']:.3f} | {a['shared_gain']:+.3f} | {_signed(a['team_gain'])} | "
+                     f"{_signed(a['others_gain'])} | {a['pushes']} | {a['refused']} | "
                      f"{a['promoted_to_agent']} | {100 * a['comm_fraction']:.1f} |")
     lines += ["", "| level server | version | merges | accepted | refused | promotions | removed | forwarded |",
               "|---|---|---|---|---|---|---|---|"]

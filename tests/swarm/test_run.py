@@ -21,6 +21,9 @@ def test_run_writes_its_directory_and_resume_continues_from_the_checkpoints(ray_
         assert (run_dir / name).is_file(), name
     assert summary["state"] == "finished" and len(summary["agents"]) == 4
     assert all(a["steps"] == 10 and a["bpb_end"] < a["bpb_start"] for a in summary["agents"])
+    for a in summary["agents"]:  # transfer to teammates' and other teams' held-out files, base vs learned
+        assert a["bpb_team_base"] > a["bpb_team"] and a["team_gain"] == a["bpb_team_base"] - a["bpb_team"]
+        assert a["others_gain"] is not None
     assert "Held-out bits per byte went from" in out.getvalue()
     kinds = {json.loads(line)["kind"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
     assert kinds == {"agent", "server"}
