@@ -212,8 +212,8 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
     """``swarm run``: start (or resume) a run; returns the summary dict. ``serve``: the gRPC query
     service runs next to it (``serve.address``) until the run ends."""
     console = console or Console()
-    if not console.is_terminal and console.width < 130:  # logs and pipes: room for the tables
-        console = Console(width=130, file=console.file)
+    if not console.is_terminal and console.width < 160:  # logs and pipes: room for the tables
+        console = Console(width=160, file=console.file)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
