@@ -32,7 +32,7 @@ from agents.model import build_model
 from cluster.actors import agent_actor, level_server
 from cluster.topology import Topology
 from layers import LevelStack
-from swarm.config import SwarmConfig, config_hash, load_config, to_yaml
+from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
 from swarm.monitor import Snapshot, render
 from swarm.summary import summarize
 
@@ -197,6 +197,20 @@ class Run:
             ray.kill(h, no_restart=True)
 
 
+def _check_resumable(original: SwarmConfig, cfg: SwarmConfig, run_dir: Path) -> None:
+    """Overrides on resume may change how long and how a run goes (run, serve), not what it learned."""
+    if config_hash(original) == config_hash(cfg):
+        return
+    from omegaconf import OmegaConf
+
+    a, b = (OmegaConf.to_container(OmegaConf.structured(c)) for c in (original, cfg))
+    free = ("run", "serve", "demo", "pretrain")  # the sections the config hash leaves out
+    changed = [f"{section}.{key}" for section in b if isinstance(b[section], dict) and section not in free
+               for key in b[section] if a.get(section, {}).get(key) != b[section][key]]
+    raise ConfigError(f"--resume {run_dir}: {', '.join(changed) or 'the config'} would change what the run "
+                      "learned; only run.* and serve.* may change on resume")
+
+
 def new_run_dir(cfg: SwarmConfig) -> Path:
     name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
     path = Path(cfg.run.out_dir) / name
@@ -219,6 +233,7 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml", overrides)
+        _check_resumable(load_config(run_dir / "config.yaml"), cfg, run_dir)
     else:
         run_dir = new_run_dir(cfg)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))

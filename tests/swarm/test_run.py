@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from swarm.cli import main
-from swarm.config import load_config
+from swarm.config import ConfigError, load_config
 from swarm.run import run_swarm
 from tests.cluster.test_runtime import OVERRIDES
 
@@ -30,6 +30,8 @@ def test_run_writes_its_directory_and_resume_continues_from_the_checkpoints(ray_
     with pytest.raises(FileExistsError, match="--resume"):
         run_swarm(cfg, progress=False, console=Console(file=io.StringIO()))
 
+    with pytest.raises(ConfigError, match="levels.rank would change what the run learned"):
+        run_swarm(resume=run_dir, overrides=["levels.rank=4"], progress=False, console=Console(file=io.StringIO()))
     resumed = run_swarm(resume=run_dir, overrides=["run.steps=15"], progress=False,
                         console=Console(file=io.StringIO()))
     assert all(a["steps"] == 15 for a in resumed["agents"])  # 10 from the checkpoints + 5
