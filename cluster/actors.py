@@ -64,9 +64,7 @@ class LevelServerActor:
         for entry in list(core.uplink.outbox):
             out = self.parent.push(core.name, entry["seq"], entry["base_version"], entry["tensors"])
             if out["status"] != "accepted" and not out["reason"].startswith("duplicate seq"):
-                kind = out["reason"].split(":")[0]  # refused upward: dropped, counted, never retried
-                core.stats.setdefault("forward_rejected", {})[kind] = core.stats.get(
-                    "forward_rejected", {}).get(kind, 0) + 1
+                core.count("forward_rejected", out["reason"])  # refused upward: dropped, never retried
             else:
                 core.stats["forwarded"] += 1
             core.uplink.acknowledged(entry["seq"], out["version"])

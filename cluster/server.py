@@ -121,9 +121,15 @@ class LevelServer:
         """Events with a sequence number above ``seq`` (the newest 1000 are kept, in memory)."""
         return [e for e in self.events if e["seq"] > seq]
 
-    def _reject(self, reason: str) -> dict[str, Any]:
+    def count(self, bucket: str, reason: str) -> str:
+        """Count a refusal under ``stats[bucket][kind]``, the kind being the reason's first words."""
         kind = reason.split(":")[0]
-        self.stats["rejected"][kind] = self.stats["rejected"].get(kind, 0) + 1
+        counts = self.stats.setdefault(bucket, {})
+        counts[kind] = counts.get(kind, 0) + 1
+        return kind
+
+    def _reject(self, reason: str) -> dict[str, Any]:
+        self.count("rejected", reason)
         self._event("rejected", reason)
         return {"status": "rejected", "reason": reason, "version": self.version}
 
@@ -222,8 +228,7 @@ class LevelServer:
         (from this round or an earlier one) and the rejections of its proposals."""
         bad = self._check_proposals(sender, proposals)
         if bad:
-            kind = bad.split(":")[0]
-            self.stats["rejected_proposals"][kind] = self.stats["rejected_proposals"].get(kind, 0) + 1
+            self.count("rejected_proposals", bad)
             return {"status": "rejected", "reason": bad, "version": self.version, "removals": []}
         self.proposals[sender] = list(proposals)
         if len(self.proposals) >= self.children:
@@ -286,7 +291,7 @@ class LevelServer:
             remove_projection(self.B[module], tensors[f"{i}/u"], tensors[f"{i}/w"])
             self.tracker.forget_near(module, tensors[f"{i}/u"], tensors[f"{i}/w"])
         self.version += 1
-        self.stats["removed"] = self.stats.get("removed", 0) + len(meta["modules"])
+        self.stats["removed"] += len(meta["modules"])
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> None:

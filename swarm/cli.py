@@ -71,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _status(run_dir: str | None) -> int:
-    from rich.console import Console
-
-    from swarm.monitor import latest_run, read_status, render
+    from swarm.monitor import latest_run, read_status, render, wide_console
 
     path = run_dir or latest_run()
     if path is None:
@@ -85,9 +83,7 @@ def _status(run_dir: str | None) -> int:
         print(f"swarm status: {e}", file=sys.stderr)
         return 1
     age = time.time() - snap["updated"]
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=130)
+    console = wide_console()
     console.print(f"{path}: {snap['state']}, updated {age:.0f} s ago")
     console.print(render(snap))
     return 0

@@ -13,8 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
+
+
+def wide_console(console: Console | None = None, width: int = 160) -> Console:
+    """``console`` (default: stdout), but at least ``width`` columns when it is a pipe or a log file,
+    where rich would assume 80 and squeeze the tables."""
+    console = console or Console()
+    if console.is_terminal or console.width >= width:
+        return console
+    return Console(width=width, file=console.file)
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.wire import decode
+from swarm.monitor import wide_console
 from swarm.proto import memory_pb2 as pb
 from swarm.proto import memory_pb2_grpc as pb_grpc
 
@@ -228,9 +229,7 @@ def _dispatch(client: Client, args, console: Console) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=130)
+    console = wide_console()
     try:
         run_query(args, console)
     except grpc.RpcError as e:

@@ -33,7 +33,7 @@ from cluster.actors import agent_actor, level_server
 from cluster.topology import Topology
 from layers import LevelStack
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
-from swarm.monitor import Snapshot, render
+from swarm.monitor import Snapshot, render, wide_console
 from swarm.summary import summarize
 
 HEAD_RESOURCE = "swarm_head"
@@ -225,9 +225,7 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
               progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
     """``swarm run``: start (or resume) a run; returns the summary dict. ``serve``: the gRPC query
     service runs next to it (``serve.address``) until the run ends."""
-    console = console or Console()
-    if not console.is_terminal and console.width < 160:  # logs and pipes: room for the tables
-        console = Console(width=160, file=console.file)
+    console = wide_console(console)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():

@@ -237,33 +237,30 @@ class Follower:
             await asyncio.sleep(self.poll_s)
 
 
-def serve_follow(out_dir: str, overrides=()) -> None:
-    """``swarm serve --follow``: serve whichever run under ``out_dir`` is newest and live."""
+def _join_ray(namespace: str | None = None) -> None:
+    """Join the cluster at ``RAY_ADDRESS``, else this machine's latest local one."""
     import ray
-    from omegaconf import OmegaConf
 
-    from swarm.config import load_config
-    from swarm.run import namespace_of
-    from swarm.service import build_service
-
-    serve_cfg = ServeConfig(**OmegaConf.to_container(OmegaConf.from_dotlist(
-        [o.removeprefix("serve.") for o in overrides])))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="WARNING")
+    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=namespace, log_to_driver=False,
+             logging_level="WARNING")
 
-    def make_service(run_dir):
-        cfg = load_config(f"{run_dir}/config.yaml")
-        return build_service(cfg, namespace_of(run_dir))
+
+def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None) -> None:
+    """Start the service, say where, serve until Ctrl-C (running ``background()`` alongside), leave Ray."""
+    import ray
 
     async def main() -> None:
-        follower = Follower(out_dir, make_service)
-        server, port = await start_server(follower, serve_cfg)
-        print(f"serving the newest run under {out_dir} on {serve_cfg.address.rpartition(':')[0]}:{port}", flush=True)
-        task = asyncio.create_task(follower.watch_runs())
+        server, port = await start_server(make_service(), cfg)
+        host = cfg.address.rpartition(":")[0]
+        print(f"serving {what} on {host}:{port}" + (" with a bearer token" if resolve_token(cfg) else "")
+              + "; Ctrl-C stops", flush=True)
+        task = asyncio.create_task(background()) if background else None
         try:
             await server.wait_for_termination()
         finally:
-            task.cancel()
+            if task is not None:
+                task.cancel()
 
     try:
         asyncio.run(main())
@@ -273,31 +270,29 @@ def serve_follow(out_dir: str, overrides=()) -> None:
         ray.shutdown()
 
 
+def serve_follow(out_dir: str, overrides=()) -> None:
+    """``swarm serve --follow``: serve whichever run under ``out_dir`` is newest and live."""
+    from swarm.config import load_config
+    from swarm.run import namespace_of
+    from swarm.service import build_service
+
+    serve_cfg = load_config("swarm", list(overrides)).serve  # validated like any config
+    _join_ray()
+
+    def make_service(run_dir):
+        return build_service(load_config(f"{run_dir}/config.yaml"), namespace_of(run_dir))
+
+    follower = Follower(out_dir, make_service)
+    _serve_forever(lambda: follower, serve_cfg, f"the newest run under {out_dir}", follower.watch_runs)
+
+
 def serve_run(run_dir, overrides=()) -> None:
     """``swarm serve``: attach to the Ray cluster of ``run_dir``'s run and serve until Ctrl-C."""
-    import ray
-    from rich.console import Console
-
     from swarm.config import load_config
     from swarm.run import namespace_of
     from swarm.service import build_service
 
     cfg = load_config(f"{run_dir}/config.yaml", list(overrides))
     namespace = namespace_of(run_dir)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=namespace, log_to_driver=False,
-             logging_level="WARNING")
-
-    async def main() -> None:
-        server, port = await start_server(build_service(cfg, namespace), cfg.serve)
-        host = cfg.serve.address.rpartition(":")[0]
-        Console().print(f"serving {run_dir} ({namespace}) on {host}:{port}"
-                        + (" with a bearer token" if resolve_token(cfg.serve) else "") + "; Ctrl-C stops")
-        await server.wait_for_termination()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ray.shutdown()
+    _join_ray(namespace)
+    _serve_forever(lambda: build_service(cfg, namespace), cfg.serve, f"{run_dir} ({namespace})")
