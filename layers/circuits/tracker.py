@@ -49,13 +49,24 @@ def _similarity(a, b) -> float:
     return abs(float(a.u @ b.u)) * abs(float(a.w @ b.w))
 
 
+def _similarities(a: list, b: list) -> Tensor:
+    """(len(a), len(b)) matrix of ``|u.u'| |w.w'|`` (one matmul per side instead of a Python loop)."""
+    if not a or not b:
+        return torch.zeros(len(a), len(b))
+    ua, wa = torch.stack([x.u for x in a]).float(), torch.stack([x.w for x in a]).float()  # (n, d_out), (n, R)
+    ub, wb = torch.stack([x.u for x in b]).float(), torch.stack([x.w for x in b]).float()
+    return (ua @ ub.T).abs() * (wa @ wb.T).abs()
+
+
 def _without_duplicates(tracked: list[Circuit], threshold: float) -> list[Circuit]:
     """Keep the oldest of tracked circuits that converged to the same direction."""
-    kept: list[Circuit] = []
-    for t in sorted(tracked, key=lambda t: -t.age):
-        if all(_similarity(t, k) < threshold for k in kept):
-            kept.append(t)
-    return sorted(kept, key=lambda t: t.id)
+    order = sorted(tracked, key=lambda t: -t.age)
+    sims = _similarities(order, order).tolist()
+    kept: list[int] = []
+    for i in range(len(order)):
+        if all(sims[i][k] < threshold for k in kept):
+            kept.append(i)
+    return sorted((order[i] for i in kept), key=lambda t: t.id)
 
 
 def stability_score(traces: Tensor) -> float:
@@ -88,7 +99,8 @@ class CircuitTracker:
         for module, b in blocks.items():
             found = extract(b, min_energy=c.min_energy, noise_floor=c.noise_floor, max_components=c.max_per_module)
             tracked = self.circuits.setdefault(module, [])
-            pairs = sorted(((_similarity(t, f), ti, fi) for ti, t in enumerate(tracked) for fi, f in enumerate(found)),
+            sims = _similarities(tracked, found).tolist()  # (tracked, found)
+            pairs = sorted(((sims[ti][fi], ti, fi) for ti in range(len(tracked)) for fi in range(len(found))),
                            reverse=True)
             match: dict[int, int] = {}  # tracked index -> found index, greedy by similarity
             for sim, ti, fi in pairs:
@@ -98,6 +110,7 @@ class CircuitTracker:
                     match[ti] = fi
             energy = float(b.detach().double().pow(2).sum())
             floor = max(c.noise_floor, (c.min_energy * energy) ** 0.5)  # the extraction's noise floor
+            n_before = len(tracked)
             for ti, t in enumerate(tracked):
                 # signed strength by direct projection along the tracked orientation, matched or not:
                 # identity survives the SVD mixing components while the set of active circuits changes
@@ -112,7 +125,7 @@ class CircuitTracker:
             for fi, f in enumerate(found):
                 # new only if no tracked circuit already follows this direction (else the SVD's
                 # mixing while strengths cross would spawn duplicates)
-                if fi not in match.values() and all(_similarity(t, f) < c.spawn_threshold for t in tracked):
+                if fi not in match.values() and all(row[fi] < c.spawn_threshold for row in sims[:n_before]):
                     t = Circuit(next(self._ids), module, f.u.clone(), f.w.clone(),
                                 torch.zeros(len(self.rates), dtype=torch.float64))
                     self._advance(t, f.sigma)
