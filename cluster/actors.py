@@ -4,8 +4,7 @@
 :class:`cluster.worker.AgentWorker`. Both are named actors in the run's namespace
 (``get_if_exists``), restarted by Ray without limit (calls in flight are retried), and
 their constructors recover from their stores, so a restart loses nothing acknowledged.
-A server with a parent forwards its outbox and proposes its circuits upward itself,
-synchronously inside the call that produced them (servers form a tree: no cycles).
+A server with a parent forwards and proposes upward through :class:`cluster.linked.LinkedLevel`.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 import ray
 import torch
 
+from cluster.linked import LinkedLevel
 from cluster.server import LevelServer, ServerConfig
 from cluster.worker import AgentWorker, RuntimeConfig
 from layers.circuits import CircuitsConfig
@@ -52,32 +52,10 @@ class LevelServerActor:
                  parent: str | None = None, namespace: str | None = None, children: int = 1) -> None:
         self.core = LevelServer(name, shapes, merge=merge, dynamics=dynamics, circuits=circuits, server=server,
                                 store_dir=Path(store_dir), config_hash=config_hash, parent=parent, children=children)
-        self.parent = RemoteLevel(ray.get_actor(parent, namespace=namespace)) if parent else None
-        self._proposed_at = -1  # the merge count of the last upward proposal
-        if self.parent is not None:  # entries the parent took before a crash are not sent twice
-            self.core.uplink.acknowledged(self.parent.seen(name))
-            self._forward()
-
-    def _forward(self) -> None:
-        core = self.core
-        merges = core.stats["merges"]
-        for entry in list(core.uplink.outbox):
-            out = self.parent.push(core.name, entry["seq"], entry["base_version"], entry["tensors"])
-            if out["status"] != "accepted" and not out["reason"].startswith("duplicate seq"):
-                core.count("forward_rejected", out["reason"])  # refused upward: dropped, never retried
-            else:
-                core.stats["forwarded"] += 1
-            core.uplink.acknowledged(entry["seq"], out["version"])
-        if merges and merges % core.cfg.propose_every == 0 and merges != self._proposed_at:
-            self._proposed_at = merges
-            out = self.parent.propose(core.name, core.proposals_up())
-            core.remove(out.get("removals", []))
+        self.level = LinkedLevel(self.core, RemoteLevel(ray.get_actor(parent, namespace=namespace)) if parent else None)
 
     def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict[str, Any]:
-        out = self.core.push(sender, seq, base_version, tensors)
-        if self.parent is not None and out["status"] == "accepted":
-            self._forward()
-        return out
+        return self.level.push(sender, seq, base_version, tensors)
 
     def pull(self, since_version: int = -1) -> dict[str, Any]:
         return self.core.pull(since_version)

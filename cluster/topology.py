@@ -36,10 +36,18 @@ def server_name(level: str, key: str | None) -> str:
 class Topology:
     """Servers (parents before children) and, per agent, the server of each shared level."""
 
-    def __init__(self, workload: WorkloadConfig, shared_levels: list[str]) -> None:
+    def __init__(self, workload: WorkloadConfig, shared_levels: list[str], scopes: list[str] | None = None) -> None:
+        """``scopes``: who shares each shared level (team, domain or all), narrowest first; by default
+        the first shared level is a team's, the next a domain's, the last everyone's. A flat run
+        (one level shared by all) passes ``["all"]``."""
         if len(shared_levels) > len(SCOPES):
             raise ValueError(f"levels: at most {len(SCOPES)} shared levels (team, domain, all), "
                              f"got {shared_levels}")
+        scopes = list(SCOPES[:len(shared_levels)] if scopes is None else scopes)
+        if len(scopes) != len(shared_levels) or any(s not in SCOPES for s in scopes) or \
+                [SCOPES.index(s) for s in scopes] != sorted({SCOPES.index(s) for s in scopes}):
+            raise ValueError(f"scopes: {scopes} must name one of {list(SCOPES)} per shared level "
+                             f"{shared_levels}, narrowest first, each once")
         teams = Counter(s for swarms in workload.teams.values() for s in swarms)
         clash = sorted(t for t, n in teams.items() if n > 1)
         if clash:
@@ -51,8 +59,8 @@ class Topology:
         children: dict[str, set[str]] = {}
         parents: dict[str, str | None] = {}
         for spec in self.agents:
-            scopes = zip(self.levels, SCOPES, strict=False)
-            route = {lvl: server_name(lvl, _scope_key(spec, scope)) for lvl, scope in scopes}
+            pairs = zip(self.levels, scopes, strict=True)
+            route = {lvl: server_name(lvl, _scope_key(spec, scope)) for lvl, scope in pairs}
             self.routes[spec.id] = route
             names = [route[lvl] for lvl in self.levels]
             if names:
