@@ -31,6 +31,8 @@ class CircuitsConfig:
     tokens_per_window, window: the token bucket of each level boundary.
     bypass_threshold: a score that passes even with an empty bucket (emergency bypass).
     consensus_z, consensus_min_agents: circuit-level coherence test across agents.
+    promote: False switches promotion off everywhere (context -> agent inside an agent, and
+        every proposal upward); circuits are still tracked. The experiments' ablation.
     """
 
     min_energy: float = 0.01
@@ -51,6 +53,7 @@ class CircuitsConfig:
     bypass_threshold: float = 0.98
     consensus_z: float = 1.0
     consensus_min_agents: int = 2
+    promote: bool = True
 
     def __post_init__(self) -> None:
         check_fields(

@@ -162,7 +162,10 @@ def _decide(module: str, group: list[Proposal], cfg: CircuitsConfig, gate: Reson
 
 
 def proposals_from(tracker, agent_id: str) -> list[Proposal]:
-    """The tracker's stable circuits as proposals of ``agent_id`` (sigma >= 0, the sign folded into u)."""
+    """The tracker's stable circuits as proposals of ``agent_id`` (sigma >= 0, the sign folded into u);
+    none when the tracker's config switches promotion off."""
+    if not tracker.config.promote:
+        return []
     return [Proposal(agent_id, c.module, abs(c.strength), c.u.clone() * math.copysign(1, c.strength),
                      c.w.clone(), c.score) for c in tracker.candidates()]
 

@@ -92,6 +92,8 @@ class Promoter:
     def step(self, stack, tracker: CircuitTracker, step: int) -> list[PromotionEvent]:
         """Promote what the bucket (and the bypass) admits among ``tracker.candidates()``."""
         self.bucket.refill(step)
+        if not self.config.promote:
+            return []
         done = []
         for circuit in tracker.candidates():
             bypass = False

@@ -77,3 +77,21 @@ def test_bandwidth_defers_and_bypass_admits():
     bypass = Promoter("context", "agent", CircuitsConfig(tokens_per_window=0, bypass_threshold=0.9))
     events = bypass.step(stack, _candidates(stack, 2), step=0)
     assert events and all(e.bypassed for e in events) and bypass.counters["bypassed"] == len(events)
+
+
+def test_promote_false_switches_every_promotion_path_off():
+    import dataclasses
+
+    from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, proposals_from
+
+    cfg = CircuitsConfig(min_age=2, score_threshold=0.0, traces=2)
+    tracker = CircuitTracker(cfg)
+    block = torch.zeros(8, 4)
+    block[0, 0] = 1.0
+    for _ in range(5):
+        tracker.update({"m": block})
+    assert proposals_from(tracker, "a")  # a stable circuit is proposed when promotion is on
+    off = dataclasses.replace(cfg, promote=False)
+    tracker.config = off
+    assert proposals_from(tracker, "a") == []
+    assert Promoter("context", "agent", off).step(None, tracker, 1) == []
