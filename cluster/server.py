@@ -3,11 +3,12 @@
 A push ``(sender, seq, base_version, tensors)`` carries an agent's accumulated gradient
 for the level. It is validated, journaled (fsync) and only then acknowledged; pushes
 collect in a window. A full window is merged by the configured aggregator with
-staleness weights ``1 / (1 + version - base_version)``. The merged gradient, scaled to
-unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` through the level's
-``LevelOptimizer``; each merge raises the version. Checkpoints (right after a merge,
-every ``checkpoint_every`` merges) hold the level, the optimizer and aggregator state
-and the per-sender sequence numbers. A restart recovers the checkpoint and replays the
+staleness weights ``1 / (1 + version - base_version)`` (one vote per push for the
+aggregators that take no weights). The merged gradient, scaled to unit RMS, is applied
+as ``drive = -lr * merged / rms(merged)`` through the level's ``LevelOptimizer``; each
+merge raises the version. Checkpoints (right after a merge, every ``checkpoint_every``
+merges) hold the level, the optimizer and aggregator state and the per-sender sequence
+numbers. A restart recovers the checkpoint and replays the
 journal through the same code, so it reaches the same version and the same tensors.
 
 Circuits: proposers (agents, or the servers below) send their stable circuits; once
@@ -187,7 +188,9 @@ class LevelServer:
         if not self.window:
             return
         weights = [1.0 / (1 + self.version - meta["base_version"]) for meta, _ in self.window]
-        merged = self.aggregator.aggregate([t for _, t in self.window], weights)
+        # aggregators that count one vote per push (median, trimmed mean, Krum) take no staleness weights
+        merged = self.aggregator.aggregate([t for _, t in self.window],
+                                           weights if self.aggregator.supports_weights else None)
         rms = math.sqrt(sum(float(t.double().pow(2).sum()) for t in merged.values())
                         / sum(t.numel() for t in merged.values()))
         if rms > 0:

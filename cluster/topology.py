@@ -63,8 +63,9 @@ class Topology:
             route = {lvl: server_name(lvl, _scope_key(spec, scope)) for lvl, scope in pairs}
             self.routes[spec.id] = route
             names = [route[lvl] for lvl in self.levels]
-            if names:
-                children.setdefault(names[0], set()).add(spec.id)
+            if not names:  # no shared levels: agents alone
+                continue
+            children.setdefault(names[0], set()).add(spec.id)
             for below, above in zip(names, [*names[1:], None], strict=True):
                 parents[below] = above
                 if above is not None:

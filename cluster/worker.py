@@ -72,7 +72,7 @@ class AgentWorker:
         if missing:
             raise ValueError(f"AgentWorker: no server for shared level(s) {missing}")
         self.agent, self.servers, self.cfg = agent, servers, runtime or RuntimeConfig()
-        self.up = agent.shared[0]  # pushes and proposals go to the swarm level
+        self.up = agent.shared[0] if agent.shared else None  # pushes and proposals go to the swarm level
         self.versions = {level: -1 for level in agent.shared}
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
@@ -117,7 +117,7 @@ class AgentWorker:
 
     def push(self) -> dict[str, Any] | None:
         push = self.agent.take_push()
-        if push is None:
+        if push is None or self.up is None:  # no shared level: nothing to send, nobody to send it to
             return None
         tensors = push["tensors"]
         self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
@@ -134,6 +134,8 @@ class AgentWorker:
         return out
 
     def propose(self) -> dict[str, Any]:
+        if self.up is None:
+            return {"status": "accepted", "removals": []}
         proposals = self.agent.propose()
         self.counters["proposed"] += len(proposals)
         out = self._call("propose", self.servers[self.up].propose, self.id, proposals)
@@ -196,4 +198,5 @@ class AgentWorker:
             self.eval_start = rec.checkpoint.meta["eval_start"]
             self.resumed_from = self.agent.steps
         # pushes after the checkpoint may have been accepted already: continue above them
-        self.agent.seq = max(self.agent.seq, self._call("seen", self.servers[self.up].seen, self.id))
+        if self.up is not None:
+            self.agent.seq = max(self.agent.seq, self._call("seen", self.servers[self.up].seen, self.id))

@@ -7,6 +7,8 @@
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
     swarm cluster up|down|status [infra/onebox.yaml]        # a multi-node Ray cluster on this machine
     swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
+    swarm experiment [CONFIG] [key=value ...]              # default CONFIG: experiment/team
+    swarm experiment --report RUN_DIR                      # rewrite report.md + plots from the jobs
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain-base", help="pre-train (once, cached by content) the tiny byte-level base")
     pre.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp = sub.add_parser("experiment", help="team-learning experiments: arms x seeds x scenarios -> report.md")
+    exp.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    exp.add_argument("--report", metavar="RUN_DIR", help="only rewrite RUN_DIR's report from its finished jobs")
     cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (infra/onebox.yaml)")
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("config", nargs="?", default=None, help="default: infra/onebox.yaml of this checkout")
@@ -142,6 +147,35 @@ def _cluster(args) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    if args.report:
+        from swarm.experiment.report import write_report
+
+        try:
+            print(f"report: {write_report(args.report)}")
+        except (OSError, ValueError, KeyError) as e:
+            print(f"swarm experiment --report: {args.report}: {e}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        config_name, overrides = _split(args.args)
+        load_config(config_name or "experiment/team", overrides)  # fail fast, before any work
+    except ConfigError as e:
+        print(f"swarm: config error: {e}", file=sys.stderr)
+        return 2
+    from swarm.experiment.runner import run_experiment
+
+    try:
+        run_experiment(config_name or "experiment/team", overrides)
+    except KeyboardInterrupt:
+        print("swarm experiment: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"swarm experiment: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["query"]:
@@ -155,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "cluster":
         return _cluster(args)
+    if args.command == "experiment":
+        return _experiment(args)
     try:
         config_name, overrides = _split(args.args)
         if args.command == "run" and args.resume:

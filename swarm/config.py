@@ -31,6 +31,7 @@ from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
+from swarm.experiment.config import ExperimentConfig
 from swarm.pretrain import PretrainConfig
 from swarm.serve_config import ServeConfig
 
@@ -94,6 +95,11 @@ class SwarmConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+
+# directories of whole primary configs (``swarm experiment experiment/ci``), not config groups
+PRIMARY_DIRS = ("experiment",)
 
 
 def config_dir() -> Path:
@@ -110,7 +116,8 @@ def config_dir() -> Path:
 def groups() -> list[str]:
     """Config groups: sections of the schema that have a directory under ``configs/``."""
     root = config_dir()
-    return [name for name in SwarmConfig.__dataclass_fields__ if (root / name).is_dir()]
+    return [name for name in SwarmConfig.__dataclass_fields__
+            if (root / name).is_dir() and name not in PRIMARY_DIRS]
 
 
 def group_options(group: str) -> list[str]:
@@ -229,7 +236,7 @@ def config_hash(cfg: SwarmConfig) -> str:
     """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
     must match it, while its length or progress settings may change."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg))
-    for key in ("run", "demo", "serve", "pretrain"):
+    for key in ("run", "demo", "serve", "pretrain", "experiment"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -176,3 +176,16 @@ def test_events_record_merges_promotions_and_rejections():
     assert kinds.index("merge") < kinds.index("rejected") < kinds.index("promotion")  # in the order they happened
     last = server.events_since(0)[-1]["seq"]
     assert server.events_since(last) == []
+
+
+def test_one_vote_aggregators_merge_pushes_of_mixed_staleness():
+    """Median and Krum take no weights: a window with stale and fresh pushes must still merge."""
+    from layers.merge import MergeConfig
+
+    srv = LevelServer("swarm/t", {"m": (4, 2)}, merge=MergeConfig(aggregator="median"),
+                      server=ServerConfig(window=2))
+    srv.push("a", 1, 0, {"m": torch.ones(4, 2)})
+    srv.push("b", 1, 0, {"m": torch.ones(4, 2)})  # merge 1: version 1
+    srv.push("a", 2, 1, {"m": torch.ones(4, 2)})
+    out = srv.push("b", 2, 0, {"m": torch.ones(4, 2)})  # one version stale: weight 1/2 for a weighted mean
+    assert out["status"] == "accepted" and srv.version == 2 and srv.stats["merges"] == 2

@@ -5,7 +5,8 @@ import pytest
 from swarm.config import ConfigError, SwarmConfig, config_dir, group_options, groups, load_config
 
 CONFIGS = config_dir()
-PRIMARY = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+PRIMARY = sorted([p.stem for p in CONFIGS.glob("*.yaml")] +
+                 [f"experiment/{p.stem}" for p in (CONFIGS / "experiment").glob("*.yaml")])
 GROUP_FILES = sorted((g, o) for g in groups() for o in group_options(g))
 
 

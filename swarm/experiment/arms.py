@@ -1,0 +1,54 @@
+"""The arms of the experiments: what each changes relative to the full system.
+
+An arm is a list of config overrides (the same syntax as the command line) plus two things
+a config cannot say: which scope each shared level has (a flat level shared by everyone)
+and whether its servers run the plain optimizer (FedAvg: ``B += lr * mean``, none of the
+section-6 mechanisms on the server). Agents learn their own levels the same way in every arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layers.merge import AGGREGATORS
+
+NO_PROPOSALS = ("run.propose_every=1000000000", "server.propose_every=1000000000")  # no circuits reach a shared level
+MECHANISMS = ("viscosity", "temperature", "phase", "mass", "sync", "homeostasis")  # DESIGN section 6
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    about: str
+    overrides: tuple[str, ...] = ()
+    scopes: tuple[str, ...] | None = None  # None: team, domain, all
+    plain_servers: bool = False  # servers run with every section-6 mechanism off
+
+
+def _mechanism_off(m: str) -> tuple[str, ...]:
+    if m == "sync":  # push at a fixed interval, the gate's longest (same bytes on the wire, no coherence test)
+        return ("dynamics.sync.enabled=false", "dynamics.sync.min_interval=${dynamics.sync.max_interval}")
+    return (f"dynamics.{m}.enabled=false",)
+
+
+def _arms() -> dict[str, Arm]:
+    arms = [
+        Arm("isolated", "each agent alone: only its context and agent levels", ("levels.names=[context,agent]",)),
+        Arm("fedavg", "one flat shared LoRA level for everyone, merged by FedAvg (mean, plain server, "
+                      "fixed-interval pushes, no circuits)",
+            ("levels.names=[context,agent,shared]", "merge.aggregator=mean", *_mechanism_off("sync"), *NO_PROPOSALS),
+            scopes=("all",), plain_servers=True),
+        Arm("hier_mean", "the hierarchy (team, domain, foundation) with mean merging and no promotion",
+            ("merge.aggregator=mean", *NO_PROPOSALS)),
+        Arm("full", "the full system: hierarchy, resonance, promotion, every section-6 mechanism"),
+        Arm("no_promotion", "full, with promotion switched off everywhere", ("circuits.promote=false",)),
+    ]
+    arms += [Arm(f"no_{m}", f"full, with {m} switched off", _mechanism_off(m)) for m in MECHANISMS]
+    arms += [Arm(f"agg_{a}", f"full, with resonance replaced by {a}", (f"merge.aggregator={a}",))
+             for a in sorted(AGGREGATORS) if a != "resonance"]
+    return {a.name: a for a in arms}
+
+
+ARMS: dict[str, Arm] = _arms()
+ABLATIONS = ["no_promotion", *[f"no_{m}" for m in MECHANISMS]]
+BASELINE_AGGREGATORS = [a for a in ARMS if a.startswith("agg_")]

@@ -1,0 +1,173 @@
+"""A swarm in one process, for the experiments: the real ``AgentWorker`` and ``LevelServer`` code.
+
+The servers are :class:`cluster.linked.LinkedLevel` objects wired to each other directly and
+the agents take one step each in turn (round-robin), so a run is deterministic given its
+seed and every arm gets exactly the same agent steps. ``swarm run`` runs the same protocol
+over Ray actors; the experiments leave Ray out so that 60+ runs fit an hour on 2 cores.
+
+Attackers (scenario d) are omniscient senders at a server: after every round of honest
+pushes to it they push crafted gradients built from that round (``layers.merge.attacks``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from agents.agent import Agent
+from agents.workload import AgentSpec, Workload
+from cluster.linked import LinkedLevel
+from cluster.server import LevelServer
+from cluster.topology import Topology
+from cluster.worker import AgentWorker
+from layers.dynamics import DynamicsConfig
+from layers.merge.attacks import attack_updates
+from swarm.experiment.arms import MECHANISMS, Arm
+from swarm.run import level_shapes
+
+PROBE_COORDS = 2048  # coordinates of B sampled per level for the timescale estimate
+
+
+def plain_dynamics(d: DynamicsConfig) -> DynamicsConfig:
+    """Every section-6 mechanism off except sync (a server's sync gate only paces its forwards)."""
+    return dataclasses.replace(d, **{m: dataclasses.replace(getattr(d, m), enabled=False)
+                                     for m in MECHANISMS if m != "sync"})
+
+
+class Attackers:
+    """``f`` attacker senders at one server; a ``LevelClient`` the honest agents of that server use."""
+
+    def __init__(self, level: LinkedLevel, ids: list[str], honest: int, kind: str, seed: int) -> None:
+        self.level, self.ids, self.honest, self.kind = level, ids, honest, kind
+        self.round: list[dict[str, torch.Tensor]] = []
+        self.seq = 0
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sent = 0
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict[str, Any]:
+        out = self.level.push(sender, seq, base_version, tensors)
+        if out["status"] == "accepted":
+            self.round.append(tensors)
+        if len(self.round) >= self.honest:
+            self._attack()
+        return out
+
+    def _attack(self) -> None:
+        names = list(self.round[0])
+        honest = torch.stack([torch.cat([t[m].flatten() for m in names]) for t in self.round])  # (K_h, d)
+        crafted = attack_updates(self.kind, honest, len(self.ids), n=len(self.round) + len(self.ids),
+                                 generator=self.generator)  # (f, d)
+        self.seq += 1
+        for sender, row in zip(self.ids, crafted, strict=True):
+            parts, i = {}, 0
+            for m in names:
+                n = self.round[0][m].numel()
+                parts[m] = row[i:i + n].reshape(self.round[0][m].shape).contiguous()
+                i += n
+            out = self.level.push(sender, self.seq, self.level.core.version, parts)
+            self.sent += out["status"] == "accepted"
+        self.round = []
+
+    def pull(self, since_version: int = -1) -> dict[str, Any]:
+        return self.level.pull(since_version)
+
+    def propose(self, sender: str, proposals: list) -> dict[str, Any]:
+        return self.level.propose(sender, proposals)
+
+    def seen(self, sender: str) -> int:
+        return self.level.seen(sender)
+
+
+class Simulation:
+    """Servers and agents of one arm; :meth:`step` advances every agent by one step."""
+
+    def __init__(self, cfg, arm: Arm, *, attackers: list[str] = (), attack_kind: str = "alie", seed: int = 0) -> None:
+        self.cfg, self.arm = cfg, arm
+        shared = list(cfg.levels.names[2:])
+        self.topology = Topology(cfg.workload, shared, list(arm.scopes) if arm.scopes else None)
+        self.shapes = level_shapes(cfg) if shared else {}
+        dynamics = plain_dynamics(cfg.dynamics) if arm.plain_servers else cfg.dynamics
+        self.servers: dict[str, LinkedLevel] = {}
+        for s in self.topology.servers:  # parents first
+            window = cfg.server.window if s.level == shared[0] else cfg.server.upper_window or s.children
+            core = LevelServer(s.name, self.shapes, merge=cfg.merge, dynamics=dynamics, circuits=cfg.circuits,
+                               server=dataclasses.replace(cfg.server, window=window), parent=s.parent,
+                               children=s.children)
+            self.servers[s.name] = LinkedLevel(core, self.servers[s.parent] if s.parent else None)
+        # attackers: per first-level server, the attackers routed to it and the honest agents it serves
+        self.attackers: dict[str, Attackers] = {}
+        first = {spec.id: self.topology.route(spec.id)[shared[0]] for spec in self.topology.agents} if shared else {}
+        for name in sorted(set(first.values())):
+            bad = [a for a in attackers if first[a] == name]
+            if bad:
+                honest = sum(1 for a, n in first.items() if n == name and a not in attackers)
+                self.attackers[name] = Attackers(self.servers[name], bad, honest, attack_kind, seed)
+        self.workers: dict[str, AgentWorker] = {}
+        for spec in self.topology.agents:
+            if spec.id not in attackers:
+                self.workers[spec.id] = self.make_worker(spec)
+        self.probes: dict[str, list[torch.Tensor]] = {}
+        self.screened: dict[str, list[float]] = {}
+        self._index: dict[str, torch.Tensor] = {}
+
+    def make_worker(self, spec: AgentSpec, route_like: str | None = None) -> AgentWorker:
+        """A worker for ``spec``, connected like the agent ``route_like`` (default: its own route)."""
+        cfg = self.cfg
+        agent = Agent(spec, model=cfg.model, levels=cfg.levels, workload=cfg.workload, agent=cfg.agent,
+                      dynamics=cfg.dynamics, circuits=cfg.circuits)
+        route = self.topology.route(route_like or spec.id)
+        clients = {lvl: self.attackers.get(name) or self.servers[name] for lvl, name in route.items()}
+        return AgentWorker(agent, clients, cfg.run)
+
+    def step(self) -> None:
+        for worker in self.workers.values():
+            worker.run(1)
+
+    # ------------------------------------------------------------------ probes
+    def _sample(self, key: str, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat([blocks[m].detach().flatten() for m in sorted(blocks)])  # (D,)
+        if key not in self._index:
+            g = torch.Generator().manual_seed(len(self._index))
+            self._index[key] = torch.randperm(flat.numel(), generator=g)[:PROBE_COORDS]
+        return flat[self._index[key]].clone()
+
+    def probe(self) -> None:
+        """Snapshot (a fixed random subset of) every level's B and its screened fraction."""
+        for aid, w in self.workers.items():
+            a = w.agent
+            for lvl in (a.fast, a.slow):
+                key = f"{lvl}@{aid}"
+                self.probes.setdefault(key, []).append(self._sample(key, a.stack.level_state(lvl)))
+                self.screened.setdefault(key, []).append(a.optimizers[lvl].screened_fraction())
+        for name, s in self.servers.items():
+            self.probes.setdefault(name, []).append(self._sample(name, s.core.B))
+            self.screened.setdefault(name, []).append(s.core.optimizer.screened_fraction())
+
+    # ------------------------------------------------------------------ evaluation
+    def held_out(self, aid: str) -> torch.Tensor:
+        return self.workers[aid].agent.workload.held_out
+
+    @property
+    def knowledge(self) -> list[str]:
+        """The levels held-out files are evaluated with: every level but the context level, which is the
+        working memory of the file being read (held-out files are other files)."""
+        return list(self.cfg.levels.names[1:])
+
+    def evaluate(self, aid: str, windows: torch.Tensor | None = None, levels: list[str] | None = None) -> float:
+        """Bits per byte of agent ``aid`` on ``windows`` (its own held-out files by default) with
+        ``levels`` (by default :attr:`knowledge`)."""
+        return self.workers[aid].agent.evaluate(self.knowledge if levels is None else levels, windows)
+
+    def switch(self, aid: str, package: str) -> None:
+        """The agent's stream moves to another package (a context switch; its identity stays)."""
+        agent = self.workers[aid].agent
+        spec = agent.spec
+        agent.workload = Workload(self.cfg.workload, AgentSpec(package, spec.swarm, spec.domain))
+
+    def server_stats(self) -> dict[str, dict[str, Any]]:
+        return {n: {"merges": s.core.stats["merges"], "accepted": s.core.stats["accepted"],
+                    "promotions": s.core.stats["promotions"], "forwarded": s.core.stats["forwarded"],
+                    "rejected": sum(s.core.stats["rejected"].values()), "level": n.split("/")[0],
+                    "screened": s.core.optimizer.screened_fraction()} for n, s in self.servers.items()}
