@@ -143,21 +143,18 @@ def read_adapter(directory: str | Path) -> tuple[dict, dict[str, tuple[torch.Ten
     return config, adapters, ignored
 
 
-def import_peft(stack: LevelStack, level: str, directory: str | Path, *, strength: float = 1.0) -> ImportReport:
-    """Add a PEFT LoRA adapter's delta, projected onto each read space, to ``level``.
-
-    Per module: ``B_l += strength * (s_src B_src A_src) P^T / s``. Any rank, any
-    alpha (and rsLoRA, rank_pattern, alpha_pattern) are accepted. Nothing is
-    written unless every matched module validates.
+def project_peft(stack: LevelStack, directory: str | Path) -> tuple[dict[str, torch.Tensor], ImportReport]:
+    """A PEFT LoRA adapter's delta projected onto each read space, in level units: per module
+    ``(s_src B_src A_src) P^T / s`` (d_out, R), float64, so that adding it to a level's B adds the
+    projected delta to the model. Any rank, any alpha (and rsLoRA, rank_pattern, alpha_pattern).
 
     Raises:
-        ValueError: missing files, not LoRA, DoRA, malformed pairs, NaN/Inf, or a
-            module whose in/out features differ from the model's (wrong base).
+        ValueError: missing files, not LoRA, DoRA, malformed pairs, NaN/Inf, or a module whose
+            in/out features differ from the model's (wrong base).
     """
-    stack._check_level(level)
     config, adapters, ignored = read_adapter(directory)
     default_alpha = float(config.get("lora_alpha", 8))
-    updates: dict[str, torch.Tensor] = {}
+    deltas: dict[str, torch.Tensor] = {}
     per_module: dict[str, float] = {}
     unmatched: list[str] = []
     total = kept = 0.0
@@ -181,10 +178,19 @@ def import_peft(stack: LevelStack, level: str, directory: str | Path, *, strengt
         part = float(projected.pow(2).sum())
         kept += part
         per_module[name] = part / energy if energy > 0 else 1.0
-        updates[name] = projected * (strength / stack.scale)
+        deltas[name] = projected / stack.scale
+    return deltas, ImportReport(energy_kept=kept / total if total > 0 else 1.0, per_module=per_module,
+                                unmatched=unmatched, ignored_keys=ignored)
+
+
+def import_peft(stack: LevelStack, level: str, directory: str | Path, *, strength: float = 1.0) -> ImportReport:
+    """Add a PEFT LoRA adapter's delta, projected onto each read space, to ``level``:
+    ``B_l += strength * (s_src B_src A_src) P^T / s`` per module (see :func:`project_peft`).
+    Nothing is written unless every matched module validates."""
+    stack._check_level(level)
+    deltas, report = project_peft(stack, directory)
     with torch.no_grad():
-        for name, delta in updates.items():
+        for name, delta in deltas.items():
             b_level = stack.modules[name].B[level]
-            b_level.add_(delta.to(b_level))
-    return ImportReport(energy_kept=kept / total if total > 0 else 1.0, per_module=per_module,
-                        unmatched=unmatched, ignored_keys=ignored)
+            b_level.add_((strength * delta).to(b_level))
+    return report
