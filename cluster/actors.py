@@ -66,6 +66,9 @@ class LevelServerActor:
     def seen(self, sender: str) -> int:
         return self.core.seen(sender)
 
+    def absorb(self, tensors: dict, source: str) -> dict[str, Any]:
+        return self.core.absorb(tensors, source)
+
     def status(self) -> dict[str, Any]:
         c = self.core
         return {"name": c.name, "version": c.version, "pending": len(c.window), "stats": c.stats,

@@ -296,6 +296,43 @@ class LevelServer:
         self.version += 1
         self.stats["removed"] += len(meta["modules"])
 
+    # ------------------------------------------------------------------ absorb
+    def absorb(self, tensors: Mapping[str, Tensor], source: str) -> dict[str, Any]:
+        """Add an outside delta (module -> (d_out, R), a subset of modules) to the level: validated,
+        journaled and checkpointed like a merge, one version. Never raises on bad input."""
+        reason = self._check_delta(tensors)
+        if reason:
+            return self._reject(reason)
+        meta = {"kind": "absorb", "source": str(source), "modules": sorted(tensors)}
+        clean = {m: tensors[m].detach().float().clone() for m in sorted(tensors)}
+        if self.store is not None:
+            self.store.append(clean, meta)
+        self._apply_absorb(clean, meta)
+        self.checkpoint()
+        return {"status": "accepted", "version": self.version}
+
+    def _check_delta(self, tensors: Any) -> str | None:
+        if not isinstance(tensors, Mapping) or not tensors:
+            return "bad tensors: a non-empty mapping module -> tensor"
+        unknown = sorted(set(tensors) - set(self.shapes))
+        if unknown:
+            return f"unknown module: {unknown[0]!r}"
+        for m, t in tensors.items():
+            if not isinstance(t, Tensor) or not t.is_floating_point():
+                return f"bad dtype: {m!r} must be a floating-point tensor"
+            if tuple(t.shape) != tuple(self.shapes[m]):
+                return f"bad shape: {m!r} is {tuple(t.shape)}, expected {tuple(self.shapes[m])}"
+            if not bool(torch.isfinite(t).all()):
+                return f"not finite: {m!r} contains NaN or Inf"
+        return None
+
+    def _apply_absorb(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        for m, t in tensors.items():
+            self.B[m].add_(t.to(self.B[m]))
+        self.version += 1
+        self.stats["absorbed"] = self.stats.get("absorbed", 0) + 1
+        self._event("absorb", f"{meta['source']}: {len(tensors)} modules")
+
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> None:
         """Checkpoint now (a pending window is merged first); a no-op if the newest one holds this version."""
@@ -332,6 +369,8 @@ class LevelServer:
                 self._apply_circuits(tensors, meta)
             elif kind == "removals":
                 self._apply_removals(tensors, meta)
+            elif kind == "absorb":
+                self._apply_absorb(tensors, meta)
             else:
                 self._accept(meta, tensors)
 

@@ -189,3 +189,31 @@ def test_one_vote_aggregators_merge_pushes_of_mixed_staleness():
     srv.push("a", 2, 1, {"m": torch.ones(4, 2)})
     out = srv.push("b", 2, 0, {"m": torch.ones(4, 2)})  # one version stale: weight 1/2 for a weighted mean
     assert out["status"] == "accepted" and srv.version == 2 and srv.stats["merges"] == 2
+
+
+def test_an_absorbed_delta_is_one_version_journaled_and_survives_a_restart(tmp_path):
+    cfg = ServerConfig(window=2, checkpoint_every=100)
+    server = LevelServer("domain/x", SHAPES, server=cfg, store_dir=tmp_path / "s", config_hash="h")
+    name = next(iter(SHAPES))
+    delta = {name: torch.full(SHAPES[name], 0.25)}
+    out = server.absorb(delta, "adapters/a")
+    assert out == {"status": "accepted", "version": 1} and server.stats["absorbed"] == 1
+    assert torch.equal(server.B[name], delta[name])
+    server.push("a", 1, 1, {m: torch.ones(s) for m, s in SHAPES.items()})  # journaled after the checkpoint
+    restarted = LevelServer("domain/x", SHAPES, server=cfg, store_dir=tmp_path / "s", config_hash="h")
+    assert restarted.version == 1 and all(torch.equal(restarted.B[m], server.B[m]) for m in SHAPES)
+    assert len(restarted.window) == 1
+
+
+@pytest.mark.parametrize("bad, reason", [({}, "bad tensors"), ({"nope": torch.zeros(2)}, "unknown module"),
+                                         ("shape", "bad shape"), ("nan", "not finite")])
+def test_a_bad_absorb_is_refused_and_changes_nothing(bad, reason):
+    server = LevelServer("domain/x", SHAPES)
+    name = next(iter(SHAPES))
+    if bad == "shape":
+        bad = {name: torch.zeros(1, 1)}
+    elif bad == "nan":
+        bad = {name: torch.full(SHAPES[name], float("nan"))}
+    out = server.absorb(bad, "x")
+    assert out["status"] == "rejected" and out["reason"].startswith(reason)
+    assert server.version == 0 and all(not t.any() for t in server.B.values())

@@ -1,0 +1,154 @@
+"""Absorbing outside adapters into a level (DESIGN section 8): similarity, merge plans, the guard.
+
+Deltas here are a level's worth of change: module -> (d_out, R) in level units, what
+:func:`layers.peft_io.project_peft` returns for a PEFT adapter. Several adapters are
+compared by the cosine of their deltas (all modules together):
+
+- ``similar`` (cosine >= ``merge_threshold``): one merge by task arithmetic, the sum;
+- ``moderate`` (``split_threshold`` <= cosine < ``merge_threshold``): split; the part
+  along their common direction goes to the slower level, the residuals stay;
+- ``apart`` (below): each is absorbed on its own.
+
+The guard compares a :class:`Fingerprint` (bits per byte of each level alone and of all
+together on probe windows, plus the logits) before and after; an absorb that degrades the
+old knowledge by more than ``max_degradation`` bits per byte is rolled back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Delta = dict[str, Tensor]  # module -> (d_out, R)
+
+
+def cosine(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """Cosine of two deltas over the modules they share (0 if either is zero there)."""
+    common = sorted(set(a) & set(b))
+    dot = sum(float((a[m].double() * b[m].double()).sum()) for m in common)
+    na = math.sqrt(sum(float(a[m].double().pow(2).sum()) for m in common))
+    nb = math.sqrt(sum(float(b[m].double().pow(2).sum()) for m in common))
+    return dot / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def add(deltas: Sequence[Mapping[str, Tensor]], weights: Sequence[float] | None = None) -> Delta:
+    """Task arithmetic: ``sum_i w_i delta_i`` over the union of modules."""
+    weights = [1.0] * len(deltas) if weights is None else list(weights)
+    out: Delta = {}
+    for w, d in zip(weights, deltas, strict=True):
+        for m, t in d.items():
+            out[m] = out[m] + w * t.double() if m in out else w * t.double()
+    return out
+
+
+def split_shared(deltas: Sequence[Mapping[str, Tensor]]) -> tuple[Delta, list[Delta]]:
+    """The part of each delta along their common (mean) direction, summed, and what is left of each.
+
+    With ``u`` the unit mean of the deltas: ``shared = sum_i <d_i, u> u`` and
+    ``residual_i = d_i - <d_i, u> u``; so ``shared + sum residual_i == sum d_i`` exactly.
+    """
+    mean = add(deltas, [1.0 / len(deltas)] * len(deltas))
+    norm = math.sqrt(sum(float(t.pow(2).sum()) for t in mean.values()))
+    if norm == 0:
+        return {m: torch.zeros_like(t) for m, t in mean.items()}, [add([d]) for d in deltas]
+    u = {m: t / norm for m, t in mean.items()}
+    coefs = [sum(float((d[m].double() * u[m]).sum()) for m in d if m in u) for d in deltas]
+    shared = {m: sum(coefs) * t for m, t in u.items()}
+    residuals = [{m: d[m].double() - c * u[m] if m in u else d[m].double() for m in d} for c, d in zip(coefs, deltas,
+                                                                                                      strict=True)]
+    return shared, residuals
+
+
+@dataclass
+class MergeDecision:
+    """How a set of adapters is absorbed. ``groups`` are index lists; ``kind`` is similar, moderate or
+    apart per group; ``similarity[i][j]`` the pairwise cosines."""
+
+    similarity: list[list[float]]
+    groups: list[list[int]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+
+def plan_merge(deltas: Sequence[Mapping[str, Tensor]], merge_threshold: float = 0.8,
+               split_threshold: float = 0.3) -> MergeDecision:
+    """Group adapters: single linkage at ``split_threshold``; a group whose every pair reaches
+    ``merge_threshold`` is ``similar`` (merged), else ``moderate`` (split); singletons are ``apart``."""
+    if not 0 <= split_threshold <= merge_threshold <= 1:
+        raise ValueError(f"absorb: need 0 <= split_threshold ({split_threshold}) <= merge_threshold "
+                         f"({merge_threshold}) <= 1")
+    n = len(deltas)
+    sim = [[1.0 if i == j else cosine(deltas[i], deltas[j]) for j in range(n)] for i in range(n)]
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if sim[i][j] >= split_threshold:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    decision = MergeDecision(sim)
+    for members in sorted(groups.values()):
+        decision.groups.append(members)
+        if len(members) == 1:
+            decision.kinds.append("apart")
+        elif all(sim[i][j] >= merge_threshold for i in members for j in members):
+            decision.kinds.append("similar")
+        else:
+            decision.kinds.append("moderate")
+    return decision
+
+
+@dataclass
+class Fingerprint:
+    """Bits per byte on the probe windows per level set (``"all"``, and each level alone), and the logits
+    with every level (N, T, V) for the distance."""
+
+    bpb: dict[str, float]
+    logits: Tensor
+
+
+def fingerprint(model, stack, windows: Tensor, batch: int = 16) -> Fingerprint:
+    """Evaluate ``model`` (with its level ``stack``) on ``windows`` (N, T+1) with every level, then each alone."""
+    sets = {"all": list(stack.levels), **{lvl: [lvl] for lvl in stack.levels}}
+    bpb, logits_all = {}, None
+    previous = stack.enabled
+    try:
+        for name, levels in sets.items():
+            stack.set_enabled(levels)
+            total, chunks = 0.0, []
+            with torch.no_grad():
+                for i in range(0, len(windows), batch):
+                    w = windows[i:i + batch]
+                    logits = model(w[:, :-1]).logits.float()  # (b, T, V)
+                    total += float(F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum"))
+                    if name == "all":
+                        chunks.append(logits)
+            bpb[name] = total / windows[:, 1:].numel() / math.log(2)
+            if name == "all":
+                logits_all = torch.cat(chunks)
+    finally:
+        stack.set_enabled(previous)
+    return Fingerprint(bpb, logits_all)
+
+
+def logits_distance(a: Fingerprint, b: Fingerprint) -> float:
+    """Mean KL(before || after) per position, in bits."""
+    p = F.log_softmax(a.logits, dim=-1)
+    q = F.log_softmax(b.logits, dim=-1)
+    return float((p.exp() * (p - q)).sum(-1).mean()) / math.log(2)
+
+
+def degradation(before: Fingerprint, after: Fingerprint, levels: Sequence[str]) -> dict[str, float]:
+    """Rise of bits per byte (after - before) with every level and with each level of ``levels`` alone."""
+    return {k: after.bpb[k] - before.bpb[k] for k in ["all", *levels] if k in before.bpb}
