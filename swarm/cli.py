@@ -9,6 +9,7 @@
     swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
     swarm experiment [CONFIG] [key=value ...]              # default CONFIG: experiment/team
     swarm experiment --report RUN_DIR                      # rewrite report.md + plots from the jobs
+    swarm absorb ADAPTER_DIR... --level L [--server S] --run RUN_DIR [--dry-run] [absorb.key=value ...]
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("experiment", help="team-learning experiments: arms x seeds x scenarios -> report.md")
     exp.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     exp.add_argument("--report", metavar="RUN_DIR", help="only rewrite RUN_DIR's report from its finished jobs")
+    ab = sub.add_parser("absorb", help="pour PEFT LoRA adapters into a run's shared level (guarded, rollback)")
+    ab.add_argument("adapters", nargs="+", metavar="ADAPTER_DIR|absorb.key=value")
+    ab.add_argument("--level", help="the shared level (swarm, domain, foundation)")
+    ab.add_argument("--server", help="the level server, when a level has several (e.g. swarm/text)")
+    ab.add_argument("--run", metavar="RUN_DIR", help="the run (live or stopped); default: the latest under runs/")
+    ab.add_argument("--strength", type=float, help="alpha in B += alpha * delta (absorb.strength)")
+    ab.add_argument("--dry-run", action="store_true", help="report what would happen; change nothing")
+    ab.add_argument("--json", action="store_true", help="print the report as JSON")
     cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (infra/onebox.yaml)")
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("config", nargs="?", default=None, help="default: infra/onebox.yaml of this checkout")
@@ -147,6 +156,39 @@ def _cluster(args) -> int:
     return 0
 
 
+def _absorb(args) -> int:
+    import json
+
+    from swarm.absorb import absorb, render
+    from swarm.monitor import latest_run, wide_console
+
+    overrides = [a for a in args.adapters if "=" in a]
+    adapters = [a for a in args.adapters if "=" not in a]
+    bad = [o for o in overrides if not o.startswith("absorb.")]
+    if bad or not adapters or not (args.level or args.server):
+        why = (f"only absorb.* settings may change here, got {bad[0]!r}" if bad else
+               "name at least one ADAPTER_DIR" if not adapters else "say where: --level or --server")
+        print(f"swarm absorb: {why}", file=sys.stderr)
+        return 2
+    if args.strength is not None:
+        overrides.append(f"absorb.strength={args.strength}")
+    run_dir = args.run or latest_run()
+    if run_dir is None:
+        print("swarm absorb: no run found under runs/ (name one with --run)", file=sys.stderr)
+        return 2
+    try:
+        report = absorb(run_dir, adapters, level=args.level, server=args.server, dry_run=args.dry_run,
+                        overrides=overrides)
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"swarm absorb: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render(report, wide_console())
+    return 1 if report["outcome"] == "rolled back" else 0
+
+
 def _experiment(args) -> int:
     if args.report:
         from swarm.experiment.report import write_report
@@ -191,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cluster(args)
     if args.command == "experiment":
         return _experiment(args)
+    if args.command == "absorb":
+        return _absorb(args)
     try:
         config_name, overrides = _split(args.args)
         if args.command == "run" and args.resume:

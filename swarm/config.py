@@ -31,6 +31,7 @@ from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig
 from layers.merge import MergeConfig
+from swarm.absorb_config import AbsorbConfig
 from swarm.experiment.config import ExperimentConfig
 from swarm.pretrain import PretrainConfig
 from swarm.serve_config import ServeConfig
@@ -96,6 +97,7 @@ class SwarmConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    absorb: AbsorbConfig = field(default_factory=AbsorbConfig)
 
 
 # directories of whole primary configs (``swarm experiment experiment/ci``), not config groups
@@ -236,7 +238,7 @@ def config_hash(cfg: SwarmConfig) -> str:
     """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
     must match it, while its length or progress settings may change."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg))
-    for key in ("run", "demo", "serve", "pretrain", "experiment"):
+    for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -1,0 +1,223 @@
+"""``swarm absorb``: pour outside PEFT LoRA adapters into a run's shared level, guarded.
+
+1. The run's config and the target server (``--level domain``, or ``--server swarm/text``
+   when a level has several servers). Its levels are read from the live level servers when
+   the run is running (Ray), else recovered from the run's level stores.
+2. Each adapter is projected into the level's read space (``layers.peft_io.project_peft``);
+   the energy kept per module and in total is reported, and adapter modules the stack does
+   not adapt are listed. Several adapters are grouped by similarity (``layers.absorb``).
+3. The guard: a local model with the target level and the levels above it evaluates the
+   probe set (held-out windows of every agent of the run) before and after the change.
+   If the probe set loses more than ``absorb.max_degradation`` bits per byte (with every
+   level, or with a changed level alone), the absorb is rolled back: nothing reaches the
+   server, whose level stays exactly as it was. ``--dry-run`` stops here too.
+4. Otherwise the delta goes through the server (``LevelServer.absorb``): validated,
+   journaled, checkpointed, one version, like a merge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.model import build_model
+from agents.workload import Workload
+from cluster.topology import Topology
+from layers import LevelStack
+from layers.absorb import add, degradation, fingerprint, logits_distance, plan_merge, split_shared
+from layers.peft_io import project_peft
+
+
+class StoreLevels:
+    """A finished (or stopped) run's level servers, recovered from their stores in this process."""
+
+    def __init__(self, run_dir: Path, cfg, topology: Topology) -> None:
+        from cluster.server import LevelServer
+        from swarm.config import config_hash
+        from swarm.run import level_shapes
+
+        shapes, first = level_shapes(cfg), topology.levels[0]
+        self.servers = {}
+        for s in topology.servers:  # built as `swarm run` builds them, so the journal replays the same
+            window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
+            self.servers[s.name] = LevelServer(
+                s.name, shapes, merge=cfg.merge, dynamics=cfg.dynamics, circuits=cfg.circuits,
+                server=dataclasses.replace(cfg.server, window=window), store_dir=run_dir / "levels" / s.name,
+                config_hash=config_hash(cfg), parent=s.parent, children=s.children)
+
+    def level(self, name: str) -> tuple[int, dict[str, torch.Tensor]]:
+        core = self.servers[name]
+        return core.version, {m: t.clone() for m, t in core.B.items()}
+
+    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+        return self.servers[name].absorb(tensors, source)
+
+
+class LiveLevels:
+    """A running swarm's level server actors."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def _actor(self, name: str):
+        import ray
+
+        return ray.get_actor(name, namespace=self.namespace)
+
+    def level(self, name: str) -> tuple[int, dict[str, torch.Tensor]]:
+        import ray
+
+        out = ray.get(self._actor(name).pull.remote(-1))
+        return out["version"], out["tensors"]
+
+    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self._actor(name).absorb.remote(tensors, source))
+
+
+def resolve_target(topology: Topology, level: str | None, server: str | None) -> str:
+    """The server an absorb goes to: ``server`` by name, or the only server of ``level``."""
+    names = [s.name for s in topology.servers]
+    if server is not None:
+        if server not in names:
+            raise ValueError(f"--server {server!r}: not a level server of this run (servers: {names})")
+        return server
+    candidates = [s.name for s in topology.servers if s.level == level]
+    if not candidates:
+        raise ValueError(f"--level {level!r}: not a shared level of this run (shared levels: {topology.levels}); "
+                         "the context and agent levels live inside the agents")
+    if len(candidates) > 1:
+        raise ValueError(f"--level {level!r} has {len(candidates)} servers ({', '.join(candidates)}): "
+                         "pick one with --server")
+    return candidates[0]
+
+
+def probe_windows(cfg, topology: Topology, per_agent: int) -> torch.Tensor:
+    """The probe set: the first ``per_agent`` held-out windows of every agent of the run (N, T+1)."""
+    return torch.cat([Workload(cfg.workload, spec).held_out[:per_agent] for spec in topology.agents])
+
+
+def compose(deltas: list[dict], names: list[str], acfg, has_slower: bool) -> tuple[dict, dict, list[dict]]:
+    """The target level's delta, the slower level's, and one decision record per group of adapters."""
+    decision = plan_merge(deltas, acfg.merge_threshold, acfg.split_threshold)
+    target, slower, records = [], [], []
+    for members, kind in zip(decision.groups, decision.kinds, strict=True):
+        group = [deltas[i] for i in members]
+        sims = {f"{names[i]} ~ {names[j]}": round(decision.similarity[i][j], 4)
+                for a, i in enumerate(members) for j in members[a + 1:]}
+        if kind == "moderate" and has_slower:
+            shared, residuals = split_shared(group)
+            slower.append(shared)
+            target.extend(residuals)
+            action = "split: the common part to the slower level, the residuals here"
+        else:
+            target.append(add(group))
+            action = {"similar": "merged (task arithmetic)", "apart": "absorbed on its own",
+                      "moderate": "merged (no slower level to split into)"}[kind]
+        records.append({"adapters": [names[i] for i in members], "kind": kind, "similarity": sims,
+                        "action": action})
+    return add(target) if target else {}, add(slower) if slower else {}, records
+
+
+def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None, server: str | None = None,
+           dry_run: bool = False, overrides: list[str] = ()) -> dict[str, Any]:
+    """Absorb ``adapters`` into a shared level of the run in ``run_dir``; returns the report (see module doc)."""
+    from swarm.config import load_config
+    from swarm.monitor import read_status
+    from swarm.run import namespace_of
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", list(overrides))
+    acfg = cfg.absorb
+    topology = Topology(cfg.workload, cfg.levels.names[2:])
+    target = resolve_target(topology, level, server)
+    chain = [target]  # the target and the servers above it: what the model runs with
+    parents = {s.name: s.parent for s in topology.servers}
+    while parents[chain[-1]] is not None:
+        chain.append(parents[chain[-1]])
+    live = read_status(run_dir).get("state") == "running"
+    if live:
+        from swarm.serve import _join_ray
+
+        _join_ray(namespace_of(run_dir))
+        levels = LiveLevels(namespace_of(run_dir))
+    else:
+        levels = StoreLevels(run_dir, cfg, topology)
+    model = build_model(cfg.model)
+    stack = LevelStack.attach(model, cfg.levels)
+    versions = {}
+    for name in chain:
+        versions[name], state = levels.level(name)
+        stack.load_level_state(name.split("/")[0], state)
+    projected = [(str(a), *project_peft(stack, a)) for a in adapters]  # (name, deltas, ImportReport)
+    names = [p[0] for p in projected]
+    target_delta, slower_delta, groups = compose([p[1] for p in projected], names, acfg, len(chain) > 1)
+    changes = {chain[0]: target_delta, **({chain[1]: slower_delta} if slower_delta else {})}
+    windows = probe_windows(cfg, topology, acfg.probe_windows)
+    before = fingerprint(model, stack, windows)
+    saved = {name: stack.level_state(name.split("/")[0]) for name in changes}
+    with torch.no_grad():
+        for name, delta in changes.items():
+            for m, t in delta.items():
+                b = stack.modules[m].B[name.split("/")[0]]
+                b.add_((acfg.strength * t).to(b))
+    after = fingerprint(model, stack, windows)
+    for name, state in saved.items():  # the local copy goes back exactly; the server decides below
+        stack.load_level_state(name.split("/")[0], state)
+    deg = degradation(before, after, [n.split("/")[0] for n in changes])
+    worst = max(deg.values())
+    report = {"run": str(run_dir), "target": target, "live": live, "versions_before": versions,
+              "strength": acfg.strength,
+              "adapters": [{"adapter": n, "energy_kept": r.energy_kept, "per_module": r.per_module,
+                            "unmatched": r.unmatched, "ignored_keys": r.ignored_keys} for n, _, r in projected],
+              "groups": groups, "changed": sorted(changes), "probe_windows": int(windows.shape[0]),
+              "bpb_before": before.bpb, "bpb_after": after.bpb, "degradation": deg,
+              "logits_kl_bits": logits_distance(before, after), "max_degradation": acfg.max_degradation}
+    if worst > acfg.max_degradation:
+        report["outcome"] = "rolled back"
+        report["why"] = (f"the probe set lost {worst:.4f} bits/byte ({max(deg, key=deg.get)}), above "
+                         f"absorb.max_degradation = {acfg.max_degradation}; the level is unchanged")
+    elif dry_run:
+        report["outcome"] = "dry run"
+        report["why"] = "nothing was written (--dry-run)"
+    else:
+        results = {}
+        for name, delta in changes.items():
+            tensors = {m: (acfg.strength * t).float() for m, t in delta.items()}
+            results[name] = levels.absorb(name, tensors, ",".join(names))
+            if results[name]["status"] != "accepted":
+                raise ValueError(f"{name} refused the absorb: {results[name]['reason']}")
+        report["outcome"] = "absorbed"
+        report["versions_after"] = {n: r["version"] for n, r in results.items()}
+        report["why"] = f"the probe set moved by at most {worst:+.4f} bits/byte"
+    return report
+
+
+def render(report: dict[str, Any], console) -> None:
+    """Print an absorb report: energy kept, grouping, the guard's numbers, the outcome."""
+    from rich.table import Table
+
+    t = Table(title=f"absorb into {report['target']} (strength {report['strength']:g})")
+    for col in ("adapter", "energy kept", "modules", "lowest module", "not adapted here"):
+        t.add_column(col)
+    for a in report["adapters"]:
+        low = min(a["per_module"].items(), key=lambda kv: kv[1]) if a["per_module"] else ("-", 1.0)
+        t.add_row(a["adapter"], f"{a['energy_kept']:.1%}", str(len(a["per_module"])), f"{low[0]} {low[1]:.1%}",
+                  ", ".join(a["unmatched"]) or "-")
+    console.print(t)
+    for g in report["groups"]:
+        sims = ", ".join(f"{k}: {v:.3f}" for k, v in g["similarity"].items())
+        console.print(f"{' + '.join(g['adapters'])}: {g['kind']}" + (f" (cosine {sims})" if sims else "")
+                      + f" -> {g['action']}")
+    f = Table(title=f"probe set ({report['probe_windows']} held-out windows of the run's agents), bits/byte")
+    for col in ("levels", "before", "after", "change"):
+        f.add_column(col)
+    for k, v in report["bpb_before"].items():
+        f.add_row(k, f"{v:.4f}", f"{report['bpb_after'][k]:.4f}", f"{report['bpb_after'][k] - v:+.4f}")
+    console.print(f)
+    console.print(f"logits KL(before || after): {report['logits_kl_bits']:.5f} bits per byte position")
+    console.print(f"[bold]{report['outcome']}[/bold]: {report['why']}")
