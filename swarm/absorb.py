@@ -141,9 +141,12 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
         chain.append(parents[chain[-1]])
     live = read_status(run_dir).get("state") == "running"
     if live:
+        import ray
+
         from swarm.serve import _join_ray
 
-        _join_ray(namespace_of(run_dir))
+        if not ray.is_initialized():
+            _join_ray(namespace_of(run_dir))
         levels = LiveLevels(namespace_of(run_dir))
     else:
         levels = StoreLevels(run_dir, cfg, topology)

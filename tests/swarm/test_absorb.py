@@ -165,3 +165,35 @@ def test_similar_adapters_merge_and_moderately_similar_ones_split(tmp_path, skil
     assert [g["kind"] for g in report["groups"]] == ["moderate"], report["groups"]
     assert report["changed"] == ["domain/toy", "swarm/red"] and report["outcome"] == "absorbed"
     assert report["versions_after"] == {"swarm/red": 1, "domain/toy": 1}
+
+
+def test_a_live_swarm_absorbs_through_its_level_server_actor(tmp_path, skill, base, ray_session):
+    import dataclasses
+
+    import ray
+
+    from cluster.actors import level_server
+    from swarm.config import config_hash
+    from swarm.run import level_shapes, namespace_of
+
+    run = make_run(tmp_path, base)
+    (run / "status.json").write_text(json.dumps({"state": "running"}))
+    cfg = load_config(run / "config.yaml")
+    topo = Topology(cfg.workload, cfg.levels.names[2:])
+    shapes, ns = level_shapes(cfg), namespace_of(run)
+    handles = {}
+    for s in topo.servers:  # parents first, as `swarm run` starts them
+        window = cfg.server.window if s.level == "swarm" else s.children
+        handles[s.name] = level_server(s.name, namespace=ns, shapes=shapes, store_dir=tmp_path / "live" / s.name,
+                                       config_hash=config_hash(cfg), merge=cfg.merge, dynamics=cfg.dynamics,
+                                       circuits=cfg.circuits, server=dataclasses.replace(cfg.server, window=window),
+                                       parent=s.parent, children=s.children)
+    try:
+        report = absorb(run, [str(skill)], level="domain", overrides=["absorb.strength=0.5"])
+        assert report["live"] and report["outcome"] == "absorbed" and report["versions_after"] == {"domain/toy": 1}
+        status = ray.get(handles["domain/toy"].status.remote())
+        assert status["version"] == 1 and status["stats"]["absorbed"] == 1
+        assert StoreLevels(run, cfg, topo).level("domain/toy")[0] == 0  # the stopped-run stores were not touched
+    finally:
+        for h in handles.values():
+            ray.kill(h)
