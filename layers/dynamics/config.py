@@ -105,11 +105,13 @@ class SyncConfig:
 
 @dataclass
 class HomeostasisConfig:
-    """Bands for the screened fraction and the spectral entropy of B; per window the phase
-    thresholds (screened fraction) and the free decay (entropy) move by a factor ``gain``.
+    """Bands for the screened fraction and the spectral entropy of B; every ``window`` updates of
+    the level (agent steps for an agent's levels, merges for a server's) the phase thresholds
+    (screened fraction) and the free decay (entropy) move by a factor ``gain``.
     """
 
     enabled: bool = True
+    window: int = 20
     screened_low: float = 0.05
     screened_high: float = 0.5
     entropy_low: float = 0.3
@@ -119,7 +121,7 @@ class HomeostasisConfig:
     def __post_init__(self) -> None:
         check_fields("dynamics.homeostasis", self, screened_low=0 <= self.screened_low < self.screened_high,
                screened_high=self.screened_high <= 1, entropy_low=0 <= self.entropy_low < self.entropy_high,
-               entropy_high=self.entropy_high <= 1, gain=0 < self.gain < 1)
+               entropy_high=self.entropy_high <= 1, gain=0 < self.gain < 1, window=self.window >= 1)
 
 
 @dataclass

@@ -96,6 +96,11 @@ class LevelOptimizer:
                                       self.thresholds["theta_off"])
                     self.phase.decay(p, st, self.thresholds["free_decay"])
         self.steps += 1
+        h = self.config.homeostasis
+        if h.enabled and self.steps % h.window == 0:
+            from layers.dynamics.homeostasis import Homeostasis  # it reads this optimizer: imported here, no cycle
+
+            Homeostasis(self, h).update()
         return self.report()
 
     def _update_references(self, updates: Mapping[str, Tensor]) -> dict[str, float]:

@@ -27,9 +27,9 @@ def _run(theta_on, theta_off, windows=40, window=20):
     ctrl = Homeostasis(opt, HomeostasisConfig())
     history = []
     for _ in range(windows):
-        for _ in range(window):
+        for _ in range(window):  # the optimizer runs homeostasis itself at the end of every window
             opt.step({"m": signal + 0.3 * torch.randn(64, 16, generator=gen)})
-        history.append(ctrl.update())
+        history.append({**ctrl.measure(), **opt.thresholds})
     return history
 
 
@@ -56,3 +56,19 @@ def test_entropy_moves_free_decay_the_right_way():
     before = opt.thresholds["free_decay"]
     ctrl.update()
     assert opt.thresholds["free_decay"] < before
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_optimizer_runs_homeostasis_every_window_when_enabled(enabled):
+    from layers.dynamics.config import HomeostasisConfig as H
+
+    cfg = DynamicsConfig(phase=PhaseConfig(theta_on=0.02, theta_off=0.01), homeostasis=H(enabled=enabled, window=5))
+    opt = LevelOptimizer({"m": torch.zeros(16, 4)}, cfg)
+    seen = []
+    for _ in range(10):
+        opt.step({"m": torch.ones(16, 4)})
+        seen.append(opt.thresholds["theta_on"])
+    if enabled:  # moved at the ends of steps 5 and 10 only
+        assert seen[3] == 0.02 and seen[4] != 0.02 and seen[8] == seen[4] and seen[9] != seen[8]
+    else:
+        assert set(seen) == {0.02}
