@@ -53,11 +53,23 @@ class Report(SweepSections):
         self.w(f"![{alt}]({name})", "")
 
     # ------------------------------------------------------------------ sections
+    def paired(self, a: str, b: str, metric) -> list[float]:
+        """``metric(job)`` of arm ``a`` minus arm ``b``, seed by seed (team jobs)."""
+        by_seed = {j["seed"]: metric(j) for j in self.team.get(b, [])}
+        return [metric(j) - by_seed[j["seed"]] for j in self.team.get(a, []) if j["seed"] in by_seed]
+
+    def noise_note(self, a: str, b: str, metric) -> str:
+        """", within seed noise" when the paired difference is within two standard errors, else ""."""
+        diffs = self.paired(a, b, metric)
+        if len(diffs) < 2:
+            return ""
+        m, sd = mean_std(diffs)
+        return ", within seed noise" if abs(m) <= 2 * sd / math.sqrt(len(diffs)) else ""
+
     def compare(self, a: str, b: str, key: str = "team") -> str | None:
         """``a`` against ``b`` on ``key``, paired by seed: the mean difference, its standard error, and
         whether it is clear (|mean| > 2 standard errors) or within the seed-to-seed noise."""
-        by_seed = {j["seed"]: team_metric(j, key) for j in self.team.get(b, [])}
-        diffs = [team_metric(j, key) - by_seed[j["seed"]] for j in self.team.get(a, []) if j["seed"] in by_seed]
+        diffs = self.paired(a, b, lambda j: team_metric(j, key))
         if not diffs:
             return None
         m, sd = mean_std(diffs)
@@ -131,8 +143,10 @@ class Report(SweepSections):
                                  order, {"teammates": [self.arm_stat(a, "team") for a in order]}), "ablations")
         t_full, t_iso, t_fed = (self.arm_stat(a, "team") for a in ("full", "isolated", "fedavg"))
         met = t_full[0] < t_iso[0] and t_full[0] < t_fed[0]
+        note = "".join(dict.fromkeys(self.noise_note("full", b, lambda j: team_metric(j, "team"))
+                                     for b in ("isolated", "fedavg")))
         self.targets.append(("teammates' bits/byte: full < isolated and < flat FedAvg",
-                             f"full {fmt(t_full)}, isolated {fmt(t_iso)}, fedavg {fmt(t_fed)}", _yes(met)))
+                             f"full {fmt(t_full)}, isolated {fmt(t_iso)}, fedavg {fmt(t_fed)}", _yes(met) + note))
 
     def section_join(self) -> None:
         joins = {a: [j for j in js if "join" in j] for a, js in self.team.items()}
@@ -192,8 +206,10 @@ class Report(SweepSections):
         self.plot(plots.curves(self.dir / "switch.png", "bits per byte on the first package after the switch",
                                "bits/byte", {a: [j["switch"]["curve"] for j in js] for a, js in sw.items()}), "switch")
         if "full" in forget and "fedavg" in forget:
+            note = self.noise_note("full", "fedavg", lambda j: j["switch"]["forgetting"] if "switch" in j else math.nan)
             self.targets.append(("less forgetting than flat FedAvg", f"full {fmt(forget['full'], 4)}, "
-                                 f"fedavg {fmt(forget['fedavg'], 4)}", _yes(forget["full"][0] < forget["fedavg"][0])))
+                                 f"fedavg {fmt(forget['fedavg'], 4)}",
+                                 _yes(forget["full"][0] < forget["fedavg"][0]) + note))
 
     def section_attack(self) -> None:
         att = [j for j in self.jobs if j["kind"] == "attack"]
