@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agents.model import ModelConfig, build_model
+from agents.trajectory import CacheConfig, TrajectoryCache
 from agents.workload import AgentSpec, Workload, WorkloadConfig
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
@@ -57,7 +58,7 @@ class Agent:
 
     def __init__(self, spec: AgentSpec, *, model: ModelConfig, levels: LevelsConfig, workload: WorkloadConfig,
                  agent: AgentConfig | None = None, dynamics: DynamicsConfig | None = None,
-                 circuits: CircuitsConfig | None = None) -> None:
+                 circuits: CircuitsConfig | None = None, cache: CacheConfig | None = None) -> None:
         if len(levels.names) < 2:
             raise ValueError("an agent needs at least two levels (context, agent)")
         self.spec, self.cfg = spec, agent or AgentConfig()
@@ -78,6 +79,7 @@ class Agent:
         self.promoter = Promoter(self.fast, self.slow, self.circuits)
         self.steps = self.seq = 0
         self.push_ready: str | None = None
+        self.cache = TrajectoryCache(cache)
 
     def _optimizer(self, level: str, lr: float) -> LevelOptimizer:
         return LevelOptimizer.for_level(self.stack, level, dataclasses.replace(self.dynamics, lr=lr))
@@ -171,7 +173,7 @@ class Agent:
                 "optimizers": {lvl: opt.state_dict() for lvl, opt in self.optimizers.items()},
                 "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
                 "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
-                "push_ready": self.push_ready}
+                "push_ready": self.push_ready, "cache": self.cache.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (validated by the stack and the optimizers before use)."""
@@ -187,6 +189,8 @@ class Agent:
         self.gate.load_state_dict(state["gate"])
         self.workload.load_state_dict(state["workload"])
         self.steps, self.seq, self.push_ready = int(state["steps"]), int(state["seq"]), state["push_ready"]
+        if "cache" in state:  # checkpoints from before the cache have none
+            self.cache.load_state_dict(state["cache"])
 
     def evaluate(self, levels: list[str] | None = None, windows: torch.Tensor | None = None) -> float:
         """Bits per byte with ``levels`` enabled (all by default) on ``windows`` (N, T+1), by default

@@ -125,6 +125,9 @@ class AgentActor:
     def checkpoint(self) -> int:
         return self.worker.checkpoint()
 
+    def respond(self, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
+        return self.worker.respond(prompt, max_new_tokens)
+
     def status(self) -> dict[str, Any]:
         return {**self.worker.record(), "pid": os.getpid(), "node": self.node}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agents.agent import Agent
+from agents.answers import internalise, respond
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
 from layers.config import check_fields
@@ -76,7 +77,7 @@ class AgentWorker:
         self.versions = {level: -1 for level in agent.shared}
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
-                         "removed": 0, "promoted": 0}
+                         "removed": 0, "promoted": 0, "internalisations": 0}
         self.comm_s = self.compute_s = 0.0  # seconds in server calls / in local steps and evaluations
         self.comm_by_kind: dict[str, float] = {}
         self.bytes_sent = 0
@@ -156,6 +157,10 @@ class AgentWorker:
             bpbs.append(out["bpb"])
             self.counters["promoted"] += out["promoted"]
             t = self.agent.steps
+            if self.agent.cache.due():  # answers asked often enough become the agent's own
+                start = time.perf_counter()
+                self.counters["internalisations"] += len(internalise(self.agent))
+                self.compute_s += time.perf_counter() - start
             self.push()
             if t % self.cfg.pull_every == 0:
                 self.pull()
@@ -169,12 +174,17 @@ class AgentWorker:
                 self.checkpoint()
         return self.record(train_bpb=sum(bpbs) / len(bpbs) if bpbs else math.nan)
 
+    def respond(self, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
+        """Answer ``prompt`` through the trajectory cache, keyed by the shared versions this agent holds."""
+        answer, cached = respond(self.agent, prompt, dict(self.versions), max_new_tokens)
+        return {"answer": answer, "cached": cached, "versions": dict(self.versions)}
+
     def record(self, **extra: Any) -> dict[str, Any]:
         return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
                 "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
                 "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
-                "resumed_from": self.resumed_from}
+                "resumed_from": self.resumed_from, "cache": self.agent.cache.stats()}
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> int:

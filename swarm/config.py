@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.agent import AgentConfig
 from agents.model import ModelConfig
+from agents.trajectory import CacheConfig
 from agents.workload import WorkloadConfig
 from cluster.server import ServerConfig
 from cluster.worker import RuntimeConfig
@@ -98,6 +99,7 @@ class SwarmConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     absorb: AbsorbConfig = field(default_factory=AbsorbConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 # directories of whole primary configs (``swarm experiment experiment/ci``), not config groups
@@ -238,7 +240,8 @@ def config_hash(cfg: SwarmConfig) -> str:
     """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
     must match it, while its length or progress settings may change."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg))
-    for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb"):
+    # cache: it shapes learning only when agents are asked; left out so runs from before it still resume
+    for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb", "cache"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -30,12 +30,24 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _cache(c: dict[str, Any] | None) -> str:
+    """Trajectory-cache hits as ``hits/lookups``, '-' before any lookup."""
+    return f"{c['hits']}/{c['lookups']}" if c and c.get("lookups") else "-"
+
+
+def _internalised(c: dict[str, Any] | None) -> str:
+    """Internalised (and failed, if any) cache entries."""
+    if not c or not (c.get("internalised") or c.get("failed")):
+        return "-"
+    return f"{c['internalised']}" + (f" ({c['failed']} failed)" if c.get("failed") else "")
+
+
 def render(snap: dict[str, Any]) -> Group:
     """Tables of agents and servers for a snapshot (see :class:`Snapshot`)."""
     elapsed = max(1e-9, snap.get("updated", time.time()) - snap["started"])
     agents = Table(title=f"agents ({snap['state']}, {elapsed:.0f} s)", title_justify="left")
     for col in ("agent", "step", "steps/s", "train bpb", "held-out bpb", "pushes", "refused", "promoted", "removed",
-                "comm %"):
+                "comm %", "cache hits", "internalised"):
         agents.add_column(col, justify="left" if col == "agent" else "right")
     for aid, r in sorted(snap["agents"].items()):
         busy = r.get("compute_s", 0) + r.get("comm_s", 0)
@@ -43,7 +55,8 @@ def render(snap: dict[str, Any]) -> Group:
         agents.add_row(aid, f"{r['step']}/{snap['steps']}", f"{done / elapsed:.2f}", _fmt(r.get("train_bpb")),
                        _fmt(r.get("eval_bpb")), str(r.get("pushes", 0)), str(r.get("rejected", 0)),
                        str(r.get("promoted", 0)), str(r.get("removed", 0)),
-                       f"{100 * r.get('comm_s', 0) / busy:.1f}" if busy else "-")
+                       f"{100 * r.get('comm_s', 0) / busy:.1f}" if busy else "-", _cache(r.get("cache")),
+                       _internalised(r.get("cache")))
     servers = Table(title="level servers", title_justify="left")
     for col in ("level", "version", "merges", "accepted", "refused", "promotions", "removed", "forwarded",
                 "screened"):

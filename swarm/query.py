@@ -6,6 +6,7 @@
     swarm query circuits [--level L] [--module M] [--limit N]
     swarm query circuit ID
     swarm query generate PROMPT [--levels a,b] [--max-new-tokens N] [--temperature T] [--seed S]
+    swarm query generate PROMPT --agent ID [--max-new-tokens N]   # as that agent, through its trajectory cache
     swarm query score TEXT [--levels a,b]
     swarm query watch [--levels a,b] [--count N]
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--agent", default="", help="answer as this running agent, through its trajectory cache")
     sc = sub.add_parser("score")
     sc.add_argument("text")
     sc.add_argument("--levels")
@@ -166,6 +168,9 @@ def _dispatch(client: Client, args, console: Console) -> Any:
     if args.what == "stats":
         resp = as_dict(client.call("Stats", pb.StatsRequest()))
         rows = resp.get("levels", [])
+        if not args.json and resp.get("agents"):
+            console.print(_table("trajectory caches", resp["agents"], [
+                "agent", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted", "entries"]))
         return _out(console, args, resp, _table(f"stats ({resp.get('namespace', '')})", rows, [
             "name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction"]))
     if args.what == "level":
@@ -196,11 +201,13 @@ def _dispatch(client: Client, args, console: Console) -> Any:
     if args.what == "generate":
         r = client.call("Generate", pb.GenerateRequest(prompt=args.prompt, levels=_levels(args.levels),
                                                        max_new_tokens=args.max_new_tokens,
-                                                       temperature=args.temperature, seed=args.seed))
+                                                       temperature=args.temperature, seed=args.seed,
+                                                       agent=args.agent))
         data = as_dict(r)
         if not args.json:
             console.print(f"[dim]{args.prompt}[/dim]{r.text}")
-            console.print(f"[dim]levels: {dict(r.versions)}[/dim]")
+            source = f"agent {r.agent}, {'from its cache' if r.cached else 'generated'}; " if r.agent else ""
+            console.print(f"[dim]{source}levels: {dict(r.versions)}[/dim]")
         return _out(console, args, data)
     if args.what == "score":
         r = as_dict(client.call("Score", pb.ScoreRequest(text=args.text, levels=_levels(args.levels))))

@@ -109,7 +109,7 @@ class Run:
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
         configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
-                   "dynamics": cfg.dynamics, "circuits": cfg.circuits}
+                   "dynamics": cfg.dynamics, "circuits": cfg.circuits, "cache": cfg.cache}
         for spec in self.topology.agents:
             self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
                                                routes=self.topology.route(spec.id),

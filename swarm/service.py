@@ -44,9 +44,21 @@ class RayLevels:
         self.specs = {s.name: s for s in topology.servers}
         self.handles = {name: ray.get_actor(name, namespace=namespace) for name in self.specs}
         self.namespace = namespace
+        self.agent_ids = [a.id for a in topology.agents]
 
     async def call(self, name: str, method: str, *args: Any) -> Any:
         return await getattr(self.handles[name], method).remote(*args)
+
+    def agent(self, agent_id: str):
+        """The actor of a running agent, or None (unknown id, or not alive)."""
+        import ray
+
+        if agent_id not in self.agent_ids:
+            return None
+        try:
+            return ray.get_actor(f"agent/{agent_id}", namespace=self.namespace)
+        except ValueError:
+            return None
 
 
 class SharedMemoryService(pb_grpc.SharedMemoryServicer):
@@ -199,6 +211,8 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                f"max_new_tokens: {n} above the limit {self.cfg.max_new_tokens}")
         if not math.isfinite(request.temperature) or request.temperature < 0:
             raise _invalid("temperature", f"must be finite and >= 0, got {request.temperature}")
+        if request.agent:
+            return await self._agent_answer(request, prompt, n)
         names = self._chosen(list(request.levels))
         deadline = context.time_remaining()
         stop_at = None if deadline is None else time.monotonic() + deadline
@@ -211,6 +225,19 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             except TimeoutError as e:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
         return pb.GenerateResponse(text=text, versions=versions)
+
+    async def _agent_answer(self, request, prompt: str, n: int):
+        """Generate as a running agent, through its trajectory cache (greedy, the agent's own levels)."""
+        if request.levels or request.temperature:
+            raise _invalid("agent", "an agent answers greedily with its own levels: leave levels and temperature "
+                                    "unset")
+        actor = self.levels.agent(request.agent)
+        if actor is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"agent {request.agent!r}: no such running agent "
+                                                          f"(agents: {', '.join(self.levels.agent_ids)})")
+        out = await actor.respond.remote(prompt.encode("utf-8"), n)
+        return pb.GenerateResponse(text=out["answer"].decode("utf-8", errors="replace"), versions=out["versions"],
+                                   cached=out["cached"], agent=request.agent)
 
     async def Score(self, request, context):
         text = self._text(request.text, "text")
@@ -237,7 +264,15 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                      accepted=s.get("accepted", 0), rejected=s.get("rejected", {}),
                                      promotions=s.get("promotions", 0), forwarded=s.get("forwarded", 0),
                                      screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"]))
-        return pb.StatsResponse(levels=out, namespace=self.levels.namespace)
+        agents = []
+        for aid in self.levels.agent_ids:
+            actor = self.levels.agent(aid)
+            if actor is None:
+                continue
+            c = (await actor.status.remote()).get("cache", {})
+            agents.append(pb.AgentCacheStats(agent=aid, **{k: c.get(k, 0) for k in (
+                "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")}))
+        return pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents)
 
     async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
         names = [self._level(n, "levels") for n in request.levels] or list(self.levels.specs)

@@ -32,7 +32,8 @@ def summarize(run) -> dict[str, Any]:
                        "bpb_local_only": o, "shared_gain": o - f, "pushes": rec["pushes"],
                        "refused": rec["rejected"], "promoted_to_agent": rec["promoted"],
                        "removed_after_consensus": rec["removed"],
-                       "comm_fraction": rec["comm_s"] / busy if busy else 0.0, **transfer[aid]})
+                       "comm_fraction": rec["comm_s"] / busy if busy else 0.0,
+                       "cache": rec.get("cache", {}), **transfer[aid]})
     servers = []
     for name, st in run.snap["servers"].items():
         s = st.get("stats", {})
@@ -113,6 +114,15 @@ def to_markdown(s: dict[str, Any]) -> str:
                      f"{a['bpb_local_only']:.3f} | {a['shared_gain']:+.3f} | {_signed(a['team_gain'])} | "
                      f"{_signed(a['others_gain'])} | {a['pushes']} | {a['refused']} | "
                      f"{a['promoted_to_agent']} | {100 * a['comm_fraction']:.1f} |")
+    asked = [a for a in s["agents"] if a.get("cache", {}).get("lookups")]
+    if asked:
+        lines += ["", "Trajectory caches (agents asked through `swarm query generate --agent`):", "",
+                  "| agent | lookups | hits | hit rate | internalised | failed | evicted | entries |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for a in asked:
+            c = a["cache"]
+            lines.append(f"| {a['agent']} | {c['lookups']} | {c['hits']} | {c['hit_rate']:.2f} | "
+                         f"{c['internalised']} | {c['failed']} | {c['evicted']} | {c['entries']} |")
     lines += ["", "| level server | version | merges | accepted | refused | promotions | removed | forwarded |",
               "|---|---|---|---|---|---|---|---|"]
     for x in s["servers"]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18swarm/proto/memory.proto\x12\x08swarm.v1\"i\n\x05Level\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\x0f\n\x07modules\x18\x05 \x01(\x03\x12\x12\n\nparameters\x18\x06 \x01(\x03\"\x13\n\x11ListLevelsRequest\"5\n\x12ListLevelsResponse\x12\x1f\n\x06levels\x18\x01 \x03(\x0b\x32\x0f.swarm.v1.Level\"K\n\x0fGetLevelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x03\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x03\"^\n\x0bTensorChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"$\n\x14\x45xportAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"C\n\x13ListCircuitsRequest\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"s\n\x07\x43ircuit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x08strength\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x0b\n\x03\x61ge\x18\x06 \x01(\x03\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\";\n\x14ListCircuitsResponse\x12#\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32\x11.swarm.v1.Circuit\"\x1f\n\x11GetCircuitRequest\x12\n\n\x02id\x18\x01 \x01(\t\"l\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06levels\x18\x02 \x03(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"\x8d\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12:\n\x08versions\x18\x02 \x03(\x0b\x32(.swarm.v1.GenerateResponse.VersionsEntry\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\",\n\x0cScoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06levels\x18\x02 \x03(\t\"\x98\x02\n\rScoreResponse\x12\x15\n\rbits_per_byte\x18\x01 \x01(\x01\x12\x41\n\rcontributions\x18\x02 \x03(\x0b\x32*.swarm.v1.ScoreResponse.ContributionsEntry\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x37\n\x08versions\x18\x04 \x03(\x0b\x32%.swarm.v1.ScoreResponse.VersionsEntry\x1a\x34\n\x12\x43ontributionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x0e\n\x0cStatsRequest\"\x87\x02\n\nLevelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06merges\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x34\n\x08rejected\x18\x05 \x03(\x0b\x32\".swarm.v1.LevelStats.RejectedEntry\x12\x12\n\npromotions\x18\x06 \x01(\x03\x12\x11\n\tforwarded\x18\x07 \x01(\x03\x12\x19\n\x11screened_fraction\x18\x08 \x01(\x01\x12\x0f\n\x07pending\x18\t \x01(\x03\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"H\n\rStatsResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.swarm.v1.LevelStats\x12\x11\n\tnamespace\x18\x02 \x01(\t\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06levels\x18\x01 \x03(\t\"`\n\x05\x45vent\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0c\n\x04time\x18\x06 \x01(\x01\x32\xd7\x04\n\x0cSharedMemory\x12G\n\nListLevels\x12\x1b.swarm.v1.ListLevelsRequest\x1a\x1c.swarm.v1.ListLevelsResponse\x12>\n\x08GetLevel\x12\x19.swarm.v1.GetLevelRequest\x1a\x15.swarm.v1.TensorChunk0\x01\x12\x46\n\rExportAdapter\x12\x1e.swarm.v1.ExportAdapterRequest\x1a\x13.swarm.v1.FileChunk0\x01\x12M\n\x0cListCircuits\x12\x1d.swarm.v1.ListCircuitsRequest\x1a\x1e.swarm.v1.ListCircuitsResponse\x12<\n\nGetCircuit\x12\x1b.swarm.v1.GetCircuitRequest\x1a\x11.swarm.v1.Circuit\x12\x41\n\x08Generate\x12\x19.swarm.v1.GenerateRequest\x1a\x1a.swarm.v1.GenerateResponse\x12\x38\n\x05Score\x12\x16.swarm.v1.ScoreRequest\x1a\x17.swarm.v1.ScoreResponse\x12\x38\n\x05Stats\x12\x16.swarm.v1.StatsRequest\x1a\x17.swarm.v1.StatsResponse\x12\x32\n\x05Watch\x12\x16.swarm.v1.WatchRequest\x1a\x0f.swarm.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18swarm/proto/memory.proto\x12\x08swarm.v1\"i\n\x05Level\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0e\n\x06parent\x18\x04 \x01(\t\x12\x0f\n\x07modules\x18\x05 \x01(\x03\x12\x12\n\nparameters\x18\x06 \x01(\x03\"\x13\n\x11ListLevelsRequest\"5\n\x12ListLevelsResponse\x12\x1f\n\x06levels\x18\x01 \x03(\x0b\x32\x0f.swarm.v1.Level\"K\n\x0fGetLevelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x03\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x03\"^\n\x0bTensorChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"$\n\x14\x45xportAdapterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"C\n\x13ListCircuitsRequest\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"s\n\x07\x43ircuit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x08strength\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x0b\n\x03\x61ge\x18\x06 \x01(\x03\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\";\n\x14ListCircuitsResponse\x12#\n\x08\x63ircuits\x18\x01 \x03(\x0b\x32\x11.swarm.v1.Circuit\"\x1f\n\x11GetCircuitRequest\x12\n\n\x02id\x18\x01 \x01(\t\"{\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0e\n\x06levels\x18\x02 \x03(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\r\n\x05\x61gent\x18\x06 \x01(\t\"\xac\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12:\n\x08versions\x18\x02 \x03(\x0b\x32(.swarm.v1.GenerateResponse.VersionsEntry\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\",\n\x0cScoreRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06levels\x18\x02 \x03(\t\"\x98\x02\n\rScoreResponse\x12\x15\n\rbits_per_byte\x18\x01 \x01(\x01\x12\x41\n\rcontributions\x18\x02 \x03(\x0b\x32*.swarm.v1.ScoreResponse.ContributionsEntry\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x37\n\x08versions\x18\x04 \x03(\x0b\x32%.swarm.v1.ScoreResponse.VersionsEntry\x1a\x34\n\x12\x43ontributionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x0e\n\x0cStatsRequest\"\x87\x02\n\nLevelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06merges\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x34\n\x08rejected\x18\x05 \x03(\x0b\x32\".swarm.v1.LevelStats.RejectedEntry\x12\x12\n\npromotions\x18\x06 \x01(\x03\x12\x11\n\tforwarded\x18\x07 \x01(\x03\x12\x19\n\x11screened_fraction\x18\x08 \x01(\x01\x12\x0f\n\x07pending\x18\t \x01(\x03\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x99\x01\n\x0f\x41gentCacheStats\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x0f\n\x07lookups\x18\x03 \x01(\x03\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\x10\n\x08hit_rate\x18\x05 \x01(\x01\x12\x14\n\x0cinternalised\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x0f\n\x07\x65victed\x18\x08 \x01(\x03\"s\n\rStatsResponse\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.swarm.v1.LevelStats\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12)\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x19.swarm.v1.AgentCacheStats\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06levels\x18\x01 \x03(\t\"`\n\x05\x45vent\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0c\n\x04time\x18\x06 \x01(\x01\x32\xd7\x04\n\x0cSharedMemory\x12G\n\nListLevels\x12\x1b.swarm.v1.ListLevelsRequest\x1a\x1c.swarm.v1.ListLevelsResponse\x12>\n\x08GetLevel\x12\x19.swarm.v1.GetLevelRequest\x1a\x15.swarm.v1.TensorChunk0\x01\x12\x46\n\rExportAdapter\x12\x1e.swarm.v1.ExportAdapterRequest\x1a\x13.swarm.v1.FileChunk0\x01\x12M\n\x0cListCircuits\x12\x1d.swarm.v1.ListCircuitsRequest\x1a\x1e.swarm.v1.ListCircuitsResponse\x12<\n\nGetCircuit\x12\x1b.swarm.v1.GetCircuitRequest\x1a\x11.swarm.v1.Circuit\x12\x41\n\x08Generate\x12\x19.swarm.v1.GenerateRequest\x1a\x1a.swarm.v1.GenerateResponse\x12\x38\n\x05Score\x12\x16.swarm.v1.ScoreRequest\x1a\x17.swarm.v1.ScoreResponse\x12\x38\n\x05Stats\x12\x16.swarm.v1.StatsRequest\x1a\x17.swarm.v1.StatsResponse\x12\x32\n\x05Watch\x12\x16.swarm.v1.WatchRequest\x1a\x0f.swarm.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,31 +62,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCIRCUITREQUEST']._serialized_start=750
   _globals['_GETCIRCUITREQUEST']._serialized_end=781
   _globals['_GENERATEREQUEST']._serialized_start=783
-  _globals['_GENERATEREQUEST']._serialized_end=891
-  _globals['_GENERATERESPONSE']._serialized_start=894
-  _globals['_GENERATERESPONSE']._serialized_end=1035
-  _globals['_GENERATERESPONSE_VERSIONSENTRY']._serialized_start=988
-  _globals['_GENERATERESPONSE_VERSIONSENTRY']._serialized_end=1035
-  _globals['_SCOREREQUEST']._serialized_start=1037
-  _globals['_SCOREREQUEST']._serialized_end=1081
-  _globals['_SCORERESPONSE']._serialized_start=1084
-  _globals['_SCORERESPONSE']._serialized_end=1364
-  _globals['_SCORERESPONSE_CONTRIBUTIONSENTRY']._serialized_start=1263
-  _globals['_SCORERESPONSE_CONTRIBUTIONSENTRY']._serialized_end=1315
-  _globals['_SCORERESPONSE_VERSIONSENTRY']._serialized_start=988
-  _globals['_SCORERESPONSE_VERSIONSENTRY']._serialized_end=1035
-  _globals['_STATSREQUEST']._serialized_start=1366
-  _globals['_STATSREQUEST']._serialized_end=1380
-  _globals['_LEVELSTATS']._serialized_start=1383
-  _globals['_LEVELSTATS']._serialized_end=1646
-  _globals['_LEVELSTATS_REJECTEDENTRY']._serialized_start=1599
-  _globals['_LEVELSTATS_REJECTEDENTRY']._serialized_end=1646
-  _globals['_STATSRESPONSE']._serialized_start=1648
-  _globals['_STATSRESPONSE']._serialized_end=1720
-  _globals['_WATCHREQUEST']._serialized_start=1722
-  _globals['_WATCHREQUEST']._serialized_end=1752
-  _globals['_EVENT']._serialized_start=1754
-  _globals['_EVENT']._serialized_end=1850
-  _globals['_SHAREDMEMORY']._serialized_start=1853
-  _globals['_SHAREDMEMORY']._serialized_end=2452
+  _globals['_GENERATEREQUEST']._serialized_end=906
+  _globals['_GENERATERESPONSE']._serialized_start=909
+  _globals['_GENERATERESPONSE']._serialized_end=1081
+  _globals['_GENERATERESPONSE_VERSIONSENTRY']._serialized_start=1034
+  _globals['_GENERATERESPONSE_VERSIONSENTRY']._serialized_end=1081
+  _globals['_SCOREREQUEST']._serialized_start=1083
+  _globals['_SCOREREQUEST']._serialized_end=1127
+  _globals['_SCORERESPONSE']._serialized_start=1130
+  _globals['_SCORERESPONSE']._serialized_end=1410
+  _globals['_SCORERESPONSE_CONTRIBUTIONSENTRY']._serialized_start=1309
+  _globals['_SCORERESPONSE_CONTRIBUTIONSENTRY']._serialized_end=1361
+  _globals['_SCORERESPONSE_VERSIONSENTRY']._serialized_start=1034
+  _globals['_SCORERESPONSE_VERSIONSENTRY']._serialized_end=1081
+  _globals['_STATSREQUEST']._serialized_start=1412
+  _globals['_STATSREQUEST']._serialized_end=1426
+  _globals['_LEVELSTATS']._serialized_start=1429
+  _globals['_LEVELSTATS']._serialized_end=1692
+  _globals['_LEVELSTATS_REJECTEDENTRY']._serialized_start=1645
+  _globals['_LEVELSTATS_REJECTEDENTRY']._serialized_end=1692
+  _globals['_AGENTCACHESTATS']._serialized_start=1695
+  _globals['_AGENTCACHESTATS']._serialized_end=1848
+  _globals['_STATSRESPONSE']._serialized_start=1850
+  _globals['_STATSRESPONSE']._serialized_end=1965
+  _globals['_WATCHREQUEST']._serialized_start=1967
+  _globals['_WATCHREQUEST']._serialized_end=1997
+  _globals['_EVENT']._serialized_start=1999
+  _globals['_EVENT']._serialized_end=2095
+  _globals['_SHAREDMEMORY']._serialized_start=2098
+  _globals['_SHAREDMEMORY']._serialized_end=2697
 # @@protoc_insertion_point(module_scope)

@@ -115,21 +115,23 @@ class GetCircuitRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "levels", "max_new_tokens", "temperature", "seed")
+    __slots__ = ("prompt", "levels", "max_new_tokens", "temperature", "seed", "agent")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     levels: _containers.RepeatedScalarFieldContainer[str]
     max_new_tokens: int
     temperature: float
     seed: int
-    def __init__(self, prompt: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    agent: str
+    def __init__(self, prompt: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "versions")
+    __slots__ = ("text", "versions", "cached", "agent")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -139,9 +141,13 @@ class GenerateResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     text: str
     versions: _containers.ScalarMap[str, int]
-    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    cached: bool
+    agent: str
+    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ..., cached: _Optional[bool] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("text", "levels")
@@ -210,13 +216,35 @@ class LevelStats(_message.Message):
     pending: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., merges: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., promotions: _Optional[int] = ..., forwarded: _Optional[int] = ..., screened_fraction: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
 
+class AgentCacheStats(_message.Message):
+    __slots__ = ("agent", "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    INTERNALISED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    entries: int
+    lookups: int
+    hits: int
+    hit_rate: float
+    internalised: int
+    failed: int
+    evicted: int
+    def __init__(self, agent: _Optional[str] = ..., entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., internalised: _Optional[int] = ..., failed: _Optional[int] = ..., evicted: _Optional[int] = ...) -> None: ...
+
 class StatsResponse(_message.Message):
-    __slots__ = ("levels", "namespace")
+    __slots__ = ("levels", "namespace", "agents")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[LevelStats]
     namespace: str
-    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., namespace: _Optional[str] = ...) -> None: ...
+    agents: _containers.RepeatedCompositeFieldContainer[AgentCacheStats]
+    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., namespace: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentCacheStats, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("levels",)

@@ -297,3 +297,24 @@ def test_tls_serves_verified_clients_only(swarm, tmp_path):
         secure.close()
         plain.close()
         server.stop()
+
+
+def test_an_agent_answers_through_its_trajectory_cache(swarm):
+    import ray
+
+    run, client, _, _ = swarm
+    aid = sorted(run.agents)[0]
+    answers = [client.call("Generate", pb.GenerateRequest(prompt="import ", agent=aid, max_new_tokens=8))
+               for _ in range(4)]  # one miss, then three hits: due for internalisation
+    assert [a.cached for a in answers] == [False, True, True, True] and len({a.text for a in answers}) == 1
+    assert answers[0].agent == aid and set(answers[0].versions) == {"swarm", "domain", "foundation"}
+    stats = {a.agent: a for a in client.call("Stats", pb.StatsRequest()).agents}
+    assert set(stats) == set(run.agents)
+    assert (stats[aid].lookups, stats[aid].hits, stats[aid].entries) == (4, 3, 1)
+    ray.get(run.agents[aid].run.remote(1))  # the agent's next step internalises the entry
+    after = {a.agent: a for a in client.call("Stats", pb.StatsRequest()).agents}[aid]
+    assert after.internalised + after.failed == 1 and after.entries == 0 and after.evicted == 1
+    assert code_of(lambda: client.call("Generate", pb.GenerateRequest(prompt="x", agent="nobody", max_new_tokens=8)))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: client.call("Generate", pb.GenerateRequest(prompt="x", agent=aid, temperature=0.5, max_new_tokens=8)))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
