@@ -118,9 +118,10 @@ class Fingerprint:
     logits: Tensor
 
 
-def fingerprint(model, stack, windows: Tensor, batch: int = 16) -> Fingerprint:
-    """Evaluate ``model`` (with its level ``stack``) on ``windows`` (N, T+1) with every level, then each alone."""
-    sets = {"all": list(stack.levels), **{lvl: [lvl] for lvl in stack.levels}}
+def fingerprint(model, stack, windows: Tensor, levels: Sequence[str] | None = None, batch: int = 16) -> Fingerprint:
+    """Evaluate ``model`` (with its level ``stack``) on ``windows`` (N, T+1) with every level, then with each
+    of ``levels`` (default: all of them) alone."""
+    sets = {"all": list(stack.levels), **{lvl: [lvl] for lvl in (stack.levels if levels is None else levels)}}
     bpb, logits_all = {}, None
     previous = stack.enabled
     try:

@@ -124,12 +124,17 @@ def compose(deltas: list[dict], names: list[str], acfg, has_slower: bool) -> tup
 
 
 def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None, server: str | None = None,
-           dry_run: bool = False, overrides: list[str] = ()) -> dict[str, Any]:
-    """Absorb ``adapters`` into a shared level of the run in ``run_dir``; returns the report (see module doc)."""
+           dry_run: bool = False, overrides: list[str] = (), eval_file: str | None = None) -> dict[str, Any]:
+    """Absorb ``adapters`` into a shared level of the run in ``run_dir``; returns the report (see module doc).
+    ``eval_file``: a file whose bytes are also scored before and after (what the adapters bring; the
+    guard does not use it)."""
+    import transformers
+
     from swarm.config import load_config
     from swarm.monitor import read_status
     from swarm.run import namespace_of
 
+    transformers.utils.logging.disable_progress_bar()  # loading a local base is instant: no bars in the report
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml", list(overrides))
     acfg = cfg.absorb
@@ -161,14 +166,22 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     target_delta, slower_delta, groups = compose([p[1] for p in projected], names, acfg, len(chain) > 1)
     changes = {chain[0]: target_delta, **({chain[1]: slower_delta} if slower_delta else {})}
     windows = probe_windows(cfg, topology, acfg.probe_windows)
-    before = fingerprint(model, stack, windows)
+    held = [name.split("/")[0] for name in chain]  # the levels this model holds (the others are zero here)
+    task = None
+    if eval_file is not None:
+        from agents.corpus import eval_windows
+
+        task = eval_windows([Path(eval_file)], cfg.workload.seq_len, 64)
+        task_before = fingerprint(model, stack, task, [])
+    before = fingerprint(model, stack, windows, held)
     saved = {name: stack.level_state(name.split("/")[0]) for name in changes}
     with torch.no_grad():
         for name, delta in changes.items():
             for m, t in delta.items():
                 b = stack.modules[m].B[name.split("/")[0]]
                 b.add_((acfg.strength * t).to(b))
-    after = fingerprint(model, stack, windows)
+    after = fingerprint(model, stack, windows, held)
+    task_after = fingerprint(model, stack, task, []) if task is not None else None
     for name, state in saved.items():  # the local copy goes back exactly; the server decides below
         stack.load_level_state(name.split("/")[0], state)
     deg = degradation(before, after, [n.split("/")[0] for n in changes])
@@ -180,6 +193,9 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
               "groups": groups, "changed": sorted(changes), "probe_windows": int(windows.shape[0]),
               "bpb_before": before.bpb, "bpb_after": after.bpb, "degradation": deg,
               "logits_kl_bits": logits_distance(before, after), "max_degradation": acfg.max_degradation}
+    if task is not None:
+        report["eval_file"] = {"file": str(eval_file), "windows": int(task.shape[0]),
+                               "bpb_before": task_before.bpb["all"], "bpb_after": task_after.bpb["all"]}
     if worst > acfg.max_degradation:
         report["outcome"] = "rolled back"
         report["why"] = (f"the probe set lost {worst:.4f} bits/byte ({max(deg, key=deg.get)}), above "
@@ -223,4 +239,8 @@ def render(report: dict[str, Any], console) -> None:
         f.add_row(k, f"{v:.4f}", f"{report['bpb_after'][k]:.4f}", f"{report['bpb_after'][k] - v:+.4f}")
     console.print(f)
     console.print(f"logits KL(before || after): {report['logits_kl_bits']:.5f} bits per byte position")
+    if "eval_file" in report:
+        e = report["eval_file"]
+        console.print(f"{e['file']} ({e['windows']} windows): {e['bpb_before']:.4f} -> {e['bpb_after']:.4f} "
+                      f"bits/byte with the change ({e['bpb_after'] - e['bpb_before']:+.4f})")
     console.print(f"[bold]{report['outcome']}[/bold]: {report['why']}")

@@ -9,7 +9,7 @@
     swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
     swarm experiment [CONFIG] [key=value ...]              # default CONFIG: experiment/team
     swarm experiment --report RUN_DIR                      # rewrite report.md + plots from the jobs
-    swarm absorb ADAPTER_DIR... --level L [--server S] --run RUN_DIR [--dry-run] [absorb.key=value ...]
+    swarm absorb ADAPTER_DIR... --level L [--server S] --run RUN_DIR [--dry-run] [--eval FILE] [absorb.key=value ...]
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--run", metavar="RUN_DIR", help="the run (live or stopped); default: the latest under runs/")
     ab.add_argument("--strength", type=float, help="alpha in B += alpha * delta (absorb.strength)")
     ab.add_argument("--dry-run", action="store_true", help="report what would happen; change nothing")
+    ab.add_argument("--eval", metavar="FILE", help="also score FILE's bytes before and after (what the adapter brings)")
     ab.add_argument("--json", action="store_true", help="print the report as JSON")
     cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (infra/onebox.yaml)")
     cluster.add_argument("action", choices=["up", "down", "status"])
@@ -178,7 +179,7 @@ def _absorb(args) -> int:
         return 2
     try:
         report = absorb(run_dir, adapters, level=args.level, server=args.server, dry_run=args.dry_run,
-                        overrides=overrides)
+                        overrides=overrides, eval_file=args.eval)
     except (ConfigError, OSError, ValueError) as e:
         print(f"swarm absorb: {e}", file=sys.stderr)
         return 2

@@ -90,8 +90,11 @@ def skill(tmp_path_factory, base):
 def test_an_absorbed_adapter_brings_its_skill_and_keeps_the_probe_set(tmp_path, skill, base):
     run = make_run(tmp_path, base)
     before = task_bpb(run)
-    report = absorb(run, [str(skill)], level="domain", overrides=["absorb.strength=0.5"])
+    task_file = tmp_path / "task.txt"
+    task_file.write_bytes(bytes(TASK.tolist()))
+    report = absorb(run, [str(skill)], level="domain", overrides=["absorb.strength=0.5"], eval_file=str(task_file))
     assert report["outcome"] == "absorbed", report["why"]
+    assert report["eval_file"]["bpb_after"] < report["eval_file"]["bpb_before"] - 0.1
     assert report["versions_before"] == {"domain/toy": 0, "foundation": 0}
     assert report["versions_after"] == {"domain/toy": 1}
     kept = report["adapters"][0]

@@ -314,7 +314,7 @@ def test_an_agent_answers_through_its_trajectory_cache(swarm):
     ray.get(run.agents[aid].run.remote(1))  # the agent's next step internalises the entry
     after = {a.agent: a for a in client.call("Stats", pb.StatsRequest()).agents}[aid]
     assert after.internalised + after.failed == 1 and after.entries == 0 and after.evicted == 1
-    assert code_of(lambda: client.call("Generate", pb.GenerateRequest(prompt="x", agent="nobody", max_new_tokens=8)))[0] == \
-        grpc.StatusCode.NOT_FOUND
-    assert code_of(lambda: client.call("Generate", pb.GenerateRequest(prompt="x", agent=aid, temperature=0.5, max_new_tokens=8)))[0] == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    unknown = pb.GenerateRequest(prompt="x", agent="nobody", max_new_tokens=8)
+    assert code_of(lambda: client.call("Generate", unknown))[0] == grpc.StatusCode.NOT_FOUND
+    sampled = pb.GenerateRequest(prompt="x", agent=aid, temperature=0.5, max_new_tokens=8)
+    assert code_of(lambda: client.call("Generate", sampled))[0] == grpc.StatusCode.INVALID_ARGUMENT
