@@ -246,10 +246,13 @@ class Report(SweepSections):
         if "full" in arms and "fedavg" in arms:
             for k, f in conds:
                 if abs(f - 0.2) < 1e-9:
-                    d_full, d_fed = deg[("full", k, f)][0], deg[("fedavg", k, f)][0]
-                    met = d_full <= 0.5 * d_fed if d_fed > 0 else d_full <= 0
-                    self.targets.append((f"20% attackers ({k}): degradation <= half of FedAvg's",
-                                         f"full {d_full:+.4f}, fedavg {d_fed:+.4f}", _yes(met)))
+                    (d_full, s_full), (d_fed, s_fed) = deg[("full", k, f)], deg[("fedavg", k, f)]
+                    measured = f"full {d_full:+.4f} ± {s_full:.4f}, fedavg {d_fed:+.4f} ± {s_fed:.4f}"
+                    if d_fed <= s_fed:  # FedAvg itself was not clearly harmed: there is nothing to halve
+                        verdict = "not measurable: FedAvg was not degraded beyond seed noise"
+                    else:
+                        verdict = _yes(d_full <= 0.5 * d_fed)
+                    self.targets.append((f"20% attackers ({k}): degradation <= half of FedAvg's", measured, verdict))
 
     def section_dynamics(self) -> None:
         main = [a for a in MAIN if a in self.team]
@@ -266,7 +269,7 @@ class Report(SweepSections):
         for a in main:
             turn = {h: {lvl: mean_std([j["team"]["timescales"][lvl].get(f"turnover_{h}") for j in self.team[a]])[0]
                         for lvl in self.team[a][0]["team"]["timescales"]} for h in ("first", "second")}
-            for lvl in self.team[a][0]["team"]["timescales"]:
+            for lvl in _fastest_first(self.team[a][0]["team"]["timescales"]):
                 vals = [j["team"]["timescales"][lvl] for j in self.team[a]]
                 cens = any(v["censored"] for v in vals)
                 ratio = [turn[h][lvl] / turn[h]["agent"] if turn[h].get("agent") else math.nan
@@ -278,7 +281,7 @@ class Report(SweepSections):
         self.table(["arm", "level", "autocorrelation time", "turnover, first half", "turnover, second half",
                     "turnover / agent level's (first -> second half)"], rows)
         full = self.team.get("full") or self.team[main[-1]]
-        lv = list(full[0]["team"]["timescales"])
+        lv = _fastest_first({lvl for a in main for lvl in self.team[a][0]["team"]["timescales"]})
         self.plot(plots.bars(self.dir / "timescales.png", "turnover time per level (second half)", "agent steps",
                              lv, {a: [mean_std([j["team"]["timescales"].get(lvl, {}).get("turnover_second")
                                                 for j in self.team[a]]) for lvl in lv] for a in main},
@@ -316,6 +319,11 @@ class Report(SweepSections):
         path = self.dir / "report.md"
         path.write_text("\n".join(self.lines).rstrip() + "\n")
         return path
+
+
+def _fastest_first(levels) -> list[str]:
+    order = ["context", "agent", "shared", "swarm", "domain", "foundation"]
+    return sorted(levels, key=lambda x: (order.index(x) if x in order else len(order), x))
 
 
 def _yes(ok: bool) -> str:
