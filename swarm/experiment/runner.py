@@ -118,8 +118,9 @@ def _run_pool(config: str, overrides: list[str], todo: list[Job], run_dir: Path,
         try:
             _collect(pending, run_dir, bar, task, len(todo), failures, console)
         except KeyboardInterrupt:  # finished jobs are on disk; end the running ones, keep nothing half-done
+            workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            for proc in workers:
                 proc.terminate()
             raise
     return failures
