@@ -219,13 +219,26 @@ def _experiment(args) -> int:
     return 0
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may also come after the options (``swarm run --quiet a.b=1``),
+    which argparse alone refuses once the positional list has been read."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    target = next((n for n in ("args", "adapters", "overrides") if isinstance(getattr(args, n, None), list)), None)
+    if extra:
+        if target is None or not all("=" in e and not e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, target, [*getattr(args, target), *extra])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["query"]:
         from swarm.query import main as query_main
 
         return query_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.command == "status":
         return _status(args.run_dir)
     if args.command == "serve":

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from swarm.cli import main
 
 
@@ -33,3 +35,13 @@ def test_demo_learns_and_round_trips(tmp_path, capsys):
     assert metrics["peft_roundtrip_max_abs_logit_diff"] < 1e-5
     assert metrics["growth_max_abs_logit_diff"] < 1e-5 and metrics["rank"] == 24
     assert (tmp_path / "adapter_agent" / "adapter_model.safetensors").is_file()
+
+
+def test_overrides_may_follow_the_options():
+    from swarm.cli import parse
+
+    args = parse(["run", "swarm", "--quiet", "--serve", "run.steps=5", "serve.address=127.0.0.1:0"])
+    assert args.quiet and args.serve and args.args == ["swarm", "run.steps=5", "serve.address=127.0.0.1:0"]
+    assert parse(["absorb", "a", "--level", "domain", "absorb.strength=0.5"]).adapters == ["a", "absorb.strength=0.5"]
+    with pytest.raises(SystemExit):
+        parse(["run", "--quiet", "--bogus"])
