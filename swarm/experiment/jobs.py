@@ -8,6 +8,7 @@ base, builds a :class:`Simulation` and returns its numbers, which the runner wri
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +52,6 @@ def run_job(config: str, overrides: list[str], job: Job, progress=None) -> dict[
                            "overrides": list(job.overrides), **job.meta}
     if job.kind == "attack":
         kind, fraction = job.attack or ("none", 0.0)
-        import dataclasses
-
         cfg.workload = dataclasses.replace(cfg.workload, topology=exp.attack.topology)
         attackers = scenarios.attackers_for(exp.attack.topology, fraction)
         # one merge per round: the first shared level merges one push from each agent it serves
