@@ -17,18 +17,13 @@ from typing import Any
 import torch
 
 from agents.workload import AgentSpec
-from swarm.experiment.metrics import autocorrelation_time, cosine, level_of, turnover_time
+from swarm.experiment.metrics import autocorrelation_time, average, cosine, level_of, turnover_time
 from swarm.experiment.sim import Simulation
-
-
-def _mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def team(sim: Simulation, steps: int, eval_every: int, probe_every: int, progress=None) -> dict[str, Any]:
     ids = list(sim.workers)
-    curve = [(0, _mean(sim.evaluate(a) for a in ids))]
+    curve = [(0, average(sim.evaluate(a) for a in ids))]
     sim.probe()
     for t in range(1, steps + 1):
         sim.step()
@@ -37,7 +32,7 @@ def team(sim: Simulation, steps: int, eval_every: int, probe_every: int, progres
         if t % probe_every == 0:
             sim.probe()
         if t % eval_every == 0 or t == steps:
-            curve.append((t, _mean(sim.evaluate(a) for a in ids)))
+            curve.append((t, average(sim.evaluate(a) for a in ids)))
     out = {"curve": curve, "agents": transfer(sim), "timescales": timescales(sim, probe_every),
            "screened": screened(sim), "promotions": promotions(sim), "servers": sim.server_stats(),
            "specialisation": specialisation(sim)}
@@ -96,7 +91,7 @@ def screened(sim: Simulation) -> dict[str, list[float]]:
     by_level: dict[str, list[list[float]]] = {}
     for key, series in sim.screened.items():
         by_level.setdefault(level_of(key), []).append(series)
-    return {lvl: [_mean(col) for col in zip(*rows, strict=False)] for lvl, rows in by_level.items()}
+    return {lvl: [average(col) for col in zip(*rows, strict=False)] for lvl, rows in by_level.items()}
 
 
 def promotions(sim: Simulation) -> dict[str, int]:
@@ -119,7 +114,7 @@ def specialisation(sim: Simulation) -> dict[str, float]:
     team_of = {a: sim.workers[a].agent.spec.swarm for a in ids}
     within = [cosine(flat[a], flat[b]) for i, a in enumerate(ids) for b in ids[i + 1:] if team_of[a] == team_of[b]]
     across = [cosine(flat[a], flat[b]) for i, a in enumerate(ids) for b in ids[i + 1:] if team_of[a] != team_of[b]]
-    return {"within_team": _mean(within), "across_teams": _mean(across)}
+    return {"within_team": average(within), "across_teams": average(across)}
 
 
 def join(sim: Simulation, agent: str, team_name: str, steps: int, eval_every: int) -> dict[str, Any]:
@@ -149,17 +144,17 @@ def switch(sim: Simulation, packages: list[str], steps: int, eval_every: int, pr
     for i, a in enumerate(ids):
         sim.switch(a, packages[i % len(packages)])
     new_start = {a: sim.evaluate(a) for a in ids}
-    curve = [(0, _mean(before.values()))]
+    curve = [(0, average(before.values()))]
     for t in range(1, steps + 1):
         sim.step()
         if progress:
             progress(len(ids))
         if t % eval_every == 0 or t == steps:
-            curve.append((t, _mean(sim.evaluate(a, first[a]) for a in ids)))
+            curve.append((t, average(sim.evaluate(a, first[a]) for a in ids)))
     after = {a: sim.evaluate(a, first[a]) for a in ids}
     new_end = {a: sim.evaluate(a) for a in ids}
-    return {"before": before, "after": after, "forgetting": _mean(after[a] - before[a] for a in ids),
-            "new_gain": _mean(new_start[a] - new_end[a] for a in ids), "curve": curve}
+    return {"before": before, "after": after, "forgetting": average(after[a] - before[a] for a in ids),
+            "new_gain": average(new_start[a] - new_end[a] for a in ids), "curve": curve}
 
 
 def attackers_for(teams: dict[str, dict[str, list[str]]], fraction: float) -> list[str]:
