@@ -33,12 +33,13 @@ import grpc  # noqa: E402
 import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from swarm.api.client import Client  # noqa: E402
+from swarm.api.proto import memory_pb2 as pb  # noqa: E402
+from swarm.api.server import MemoryServer  # noqa: E402
+from swarm.api.servicer import build_service  # noqa: E402
 from swarm.config import load_config  # noqa: E402
-from swarm.proto import memory_pb2 as pb  # noqa: E402
-from swarm.query import Client  # noqa: E402
-from swarm.run import Run, start_ray  # noqa: E402
-from swarm.serve import MemoryServer  # noqa: E402
-from swarm.service import build_service  # noqa: E402
+from swarm.ray_session import start_ray  # noqa: E402
+from swarm.run.driver import Run  # noqa: E402
 
 TARGET = {"getlevel_over_raw_throughput": 0.5}
 
@@ -91,25 +92,22 @@ def main(argv=None) -> dict:
         with TemporaryDirectory() as tmp:
             cfg = load_config("swarm", ["serve.address=127.0.0.1:0", f"run.out_dir={tmp}", "run.name=g"])
             uncached = dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, level_ttl_ms=0.0))
-            run = Run(cfg, Path(tmp) / "g", Console(file=io.StringIO()))
-            run.dir.mkdir(parents=True)
-            with open(run.dir / "metrics.jsonl", "w") as run.metrics:
-                run.launch()
-            level = "swarm/text"
-            nbytes = sum(t.numel() * 4 for t in ray.get(run.servers[level].pull.remote(-1))["tensors"].values())
-            servers = [MemoryServer(lambda c=c: build_service(c, run.namespace), c.serve,
-                                    [raw_handler(nbytes, c.serve.chunk_bytes)]) for c in (cfg, uncached)]
-            try:
-                ports = [s.start() for s in servers]
-                result = measure(f"127.0.0.1:{ports[0]}", level, nbytes, calls, transfers)
-                no_ttl = measure(f"127.0.0.1:{ports[1]}", level, nbytes, calls // 4, transfers)
-                result["level_ttl_ms"] = cfg.serve.level_ttl_ms
-                result["without_ttl"] = {k: no_ttl[k] for k in ("getlevel_mb_s", "raw_mb_s", "ratios")}
-                result["ratios"]["getlevel_over_raw_throughput_ttl0"] = no_ttl["ratios"]["getlevel_over_raw_throughput"]
-            finally:
-                for s in servers:
-                    s.stop()
-                run.stop_actors()
+            with Run.open(cfg, Path(tmp) / "g", Console(file=io.StringIO())) as run:
+                level = "swarm/text"
+                nbytes = sum(t.numel() * 4 for t in ray.get(run.servers[level].pull.remote(-1))["tensors"].values())
+                servers = [MemoryServer(lambda c=c: build_service(c, run.namespace), c.serve,
+                                        [raw_handler(nbytes, c.serve.chunk_bytes)]) for c in (cfg, uncached)]
+                try:
+                    ports = [s.start() for s in servers]
+                    result = measure(f"127.0.0.1:{ports[0]}", level, nbytes, calls, transfers)
+                    no_ttl = measure(f"127.0.0.1:{ports[1]}", level, nbytes, calls // 4, transfers)
+                    result["level_ttl_ms"] = cfg.serve.level_ttl_ms
+                    result["without_ttl"] = {k: no_ttl[k] for k in ("getlevel_mb_s", "raw_mb_s", "ratios")}
+                    ttl0 = no_ttl["ratios"]["getlevel_over_raw_throughput"]
+                    result["ratios"]["getlevel_over_raw_throughput_ttl0"] = ttl0
+                finally:
+                    for s in servers:
+                        s.stop()
     finally:
         if started:
             ray.shutdown()

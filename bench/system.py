@@ -30,7 +30,8 @@ import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from swarm.config import load_config  # noqa: E402
-from swarm.run import Run, start_ray  # noqa: E402
+from swarm.ray_session import start_ray  # noqa: E402
+from swarm.run.driver import Run  # noqa: E402
 
 PACKAGES = ["json", "email", "http", "urllib"]
 TARGET = {"comm_overhead_fraction": 0.10}
@@ -43,15 +44,11 @@ def topology(n: int) -> str:
 
 def measure(n: int, steps: int, tmp: Path) -> dict:
     cfg = load_config("swarm", [topology(n), f"run.steps={steps}", f"run.out_dir={tmp}", f"run.name=n{n}"])
-    run = Run(cfg, tmp / f"n{n}", Console(file=io.StringIO()))
-    run.dir.mkdir(parents=True)
-    with open(run.dir / "metrics.jsonl", "w") as run.metrics:
-        run.launch()
+    with Run.open(cfg, tmp / f"n{n}", Console(file=io.StringIO())) as run:
         start = time.perf_counter()
         run.drive(None)
         wall = time.perf_counter() - start
-        run._poll_servers()
-    run.stop_actors()
+        run.poll()
     recs = list(run.snap["agents"].values())
     busy = sum(r["compute_s"] + r["comm_s"] for r in recs)
     comm = sum(r["comm_s"] for r in recs)

@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _status(run_dir: str | None) -> int:
-    from swarm.monitor import latest_run, read_status, render, wide_console
+    from swarm.console import wide_console
+    from swarm.run.display import render
+    from swarm.rundir import latest_run, read_status
 
     path = run_dir or latest_run()
     if path is None:
@@ -105,8 +107,8 @@ def _status(run_dir: str | None) -> int:
 
 
 def _serve(args) -> int:
-    from swarm.monitor import latest_run
-    from swarm.serve import serve_run
+    from swarm.api.server import serve_run
+    from swarm.rundir import latest_run
 
     overrides = list(args.overrides) + ([f"serve.address={args.address}"] if args.address else [])
     bad = [o for o in overrides if not o.startswith("serve.")]
@@ -114,10 +116,11 @@ def _serve(args) -> int:
         print(f"swarm serve: only serve.* settings may change here, got {bad[0]!r}", file=sys.stderr)
         return 2
     if args.follow:
-        from swarm.serve import serve_follow
+        from swarm.api.server import serve_follow
+        from swarm.rundir import DEFAULT_OUT_DIR
 
         try:
-            serve_follow(args.run_dir or "runs", overrides)
+            serve_follow(args.run_dir or DEFAULT_OUT_DIR, overrides)
         except (OSError, ValueError, TypeError) as e:
             print(f"swarm serve: {e}", file=sys.stderr)
             return 2
@@ -137,7 +140,7 @@ def _serve(args) -> int:
 def _cluster(args) -> int:
     from pathlib import Path
 
-    from swarm import onebox
+    from swarm.tools import onebox
 
     path = args.config or Path(__file__).resolve().parents[1] / "infra" / "onebox.yaml"
     try:
@@ -160,8 +163,9 @@ def _cluster(args) -> int:
 def _absorb(args) -> int:
     import json
 
-    from swarm.absorb import absorb, render
-    from swarm.monitor import latest_run, wide_console
+    from swarm.absorb.command import absorb, render
+    from swarm.console import wide_console
+    from swarm.rundir import latest_run
 
     overrides = [a for a in args.adapters if "=" in a]
     adapters = [a for a in args.adapters if "=" not in a]
@@ -235,7 +239,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["query"]:
-        from swarm.query import main as query_main
+        from swarm.api.client import main as query_main
 
         return query_main(argv[1:])
     args = parse(argv)
@@ -265,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(to_yaml(cfg), end="")
         return 0
     if args.command == "pretrain-base":
-        from swarm.pretrain import pretrain_base
+        from swarm.tools.pretrain import pretrain_base
 
         try:
             path = pretrain_base(cfg, progress=not args.quiet)
@@ -275,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"use it with: model.name_or_path={path}")
         return 0
     if args.command == "run":
-        from swarm.run import run_swarm  # ray/torch import only when needed
+        from swarm.run.driver import run_swarm  # ray/torch import only when needed
 
         try:
             summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
@@ -284,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"swarm run: {e}", file=sys.stderr)
             return 2
         return 0 if summary["state"] == "finished" else 130
-    from swarm.demo import run_demo  # torch/transformers import only when needed
+    from swarm.tools.demo import run_demo  # torch/transformers import only when needed
 
     run_demo(cfg, progress=not args.quiet)
     return 0

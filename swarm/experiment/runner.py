@@ -41,13 +41,13 @@ def _work(config: str, overrides: list[str], job: Job) -> dict:
 
 def check_packages(cfg) -> None:
     """Every package an experiment's agents read must be disjoint from the base's pretraining corpus."""
-    from swarm.pretrain import _overlap
+    from swarm.tools.pretrain import packages_overlap
 
     exp = cfg.experiment
     used = {a for s in cfg.workload.teams.values() for x in s.values() for a in x}
     used |= {exp.join.agent, *exp.switch.packages} | {a for s in exp.attack.topology.values() for x in s.values()
                                                       for a in x}
-    clash = sorted((p, a) for p in cfg.pretrain.packages for a in used if _overlap(p, a))
+    clash = sorted((p, a) for p in cfg.pretrain.packages for a in used if packages_overlap(p, a))
     if clash:
         raise ValueError(f"experiment: the agent package {clash[0][1]!r} overlaps the pretraining package "
                          f"{clash[0][0]!r}; the base must not have seen any agent's files")
@@ -62,7 +62,7 @@ def run_experiment(config: str, overrides: list[str], *, console: Console | None
     """Run (or resume) the experiment of ``config`` + ``overrides``; returns its run directory."""
     from swarm.config import config_hash, load_config, to_yaml
     from swarm.experiment.report import write_report
-    from swarm.pretrain import pretrain_base
+    from swarm.tools.pretrain import pretrain_base
 
     console = console or Console()
     cfg = load_config(config, overrides)

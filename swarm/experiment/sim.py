@@ -25,7 +25,7 @@ from cluster.worker import AgentWorker
 from layers.dynamics import DynamicsConfig
 from layers.merge.attacks import attack_updates
 from swarm.experiment.arms import MECHANISMS, Arm
-from swarm.run import level_shapes
+from swarm.run.driver import level_shapes
 
 PROBE_COORDS = 2048  # coordinates of B sampled per level for the timescale estimate
 

@@ -7,7 +7,7 @@ import ray
 from rich.console import Console
 
 from swarm.config import load_config
-from swarm.run import Run
+from swarm.run.driver import Run
 
 OVERRIDES = ["workload=synthetic", "levels.rank=8", "model.hidden_size=32", "model.intermediate_size=64",
              "model.num_layers=1", "model.num_heads=2", "workload.batch_size=2", "workload.seq_len=32",
@@ -31,34 +31,31 @@ def wait_for_new_process(handle, old_pid, timeout=90):
 
 def test_killed_server_and_agent_come_back_and_the_swarm_carries_on(ray_session, tmp_path):
     cfg = load_config("swarm", OVERRIDES)
-    run = Run(cfg, tmp_path / "run", Console(file=io.StringIO()))
-    run.metrics = open(tmp_path / "metrics.jsonl", "w")
-    run.launch()
-    agents = run.agents
-    ray.get([h.run.remote(10) for h in agents.values()])  # every agent checkpointed at step 10
-    team = run.servers["swarm/red"]
-    before = ray.get(team.status.remote())
-    assert before["stats"]["accepted"] > 0
+    with Run.open(cfg, tmp_path / "run", Console(file=io.StringIO())) as run:
+        agents = run.agents
+        ray.get([h.run.remote(10) for h in agents.values()])  # every agent checkpointed at step 10
+        team = run.servers["swarm/red"]
+        before = ray.get(team.status.remote())
+        assert before["stats"]["accepted"] > 0
 
-    ray.kill(team, no_restart=False)  # pushes in flight are retried by Ray once it is back
-    recs = ray.get([h.run.remote(5) for h in agents.values()])  # the agents carry on
-    after = wait_for_new_process(team, before["pid"])
-    assert after["version"] >= before["version"] and after["stats"]["accepted"] >= before["stats"]["accepted"]
-    red = [r for r in recs if "/red/" in r["agent"]]
-    assert after["stats"]["accepted"] == sum(r["pushes"] for r in red)  # every acknowledged push is there
+        ray.kill(team, no_restart=False)  # pushes in flight are retried by Ray once it is back
+        recs = ray.get([h.run.remote(5) for h in agents.values()])  # the agents carry on
+        after = wait_for_new_process(team, before["pid"])
+        assert after["version"] >= before["version"] and after["stats"]["accepted"] >= before["stats"]["accepted"]
+        red = [r for r in recs if "/red/" in r["agent"]]
+        assert after["stats"]["accepted"] == sum(r["pushes"] for r in red)  # every acknowledged push is there
 
-    victim_id = "toy/blue/b1"
-    victim = agents[victim_id]
-    old = ray.get(victim.status.remote())
-    assert old["step"] == 15
-    ray.kill(victim, no_restart=False)
-    others = [h.run.remote(5) for a, h in agents.items() if a != victim_id]
-    back = wait_for_new_process(victim, old["pid"])
-    assert back["resumed_from"] == 10 and back["step"] == 10  # its own last checkpoint
-    assert all(r["step"] == 20 for r in ray.get(others))  # the others never stopped
-    rec = ray.get(victim.run.remote(5))
-    assert rec["step"] == 15 and rec["versions"]["swarm"] >= 0
-    net = ray.get(run.servers["swarm/blue"].status.remote())
-    assert net["stats"].get("rejected", {}).get("duplicate seq", 0) == 0  # its seq continued above the server's
-    run.stop_actors()
-    run.metrics.close()
+        victim_id = "toy/blue/b1"
+        victim = agents[victim_id]
+        old = ray.get(victim.status.remote())
+        assert old["step"] == 15
+        ray.kill(victim, no_restart=False)
+        others = [h.run.remote(5) for a, h in agents.items() if a != victim_id]
+        back = wait_for_new_process(victim, old["pid"])
+        assert back["resumed_from"] == 10 and back["step"] == 10  # its own last checkpoint
+        assert all(r["step"] == 20 for r in ray.get(others))  # the others never stopped
+        rec = ray.get(victim.run.remote(5))
+        assert rec["step"] == 15 and rec["versions"]["swarm"] >= 0
+        net = ray.get(run.servers["swarm/blue"].status.remote())
+        assert net["stats"].get("rejected", {}).get("duplicate seq", 0) == 0  # its seq continued above the server's
+

@@ -14,7 +14,7 @@ import ray
 import yaml
 from packaging.version import Version
 
-from swarm import onebox
+from swarm.tools import onebox
 from tests.cluster.test_runtime import OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-from swarm.proto.generate import ROOT, generate
+from swarm.api.proto.generate import ROOT, generate
 
 
 def test_committed_stubs_match_the_proto(tmp_path):
     fresh = generate(tmp_path)
     assert [p.name for p in fresh] == ["memory_pb2.py", "memory_pb2.pyi", "memory_pb2_grpc.py"]
     for path in fresh:
-        committed = ROOT / "swarm" / "proto" / path.name
+        committed = ROOT / "swarm" / "api" / "proto" / path.name
         assert committed.read_text() == Path(path).read_text(), (
-            f"{committed} is stale: run `python -m swarm.proto.generate` and commit the result")
+            f"{committed} is stale: run `python -m swarm.api.proto.generate` and commit the result")

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from swarm.proto import memory_pb2 as swarm_dot_proto_dot_memory__pb2
+from swarm.api.proto import memory_pb2 as swarm_dot_api_dot_proto_dot_memory__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in swarm/proto/memory_pb2_grpc.py depends on'
+        + ' but the generated code in swarm/api/proto/memory_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,48 +36,48 @@ class SharedMemoryStub:
         """
         self.ListLevels = channel.unary_unary(
                 '/swarm.v1.SharedMemory/ListLevels',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.ListLevelsRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.ListLevelsResponse.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsResponse.FromString,
                 _registered_method=True)
         self.GetLevel = channel.unary_stream(
                 '/swarm.v1.SharedMemory/GetLevel',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.GetLevelRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.TensorChunk.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.GetLevelRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.TensorChunk.FromString,
                 _registered_method=True)
         self.ExportAdapter = channel.unary_stream(
                 '/swarm.v1.SharedMemory/ExportAdapter',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.ExportAdapterRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.FileChunk.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ExportAdapterRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.FileChunk.FromString,
                 _registered_method=True)
         self.ListCircuits = channel.unary_unary(
                 '/swarm.v1.SharedMemory/ListCircuits',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.ListCircuitsRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.ListCircuitsResponse.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsResponse.FromString,
                 _registered_method=True)
         self.GetCircuit = channel.unary_unary(
                 '/swarm.v1.SharedMemory/GetCircuit',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.GetCircuitRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.Circuit.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.GetCircuitRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.Circuit.FromString,
                 _registered_method=True)
         self.Generate = channel.unary_unary(
                 '/swarm.v1.SharedMemory/Generate',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.GenerateResponse.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.Score = channel.unary_unary(
                 '/swarm.v1.SharedMemory/Score',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.ScoreRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.ScoreResponse.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ScoreResponse.FromString,
                 _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/swarm.v1.SharedMemory/Stats',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.StatsRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.StatsResponse.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.StatsRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.StatsResponse.FromString,
                 _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/swarm.v1.SharedMemory/Watch',
-                request_serializer=swarm_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
-                response_deserializer=swarm_dot_proto_dot_memory__pb2.Event.FromString,
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.Event.FromString,
                 _registered_method=True)
 
 
@@ -146,48 +146,48 @@ def add_SharedMemoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListLevels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLevels,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.ListLevelsRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.ListLevelsResponse.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsResponse.SerializeToString,
             ),
             'GetLevel': grpc.unary_stream_rpc_method_handler(
                     servicer.GetLevel,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.GetLevelRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.TensorChunk.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.GetLevelRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.TensorChunk.SerializeToString,
             ),
             'ExportAdapter': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAdapter,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.ExportAdapterRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.FileChunk.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ExportAdapterRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.FileChunk.SerializeToString,
             ),
             'ListCircuits': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCircuits,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.ListCircuitsRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.ListCircuitsResponse.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsResponse.SerializeToString,
             ),
             'GetCircuit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCircuit,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.GetCircuitRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.Circuit.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.GetCircuitRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.Circuit.SerializeToString,
             ),
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.GenerateRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.GenerateResponse.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.GenerateRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.GenerateResponse.SerializeToString,
             ),
             'Score': grpc.unary_unary_rpc_method_handler(
                     servicer.Score,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.ScoreRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.ScoreResponse.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.ScoreRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.ScoreResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.StatsRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.StatsResponse.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.StatsRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.StatsResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=swarm_dot_proto_dot_memory__pb2.WatchRequest.FromString,
-                    response_serializer=swarm_dot_proto_dot_memory__pb2.Event.SerializeToString,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,8 +215,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/ListLevels',
-            swarm_dot_proto_dot_memory__pb2.ListLevelsRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.ListLevelsResponse.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ListLevelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -242,8 +242,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/GetLevel',
-            swarm_dot_proto_dot_memory__pb2.GetLevelRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.TensorChunk.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.GetLevelRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.TensorChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -269,8 +269,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/ExportAdapter',
-            swarm_dot_proto_dot_memory__pb2.ExportAdapterRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.FileChunk.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ExportAdapterRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -296,8 +296,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/ListCircuits',
-            swarm_dot_proto_dot_memory__pb2.ListCircuitsRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.ListCircuitsResponse.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ListCircuitsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -323,8 +323,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/GetCircuit',
-            swarm_dot_proto_dot_memory__pb2.GetCircuitRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.Circuit.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.GetCircuitRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.Circuit.FromString,
             options,
             channel_credentials,
             insecure,
@@ -350,8 +350,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/Generate',
-            swarm_dot_proto_dot_memory__pb2.GenerateRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.GenerateResponse.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.GenerateRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -377,8 +377,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/Score',
-            swarm_dot_proto_dot_memory__pb2.ScoreRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.ScoreResponse.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ScoreRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -404,8 +404,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/Stats',
-            swarm_dot_proto_dot_memory__pb2.StatsRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.StatsResponse.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.StatsRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -431,8 +431,8 @@ class SharedMemory:
             request,
             target,
             '/swarm.v1.SharedMemory/Watch',
-            swarm_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
-            swarm_dot_proto_dot_memory__pb2.Event.FromString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from swarm.proto import memory_pb2 as pb
-from swarm.proto import memory_pb2_grpc as pb_grpc
-from swarm.serve_config import ServeConfig
+from swarm.api.proto import memory_pb2 as pb
+from swarm.api.proto import memory_pb2_grpc as pb_grpc
+from swarm.config.serve import ServeConfig
+from swarm.ray_session import join_ray
+from swarm.rundir import RunDir
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SharedMemory"].full_name  # "swarm.v1.SharedMemory"
 OPEN_METHODS = ("/grpc.health.v1.Health/",)  # answered without a token (load balancers, probes)
@@ -222,28 +224,19 @@ class Follower:
         return self.current[1]
 
     async def watch_runs(self) -> None:
-        from swarm.monitor import latest_run, read_status
+        from swarm.rundir import LIVE_STATES, latest_run, read_status
 
         while True:
             run = latest_run(self.out_dir)
             if run is not None and (self.current is None or self.current[0] != str(run)):
                 try:
-                    if read_status(run)["state"] in ("starting", "running"):
+                    if read_status(run)["state"] in LIVE_STATES:
                         service = await asyncio.to_thread(self.make_service, run)
                         self.current = (str(run), service)
                         print(f"following {run}", flush=True)
                 except Exception as e:  # its actors may not exist yet: try again on the next poll
                     print(f"not yet serving {run}: {type(e).__name__}: {e}", flush=True)
             await asyncio.sleep(self.poll_s)
-
-
-def _join_ray(namespace: str | None = None) -> None:
-    """Join the cluster at ``RAY_ADDRESS``, else this machine's latest local one."""
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=namespace, log_to_driver=False,
-             logging_level="WARNING")
 
 
 def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None) -> None:
@@ -272,15 +265,15 @@ def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None) -
 
 def serve_follow(out_dir: str, overrides=()) -> None:
     """``swarm serve --follow``: serve whichever run under ``out_dir`` is newest and live."""
+    from swarm.api.servicer import build_service
     from swarm.config import load_config
-    from swarm.run import namespace_of
-    from swarm.service import build_service
 
     serve_cfg = load_config("swarm", list(overrides)).serve  # validated like any config
-    _join_ray()
+    join_ray()
 
     def make_service(run_dir):
-        return build_service(load_config(f"{run_dir}/config.yaml"), namespace_of(run_dir))
+        run = RunDir(run_dir)
+        return build_service(load_config(run.config), run.namespace)
 
     follower = Follower(out_dir, make_service)
     _serve_forever(lambda: follower, serve_cfg, f"the newest run under {out_dir}", follower.watch_runs)
@@ -288,11 +281,11 @@ def serve_follow(out_dir: str, overrides=()) -> None:
 
 def serve_run(run_dir, overrides=()) -> None:
     """``swarm serve``: attach to the Ray cluster of ``run_dir``'s run and serve until Ctrl-C."""
+    from swarm.api.servicer import build_service
     from swarm.config import load_config
-    from swarm.run import namespace_of
-    from swarm.service import build_service
 
-    cfg = load_config(f"{run_dir}/config.yaml", list(overrides))
-    namespace = namespace_of(run_dir)
-    _join_ray(namespace)
+    run = RunDir(run_dir).require_run()
+    cfg = load_config(run.config, list(overrides))
+    namespace = run.namespace
+    join_ray(namespace)
     _serve_forever(lambda: build_service(cfg, namespace), cfg.serve, f"{run_dir} ({namespace})")

@@ -6,23 +6,24 @@ down at the end); with it the run joins that cluster. Servers are created top-do
 the cluster has one. Agents run in chunks of ``run.chunk`` steps; between chunks the
 driver records metrics and refreshes the display. Ctrl-C lets the chunks in flight
 finish, checkpoints every agent and server, and exits; ``swarm run --resume RUN_DIR``
-continues from those checkpoints (the run directory holds the resolved config).
+continues from those checkpoints (the run directory holds the resolved config; its layout
+is owned by :mod:`swarm.rundir`).
 
-Run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (agent chunks and server
-statuses), ``status.json`` (for ``swarm status``), ``levels/<server>/`` and
-``agents/<agent id>/`` (checkpoints and journals), ``summary.json`` + ``summary.md``.
+Lifecycle: ``with Run.open(cfg, run_dir) as run:`` starts Ray when none is running,
+launches the actors and opens the metrics log; ``run.drive()`` steps the agents,
+``run.poll()`` refreshes the server statuses, ``run.finish()`` checkpoints and summarises;
+leaving the block stops the actors (and the Ray this run started).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import ray
 from rich.console import Console
@@ -33,8 +34,11 @@ from cluster.actors import agent_actor, level_server
 from cluster.topology import Topology
 from layers import LevelStack
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
-from swarm.monitor import Snapshot, render, wide_console
-from swarm.summary import summarize
+from swarm.console import wide_console
+from swarm.ray_session import start_ray
+from swarm.run.display import Snapshot, render
+from swarm.run.summary import summarize
+from swarm.rundir import RunDir, new_run_dir
 
 HEAD_RESOURCE = "swarm_head"
 
@@ -57,41 +61,45 @@ def agent_share(node_cpus: list[float], agents: int) -> float:
     return best or 1.0 / agents
 
 
-def start_ray(namespace: str) -> bool:
-    """Join ``RAY_ADDRESS`` or start a local Ray; returns True if this process started it."""
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=namespace, log_to_driver=False)
-        return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster
-    ray.init(num_cpus=os.cpu_count(), namespace=namespace, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
-    return True
-
-
-def namespace_of(run_dir: str | Path) -> str:
-    """The Ray namespace of a run's actors: ``swarm-<run directory name>``."""
-    return "swarm-" + re.sub(r"[^A-Za-z0-9_.-]", "-", Path(run_dir).resolve().name)
-
-
 class Run:
-    """One run: its directory, config, actors and the driver loop."""
+    """One run: its directory, config, actors and the driver loop. Use :meth:`open`."""
 
-    def __init__(self, cfg: SwarmConfig, run_dir: Path, console: Console | None = None) -> None:
-        self.cfg, self.dir = cfg, Path(run_dir)
+    def __init__(self, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.dir = self.rundir.path
         self.console = console or Console()
-        self.namespace = namespace_of(self.dir)
+        self.namespace = self.rundir.namespace
         self.topology = Topology(cfg.workload, cfg.levels.names[2:])
         self.hash = config_hash(cfg)
         self.servers: dict[str, Any] = {}
         self.agents: dict[str, Any] = {}
-        self.snap = Snapshot(self.dir, cfg.run.steps)
-        self.metrics = None
+        self.snap = Snapshot(self.rundir, cfg.run.steps)
+        self._metrics: TextIO | None = None
+
+    @classmethod
+    @contextmanager
+    def open(cls, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None) -> Iterator[Run]:
+        """A launched run: Ray joined or started (see :func:`start_ray`), the run directory created, the
+        metrics log open for appending, every level server and agent actor up. On leaving the block the
+        actors are stopped, the log closed, and a Ray started here shut down."""
+        run = cls(cfg, run_dir, console)
+        started_ray = start_ray(run.namespace)
+        try:
+            run.dir.mkdir(parents=True, exist_ok=True)
+            with open(run.rundir.metrics, "a") as run._metrics:
+                try:
+                    run.launch()
+                    yield run
+                finally:
+                    run.stop_actors()
+        finally:
+            if started_ray:
+                ray.shutdown()
 
     # ------------------------------------------------------------------ launch
     def launch(self) -> None:
+        """Create the level servers (parents first) and the agent actors, and record their first status."""
         cfg, shapes = self.cfg, level_shapes(self.cfg)
         head = {HEAD_RESOURCE: 0.001} if any(HEAD_RESOURCE in n.get("Resources", {})
                                              for n in ray.nodes() if n.get("Alive")) else {}
@@ -99,7 +107,7 @@ class Run:
         for s in self.topology.servers:  # parents first: a server looks its parent up by name
             window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
             handle = level_server(s.name, namespace=self.namespace, shapes=shapes,
-                                  store_dir=self.dir / "levels" / s.name, config_hash=self.hash, merge=cfg.merge,
+                                  store_dir=self.rundir.level_store(s.name), config_hash=self.hash, merge=cfg.merge,
                                   dynamics=cfg.dynamics, circuits=cfg.circuits,
                                   server=dataclasses.replace(cfg.server, window=window), parent=s.parent,
                                   children=s.children, resources=head)
@@ -113,7 +121,7 @@ class Run:
         for spec in self.topology.agents:
             self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
                                                routes=self.topology.route(spec.id),
-                                               store_dir=str(self.dir / "agents" / spec.id),
+                                               store_dir=str(self.rundir.agent_store(spec.id)),
                                                config_hash=self.hash, runtime=cfg.run, threads=max(1, int(cpus)))
         for aid, rec in zip(self.agents, ray.get([h.status.remote() for h in self.agents.values()]), strict=True):
             self.snap["agents"][aid] = rec
@@ -121,10 +129,12 @@ class Run:
 
     # ------------------------------------------------------------------ drive
     def _log(self, record: dict[str, Any]) -> None:
-        self.metrics.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
-        self.metrics.flush()
+        if self._metrics is not None:
+            self._metrics.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
+            self._metrics.flush()
 
-    def _poll_servers(self) -> None:
+    def poll(self) -> None:
+        """Refresh every level server's status in the snapshot and log it to ``metrics.jsonl``."""
         names = list(self.servers)
         for name, st in zip(names, ray.get([self.servers[n].status.remote() for n in names]), strict=True):
             self.snap["servers"][name] = st
@@ -154,7 +164,7 @@ class Run:
                     self._log({"kind": "agent", **rec})
                     submit(aid)
                 if time.time() - last_poll > 2.0 or not inflight:
-                    self._poll_servers()
+                    self.poll()
                     self.snap.write()
                     last_poll = time.time()
                     if live is not None:
@@ -181,18 +191,21 @@ class Run:
                            + (f", held-out bpb {sum(evals) / len(evals):.3f}" if evals else "") + f"; {versions}")
 
     def checkpoint(self) -> None:
+        """Checkpoint every agent, then every server (so the children's last forwards are in)."""
         ray.get([h.checkpoint.remote() for h in self.agents.values()])
         ray.get([h.checkpoint.remote() for h in self.servers.values()])  # children's last forwards are in
 
     def finish(self, completed: bool) -> dict[str, Any]:
+        """Checkpoint, record the final state in ``status.json``, write and return the summary."""
         self.checkpoint()
-        self._poll_servers()
+        self.poll()
         self.snap["state"] = "finished" if completed else "interrupted"
         self.snap.write()
         summary = summarize(self)
         return summary
 
     def stop_actors(self) -> None:
+        """Kill every actor of the run (no restart): their state is in their last checkpoints."""
         for h in [*self.agents.values(), *self.servers.values()]:
             ray.kill(h, no_restart=True)
 
@@ -211,57 +224,36 @@ def _check_resumable(original: SwarmConfig, cfg: SwarmConfig, run_dir: Path) -> 
                       "learned; only run.* and serve.* may change on resume")
 
 
-def new_run_dir(cfg: SwarmConfig) -> Path:
-    name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
-    path = Path(cfg.run.out_dir) / name
-    if (path / "config.yaml").exists():
-        raise FileExistsError(f"{path} already holds a run; continue it with `swarm run --resume {path}` "
-                              "or pick another run.name")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
               progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
     """``swarm run``: start (or resume) a run; returns the summary dict. ``serve``: the gRPC query
     service runs next to it (``serve.address``) until the run ends."""
     console = wide_console(console)
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml", overrides)
-        _check_resumable(load_config(run_dir / "config.yaml"), cfg, run_dir)
+        run_dir = RunDir(resume).require_run()
+        cfg = load_config(run_dir.config, overrides)
+        _check_resumable(load_config(run_dir.config), cfg, run_dir.path)
     else:
-        run_dir = new_run_dir(cfg)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    run = Run(cfg, run_dir, console)
-    started_ray = start_ray(run.namespace)
-    try:
+        run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
+        run_dir.config.write_text(to_yaml(cfg))
+    with Run.open(cfg, run_dir, console) as run:
         n = len(run.topology.agents)
-        console.print(f"[bold]swarm run[/bold] {run_dir}: {n} agents, {len(run.topology.servers)} level servers, "
+        console.print(f"[bold]swarm run[/bold] {run_dir.path}: {n} agents, {len(run.topology.servers)} level servers, "
                       f"{cfg.run.steps} steps each" + (" (resumed)" if resume else ""))
-        with open(run_dir / "metrics.jsonl", "a") as metrics:
-            run.metrics = metrics
-            run.launch()
-            service = None
-            if serve:
-                from swarm.serve import MemoryServer
-                from swarm.service import build_service
+        service = None
+        if serve:
+            from swarm.api.server import MemoryServer
+            from swarm.api.servicer import build_service
 
-                service = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
-                port = service.start()
-                console.print(f"query service on {cfg.serve.address.rpartition(':')[0]}:{port} "
-                              "(swarm query --address ... stats)")
-            with Live(render(run.snap), console=console, refresh_per_second=2) if progress else nullcontext() as live:
-                completed = run.drive(live)
-            summary = run.finish(completed)
-            if service is not None:
-                service.stop()
+            service = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
+            port = service.start()
+            console.print(f"query service on {cfg.serve.address.rpartition(':')[0]}:{port} "
+                          "(swarm query --address ... stats)")
+        with Live(render(run.snap), console=console, refresh_per_second=2) if progress else nullcontext() as live:
+            completed = run.drive(live)
+        summary = run.finish(completed)
+        if service is not None:
+            service.stop()
         if not completed:
-            console.print(f"checkpointed; continue with: swarm run --resume {run_dir}")
-        run.stop_actors()
+            console.print(f"checkpointed; continue with: swarm run --resume {run_dir.path}")
         return summary
-    finally:
-        if started_ray:
-            ray.shutdown()

@@ -47,8 +47,8 @@ def summarize(run) -> dict[str, Any]:
                "mean_bpb_end": sum(a["bpb_end"] for a in agents) / n,
                "mean_shared_gain": sum(a["shared_gain"] for a in agents) / n,
                "wall_s": run.snap["updated"] - run.snap["started"]}
-    (run.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run.dir / "summary.md").write_text(to_markdown(summary))
+    run.rundir.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    run.rundir.summary_md.write_text(to_markdown(summary))
     run.console.print(table(summary))
     run.console.print(verdict(summary))
     return summary

@@ -1,4 +1,4 @@
-"""Configuration: dataclass schemas, YAML groups under ``configs/``, dot-list overrides.
+"""Loading a configuration: YAML groups under ``configs/``, dot-list overrides, into the schema.
 
 A primary config (``configs/<name>.yaml`` or any YAML path) may start with a
 ``defaults`` list naming one option per group, e.g. ``- model: tiny_llama``, which
@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,84 +21,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from agents.agent import AgentConfig
-from agents.model import ModelConfig
-from agents.trajectory import CacheConfig
-from agents.workload import WorkloadConfig
-from cluster.server import ServerConfig
-from cluster.worker import RuntimeConfig
-from layers.circuits import CircuitsConfig
-from layers.config import LevelsConfig, check_fields
-from layers.dynamics import DynamicsConfig
-from layers.merge import MergeConfig
-from swarm.absorb_config import AbsorbConfig
-from swarm.experiment.config import ExperimentConfig
-from swarm.pretrain import PretrainConfig
-from swarm.serve_config import ServeConfig
+from swarm.config.schema import SwarmConfig
 
 DEFAULT_CONFIG = "demo"
 
 
 class ConfigError(ValueError):
     """A configuration could not be loaded; the message names the source and key."""
-
-
-@dataclass
-class DemoConfig:
-    """The single-process demo (``swarm demo``): two fast levels learn a byte stream.
-
-    Attributes:
-        packages: stdlib packages whose source files form the stream (a file = a context).
-        steps: optimizer steps in total.
-        steps_per_context: steps on one file before the context boundary (context reset).
-        batch_size, seq_len: windows of bytes per step.
-        lr_context, lr_agent: AdamW learning rates of the two trained levels.
-        eval_every: steps between held-out evaluations.
-        eval_windows: held-out windows per evaluation.
-        grow_by: rank added at the end to show function-preserving growth (0: skip).
-        seed: data-sampling seed.
-        out_dir: where metrics and the exported adapter go.
-    """
-
-    packages: list[str] = field(default_factory=lambda: ["json", "email"])
-    steps: int = 300
-    steps_per_context: int = 20
-    batch_size: int = 8
-    seq_len: int = 128
-    lr_context: float = 3e-3
-    lr_agent: float = 1e-3
-    eval_every: int = 50
-    eval_windows: int = 32
-    grow_by: int = 8
-    seed: int = 0
-    out_dir: str = "runs/demo"
-
-    def __post_init__(self) -> None:
-        check_fields("demo", self, packages=len(self.packages) > 0, grow_by=self.grow_by >= 0,
-                     **{k: getattr(self, k) >= 1
-                        for k in ("steps", "steps_per_context", "batch_size", "seq_len", "eval_every", "eval_windows")},
-                     **{k: getattr(self, k) > 0 for k in ("lr_context", "lr_agent")})
-
-
-@dataclass
-class SwarmConfig:
-    """The whole resolved configuration."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    levels: LevelsConfig = field(default_factory=LevelsConfig)
-    merge: MergeConfig = field(default_factory=MergeConfig)
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
-    circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
-    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    run: RuntimeConfig = field(default_factory=RuntimeConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
-    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    absorb: AbsorbConfig = field(default_factory=AbsorbConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 # directories of whole primary configs (``swarm experiment experiment/ci``), not config groups
@@ -111,10 +39,10 @@ def config_dir() -> Path:
     env = os.environ.get("SWARM_CONFIG_DIR")
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[1] / "configs"
+    checkout = Path(__file__).resolve().parents[2] / "configs"
     if checkout.is_dir():
         return checkout
-    return Path(__file__).resolve().parent / "_configs"
+    return Path(__file__).resolve().parents[1] / "_configs"
 
 
 def groups() -> list[str]:

@@ -19,10 +19,10 @@ import grpc
 
 from cluster.topology import Topology
 from cluster.wire import encode
-from swarm.memory import MemoryModel
-from swarm.proto import memory_pb2 as pb
-from swarm.proto import memory_pb2_grpc as pb_grpc
-from swarm.serve_config import ServeConfig
+from swarm.api.model import MemoryModel
+from swarm.api.proto import memory_pb2 as pb
+from swarm.api.proto import memory_pb2_grpc as pb_grpc
+from swarm.config.serve import ServeConfig
 
 
 class RequestError(Exception):

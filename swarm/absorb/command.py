@@ -29,15 +29,17 @@ from cluster.topology import Topology
 from layers import LevelStack
 from layers.absorb import add, degradation, fingerprint, logits_distance, plan_merge, split_shared
 from layers.peft_io import project_peft
+from swarm.rundir import RunDir
 
 
 class StoreLevels:
     """A finished (or stopped) run's level servers, recovered from their stores in this process."""
 
-    def __init__(self, run_dir: Path, cfg, topology: Topology) -> None:
+    def __init__(self, run_dir: str | Path | RunDir, cfg, topology: Topology) -> None:
+        run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         from cluster.server import LevelServer
         from swarm.config import config_hash
-        from swarm.run import level_shapes
+        from swarm.run.driver import level_shapes
 
         shapes, first = level_shapes(cfg), topology.levels[0]
         self.servers = {}
@@ -45,7 +47,7 @@ class StoreLevels:
             window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
             self.servers[s.name] = LevelServer(
                 s.name, shapes, merge=cfg.merge, dynamics=cfg.dynamics, circuits=cfg.circuits,
-                server=dataclasses.replace(cfg.server, window=window), store_dir=run_dir / "levels" / s.name,
+                server=dataclasses.replace(cfg.server, window=window), store_dir=run_dir.level_store(s.name),
                 config_hash=config_hash(cfg), parent=s.parent, children=s.children)
 
     def level(self, name: str) -> tuple[int, dict[str, torch.Tensor]]:
@@ -131,12 +133,10 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     import transformers
 
     from swarm.config import load_config
-    from swarm.monitor import read_status
-    from swarm.run import namespace_of
 
     transformers.utils.logging.disable_progress_bar()  # loading a local base is instant: no bars in the report
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml", list(overrides))
+    run = RunDir(run_dir).require_run()
+    cfg = load_config(run.config, list(overrides))
     acfg = cfg.absorb
     topology = Topology(cfg.workload, cfg.levels.names[2:])
     target = resolve_target(topology, level, server)
@@ -144,17 +144,17 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     parents = {s.name: s.parent for s in topology.servers}
     while parents[chain[-1]] is not None:
         chain.append(parents[chain[-1]])
-    live = read_status(run_dir).get("state") == "running"
+    live = run.read_status().get("state") == "running"
     if live:
         import ray
 
-        from swarm.serve import _join_ray
+        from swarm.ray_session import join_ray
 
         if not ray.is_initialized():
-            _join_ray(namespace_of(run_dir))
-        levels = LiveLevels(namespace_of(run_dir))
+            join_ray(run.namespace)
+        levels = LiveLevels(run.namespace)
     else:
-        levels = StoreLevels(run_dir, cfg, topology)
+        levels = StoreLevels(run, cfg, topology)
     model = build_model(cfg.model)
     stack = LevelStack.attach(model, cfg.levels)
     versions = {}

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from swarm.cli import main
 from swarm.config import ConfigError, load_config
-from swarm.run import run_swarm
+from swarm.run.driver import run_swarm
 from tests.cluster.test_runtime import OVERRIDES
 
 

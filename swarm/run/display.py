@@ -7,23 +7,13 @@ running (or finished) swarm from any shell without joining its Ray cluster.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 
-
-def wide_console(console: Console | None = None, width: int = 160) -> Console:
-    """``console`` (default: stdout), but at least ``width`` columns when it is a pipe or a log file,
-    where rich would assume 80 and squeeze the tables."""
-    console = console or Console()
-    if console.is_terminal or console.width >= width:
-        return console
-    return Console(width=width, file=console.file)
+from swarm.rundir import RunDir
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -71,28 +61,13 @@ def render(snap: dict[str, Any]) -> Group:
 
 
 class Snapshot(dict):
-    """The run's live state; ``write`` puts it in ``status.json`` (temp file + rename)."""
+    """The run's live state; ``write`` puts it in the run directory's ``status.json``."""
 
-    def __init__(self, run_dir: Path, steps: int) -> None:
-        super().__init__(run_dir=str(run_dir), started=time.time(), updated=time.time(), state="starting",
+    def __init__(self, run_dir: RunDir, steps: int) -> None:
+        super().__init__(run_dir=str(run_dir.path), started=time.time(), updated=time.time(), state="starting",
                          steps=steps, agents={}, servers={}, start_steps={})
-        self.path = Path(run_dir) / "status.json"
+        self.run_dir = run_dir
 
     def write(self) -> None:
         self["updated"] = time.time()
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self, default=str))
-        os.replace(tmp, self.path)
-
-
-def latest_run(out_dir: str | Path = "runs") -> Path | None:
-    """The run directory under ``out_dir`` whose status was updated last."""
-    found = sorted(Path(out_dir).glob("*/status.json"), key=lambda p: p.stat().st_mtime)
-    return found[-1].parent if found else None
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "status.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no status here (is {run_dir} a run directory of `swarm run`?)")
-    return json.loads(path.read_text())
+        self.run_dir.write_status(self)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from agents.model import ModelConfig, build_model
 from cluster.topology import Topology
 from layers import LevelStack
-from swarm.absorb import StoreLevels, absorb
+from swarm.absorb.command import StoreLevels, absorb
 from swarm.cli import main
 from swarm.config import load_config, to_yaml
 
@@ -29,7 +29,7 @@ def task_windows(n=8, t=32):
 def base(tmp_path_factory):
     """A briefly pre-trained base: a random one is near-uniform whatever its levels hold, so nothing could
     harm it (and nothing should be learned on one)."""
-    from swarm.pretrain import pretrain_base
+    from swarm.tools.pretrain import pretrain_base
 
     cache = tmp_path_factory.mktemp("base")
     cfg = load_config("swarm", [*SMALL, "pretrain.steps=80", "pretrain.seq_len=64", "pretrain.eval_windows=4",
@@ -177,7 +177,8 @@ def test_a_live_swarm_absorbs_through_its_level_server_actor(tmp_path, skill, ba
 
     from cluster.actors import level_server
     from swarm.config import config_hash
-    from swarm.run import level_shapes, namespace_of
+    from swarm.run.driver import level_shapes
+    from swarm.rundir import namespace_of
 
     run = make_run(tmp_path, base)
     (run / "status.json").write_text(json.dumps({"state": "running"}))

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import ConfigError, SwarmConfig, config_dir, group_options, groups, load_config
+from swarm.config import ConfigError, SwarmConfig, config_dir, load_config
+from swarm.config.load import group_options, groups
 
 CONFIGS = config_dir()
 PRIMARY = sorted([p.stem for p in CONFIGS.glob("*.yaml")] +

@@ -3,9 +3,9 @@ import torch
 
 from agents.model import ByteTokenizer, build_model
 from layers import LevelStack
+from swarm.api.model import tokenizer_for
 from swarm.config import load_config
-from swarm.memory import tokenizer_for
-from swarm.pretrain import MANIFEST, pretrain_base
+from swarm.tools.pretrain import MANIFEST, pretrain_base
 
 TINY = ["workload=synthetic", "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1",
         "model.num_heads=2", "levels.rank=8", "pretrain.packages=[json, csv]", "pretrain.steps=25",

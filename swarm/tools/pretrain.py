@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,45 +27,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
 from agents.model import build_model
 from agents.workload import agent_specs
-from layers.config import check_fields
 
 MANIFEST = "swarm_base.json"
 
 
-def _default_packages() -> list[str]:
-    return ["asyncio", "unittest", "logging", "xml", "multiprocessing", "importlib", "concurrent", "ctypes",
-            "argparse", "typing", "inspect", "dataclasses", "pathlib", "subprocess", "threading", "tarfile",
-            "zipfile", "pickle", "pdb", "doctest"]
-
-
-@dataclass
-class PretrainConfig:
-    """The ``pretrain`` section. Attributes:
-        packages: stdlib packages (or modules) of the pretraining corpus; none may be an agent's.
-        steps, batch_size, seq_len, lr, warmup, weight_decay: AdamW with linear warm-up, cosine decay.
-        eval_windows: held-out windows for the before/after bits per byte.
-        seed: data seed (the weights' init seed is ``model.seed``).
-        cache_dir: where bases are cached, one directory per key.
-    """
-
-    packages: list[str] = field(default_factory=_default_packages)
-    steps: int = 1000
-    batch_size: int = 8
-    seq_len: int = 256
-    lr: float = 2e-3
-    warmup: int = 100
-    weight_decay: float = 0.01
-    eval_windows: int = 64
-    seed: int = 0
-    cache_dir: str = "runs/base"
-
-    def __post_init__(self) -> None:
-        check_fields("pretrain", self, packages=len(self.packages) > 0, warmup=self.warmup >= 0,
-                     lr=math.isfinite(self.lr) and self.lr > 0, weight_decay=self.weight_decay >= 0,
-                     **{k: getattr(self, k) >= 1 for k in ("steps", "batch_size", "seq_len", "eval_windows")})
-
-
-def _overlap(a: str, b: str) -> bool:
+def packages_overlap(a: str, b: str) -> bool:
+    """True when one dotted package name is the other or inside it (``email`` and ``email.mime``)."""
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
@@ -75,7 +41,7 @@ def check_disjoint(cfg) -> None:
     if cfg.workload.kind != "stdlib":
         return
     agents = [s.name for s in agent_specs(cfg.workload)]
-    clash = [(p, a) for p in cfg.pretrain.packages for a in agents if _overlap(p, a)]
+    clash = [(p, a) for p in cfg.pretrain.packages for a in agents if packages_overlap(p, a)]
     if clash:
         raise ValueError(f"pretrain.packages: {clash[0][0]!r} overlaps the agent {clash[0][1]!r}; the base must "
                          "not have seen any agent's files")

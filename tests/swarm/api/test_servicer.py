@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from cluster.wire import decode
+from swarm.api.client import Client
+from swarm.api.proto import memory_pb2 as pb
+from swarm.api.server import MemoryServer, check_bind
+from swarm.api.servicer import build_service
 from swarm.config import load_config
-from swarm.proto import memory_pb2 as pb
-from swarm.query import Client
-from swarm.run import Run
-from swarm.serve import MemoryServer, check_bind
-from swarm.serve_config import ServeConfig
-from swarm.service import build_service
+from swarm.config.serve import ServeConfig
+from swarm.run.driver import Run
 from tests.cluster.test_runtime import OVERRIDES
 
 TOKEN = "s3cret"
@@ -29,20 +29,16 @@ def swarm(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("svc")
     cfg = load_config("swarm", [*OVERRIDES, "serve.address=127.0.0.1:0", f"serve.token={TOKEN}",
                                 "serve.max_new_tokens=32", "serve.max_text_bytes=2000"])
-    run = Run(cfg, tmp / "run", Console(file=io.StringIO()))
-    run.metrics = open(tmp / "metrics.jsonl", "w")
-    run.launch()
-    import ray
+    with Run.open(cfg, tmp / "run", Console(file=io.StringIO())) as run:
+        import ray
 
-    ray.get([h.run.remote(10) for h in run.agents.values()])
-    server = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
-    port = server.start()
-    client = Client(f"127.0.0.1:{port}", TOKEN, timeout=60)
-    yield run, client, port, cfg
-    client.close()
-    server.stop()
-    run.stop_actors()
-    run.metrics.close()
+        ray.get([h.run.remote(10) for h in run.agents.values()])
+        server = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
+        port = server.start()
+        client = Client(f"127.0.0.1:{port}", TOKEN, timeout=60)
+        yield run, client, port, cfg
+        client.close()
+        server.stop()
 
 
 def code_of(fn):

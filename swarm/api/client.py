@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.wire import decode
-from swarm.monitor import wide_console
-from swarm.proto import memory_pb2 as pb
-from swarm.proto import memory_pb2_grpc as pb_grpc
+from swarm.api.proto import memory_pb2 as pb
+from swarm.api.proto import memory_pb2_grpc as pb_grpc
+from swarm.console import wide_console
 
 
 class Client:

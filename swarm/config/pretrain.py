@@ -1,0 +1,41 @@
+"""The ``pretrain`` section: the corpus, schedule and cache of ``swarm pretrain-base``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from layers.config import check_fields
+
+
+def _default_packages() -> list[str]:
+    return ["asyncio", "unittest", "logging", "xml", "multiprocessing", "importlib", "concurrent", "ctypes",
+            "argparse", "typing", "inspect", "dataclasses", "pathlib", "subprocess", "threading", "tarfile",
+            "zipfile", "pickle", "pdb", "doctest"]
+
+
+@dataclass
+class PretrainConfig:
+    """The ``pretrain`` section. Attributes:
+        packages: stdlib packages (or modules) of the pretraining corpus; none may be an agent's.
+        steps, batch_size, seq_len, lr, warmup, weight_decay: AdamW with linear warm-up, cosine decay.
+        eval_windows: held-out windows for the before/after bits per byte.
+        seed: data seed (the weights' init seed is ``model.seed``).
+        cache_dir: where bases are cached, one directory per key.
+    """
+
+    packages: list[str] = field(default_factory=_default_packages)
+    steps: int = 1000
+    batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    eval_windows: int = 64
+    seed: int = 0
+    cache_dir: str = "runs/base"
+
+    def __post_init__(self) -> None:
+        check_fields("pretrain", self, packages=len(self.packages) > 0, warmup=self.warmup >= 0,
+                     lr=math.isfinite(self.lr) and self.lr > 0, weight_decay=self.weight_decay >= 0,
+                     **{k: getattr(self, k) >= 1 for k in ("steps", "batch_size", "seq_len", "eval_windows")})
