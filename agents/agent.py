@@ -27,6 +27,7 @@ from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
+from layers.eval import loss_bits_per_byte, model_bits_per_byte
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Agent:
         self.trackers[self.fast].update({n: m.B[self.fast] for n, m in self.stack.modules.items()})
         if self.steps % self.cfg.track_every == 0:
             self.trackers[self.slow].update({n: m.B[self.slow] for n, m in self.stack.modules.items()})
-        return {"step": self.steps, "bpb": float(loss.detach()) / math.log(2), "boundary": boundary,
+        return {"step": self.steps, "bpb": loss_bits_per_byte(loss, batch[:, 1:]), "boundary": boundary,
                 "promoted": promoted, "push_ready": reason}
 
     def _adam_direction(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -193,14 +194,9 @@ class Agent:
             self.cache.load_state_dict(state["cache"])
 
     def evaluate(self, levels: list[str] | None = None, windows: torch.Tensor | None = None) -> float:
-        """Bits per byte with ``levels`` enabled (all by default) on ``windows`` (N, T+1), by default
-        this agent's own held-out windows (pass a teammate's to measure transfer)."""
-        previous = self.stack.set_enabled(levels if levels is not None else self.stack.levels)
-        try:
-            windows = self.workload.held_out if windows is None else windows
-            with torch.no_grad():
-                logits = self.model(windows[:, :-1]).logits
-                loss = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())
-            return float(loss) / math.log(2)
-        finally:
-            self.stack.set_enabled(previous)
+        """Bits per byte (:func:`layers.eval.model_bits_per_byte`, pooled over the windows) with ``levels``
+        enabled (all by default) on ``windows`` (N, T+1), by default this agent's own held-out windows
+        (pass a teammate's to measure transfer). The enabled levels are restored afterwards."""
+        windows = self.workload.held_out if windows is None else windows
+        with self.stack.using(levels if levels is not None else self.stack.levels):
+            return model_bits_per_byte(self.model, windows)

@@ -15,16 +15,12 @@ import torch.nn.functional as F
 
 def greedy(agent, prompt: bytes, n: int) -> bytes:
     """``n`` bytes greedily decoded after ``prompt`` with the agent's knowledge levels."""
-    previous = agent.stack.set_enabled(agent.stack.levels[1:])
-    try:
-        ids = torch.tensor([list(prompt)], dtype=torch.long)  # (1, T)
-        with torch.no_grad():
-            for _ in range(n):
-                logits = agent.model(ids).logits[:, -1]  # (1, V)
-                ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
-        return bytes(ids[0, len(prompt):].tolist())
-    finally:
-        agent.stack.set_enabled(previous)
+    ids = torch.tensor([list(prompt)], dtype=torch.long)  # (1, T)
+    with agent.stack.using(agent.stack.levels[1:]), torch.no_grad():
+        for _ in range(n):
+            logits = agent.model(ids).logits[:, -1]  # (1, V)
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    return bytes(ids[0, len(prompt):].tolist())
 
 
 def respond(agent, prompt: bytes, versions: dict[str, int], max_new_tokens: int = 32) -> tuple[bytes, bool]:
@@ -51,26 +47,25 @@ def internalise(agent) -> list[dict[str, Any]]:
         seq = torch.tensor([list(entry.prompt + entry.answer)], dtype=torch.long)  # (1, P+A)
         n_prompt = len(entry.prompt)
         params = [m.B[agent.slow] for m in agent.stack.modules.values()]
-        previous = agent.stack.set_enabled(agent.stack.levels[1:])
-        agent.stack.set_trainable([agent.slow])
-        opt = torch.optim.Adam(params, lr=cfg.lr)
         steps = 0
-        try:
-            done = greedy(agent, entry.prompt, len(entry.answer)) == entry.answer  # maybe known already
-            while steps < cfg.step_budget and not done:
-                logits = agent.model(seq[:, :-1]).logits[:, n_prompt - 1:]  # (1, A, V): predictions of the answer
-                loss = F.cross_entropy(logits.flatten(0, 1), seq[0, n_prompt:])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                steps += 1
-                if steps % cfg.check_every == 0 or steps == cfg.step_budget:
-                    done = greedy(agent, entry.prompt, len(entry.answer)) == entry.answer
-        finally:
-            for p in params:
-                p.grad = None
-            agent.stack.set_trainable([agent.fast])
-            agent.stack.set_enabled(previous)
+        with agent.stack.using(agent.stack.levels[1:]):
+            try:
+                agent.stack.set_trainable([agent.slow])
+                opt = torch.optim.Adam(params, lr=cfg.lr)
+                done = greedy(agent, entry.prompt, len(entry.answer)) == entry.answer  # maybe known already
+                while steps < cfg.step_budget and not done:
+                    logits = agent.model(seq[:, :-1]).logits[:, n_prompt - 1:]  # (1, A, V): predictions of the answer
+                    loss = F.cross_entropy(logits.flatten(0, 1), seq[0, n_prompt:])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    steps += 1
+                    if steps % cfg.check_every == 0 or steps == cfg.step_budget:
+                        done = greedy(agent, entry.prompt, len(entry.answer)) == entry.answer
+            finally:
+                for p in params:
+                    p.grad = None
+                agent.stack.set_trainable([agent.fast])
         outcome = "internalised" if done else "failed"
         agent.cache.retire(entry.key, outcome)
         out.append({"key": entry.key, "outcome": outcome, "steps": steps, "hits": entry.hits})

@@ -1,108 +1,118 @@
 """Ray actors: thin wrappers that hold state and call the plain classes (DESIGN section 7).
 
-``LevelServerActor`` wraps :class:`cluster.server.LevelServer`; ``AgentActor`` wraps
+``LevelServerActor`` wraps a :class:`cluster.level.core.LevelCore` linked to its parent by a
+:class:`cluster.level.forwarding.LinkedLevel`; ``AgentActor`` wraps
 :class:`cluster.worker.AgentWorker`. Both are named actors in the run's namespace
 (``get_if_exists``), restarted by Ray without limit (calls in flight are retried), and
 their constructors recover from their stores, so a restart loses nothing acknowledged.
-A server with a parent forwards and proposes upward through :class:`cluster.linked.LinkedLevel`.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import ray
 import torch
+from torch import Tensor
 
-from cluster.linked import LinkedLevel
-from cluster.server import LevelServer, ServerConfig
-from cluster.worker import AgentWorker, RuntimeConfig
-from layers.circuits import CircuitsConfig
-from layers.dynamics import DynamicsConfig
-from layers.merge import MergeConfig
+from cluster.build import LevelSpec, Shapes, build_core
+from cluster.config import RuntimeConfig
+from cluster.level.forwarding import LinkedLevel
+from cluster.level.protocol import ProposeResult, PullReply, PushResult
+from cluster.worker import AgentWorker
+from layers.circuits import Proposal
 
 
 class RemoteLevel:
-    """A level server actor seen through the plain ``LevelClient`` interface (blocking calls)."""
+    """A level server actor seen through the plain ``LevelClient`` interface (blocking ``ray.get``;
+    raises what Ray raises when the actor is gone for good)."""
 
     def __init__(self, handle) -> None:
+        """``handle``: a ``LevelServerActor`` handle."""
         self.handle = handle
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict:
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+        """See :meth:`cluster.level.protocol.LevelClient.push`."""
         return ray.get(self.handle.push.remote(sender, seq, base_version, tensors))
 
-    def pull(self, since_version: int = -1) -> dict:
+    def pull(self, since_version: int = -1) -> PullReply:
+        """See :meth:`cluster.level.protocol.LevelClient.pull`."""
         return ray.get(self.handle.pull.remote(since_version))
 
-    def propose(self, sender: str, proposals: list) -> dict:
+    def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
+        """See :meth:`cluster.level.protocol.LevelClient.propose`."""
         return ray.get(self.handle.propose.remote(sender, proposals))
 
     def seen(self, sender: str) -> int:
+        """See :meth:`cluster.level.protocol.LevelClient.seen`."""
         return ray.get(self.handle.seen.remote(sender))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class LevelServerActor:
-    """One shared level instance, e.g. ``swarm/text``; method calls run one at a time."""
+    """One shared level instance, e.g. ``swarm/text``; method calls run one at a time.
 
-    def __init__(self, name: str, shapes: dict[str, tuple[int, int]], store_dir: str, config_hash: str,
-                 merge: MergeConfig, dynamics: DynamicsConfig, circuits: CircuitsConfig, server: ServerConfig,
-                 parent: str | None = None, namespace: str | None = None, children: int = 1) -> None:
-        self.core = LevelServer(name, shapes, merge=merge, dynamics=dynamics, circuits=circuits, server=server,
-                                store_dir=Path(store_dir), config_hash=config_hash, parent=parent, children=children)
-        self.level = LinkedLevel(self.core, RemoteLevel(ray.get_actor(parent, namespace=namespace)) if parent else None)
+    The level methods are those of :class:`cluster.level.core.LevelCore` (pushes go through the
+    link, so they are forwarded upward); ``status`` adds the process id and Ray node.
+    """
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict[str, Any]:
+    def __init__(self, spec: LevelSpec, shapes: Shapes, namespace: str | None = None) -> None:
+        """Recovers from ``spec.store_dir``; a server with a parent finds it by name in ``namespace``."""
+        self.core = build_core(spec, shapes)
+        parent = RemoteLevel(ray.get_actor(spec.parent, namespace=namespace)) if spec.parent else None
+        self.level = LinkedLevel(self.core, parent)
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+        """:meth:`LinkedLevel.push`: admitted, journaled, merged when due, forwarded upward."""
         return self.level.push(sender, seq, base_version, tensors)
 
-    def pull(self, since_version: int = -1) -> dict[str, Any]:
+    def pull(self, since_version: int = -1) -> PullReply:
+        """:meth:`LevelCore.pull`."""
         return self.core.pull(since_version)
 
-    def propose(self, sender: str, proposals: list) -> dict[str, Any]:
+    def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
+        """:meth:`LevelCore.propose`."""
         return self.core.propose(sender, proposals)
 
     def seen(self, sender: str) -> int:
+        """:meth:`LevelCore.seen`."""
         return self.core.seen(sender)
 
-    def absorb(self, tensors: dict, source: str) -> dict[str, Any]:
+    def absorb(self, tensors: dict[str, Tensor], source: str) -> PushResult:
+        """:meth:`LevelCore.absorb`."""
         return self.core.absorb(tensors, source)
 
     def status(self) -> dict[str, Any]:
-        c = self.core
-        return {"name": c.name, "version": c.version, "pending": len(c.window), "stats": c.stats,
-                "last_seq": dict(c.last_seq), "warnings": list(c.warnings), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id(),
-                "outbox": len(c.uplink.outbox) if c.uplink is not None else 0, **c.optimizer.report()}
+        """The level's status JSON (:meth:`LevelStatus.to_dict`) plus ``pid`` and ``node``."""
+        return {**self.core.status().to_dict(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def checkpoint(self) -> int:
+        """Checkpoint now; returns the version it holds."""
         self.core.checkpoint()
         return self.core.version
 
     def info(self) -> dict[str, Any]:
+        """``name``, ``version``, ``parent`` and ``shapes`` (module -> (d_out, R))."""
         c = self.core
         return {"name": c.name, "version": c.version, "parent": c.parent, "shapes": dict(c.shapes)}
 
     def circuits(self) -> list[dict[str, Any]]:
+        """:meth:`LevelCore.tracked_circuits`."""
         return self.core.tracked_circuits()
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """:meth:`LevelCore.events_since` (numbering restarts with the process)."""
         return self.core.events_since(since)
 
 
-def level_server(name: str, *, namespace: str, shapes: dict[str, tuple[int, int]], store_dir: str | Path,
-                 config_hash: str, merge: MergeConfig | None = None, dynamics: DynamicsConfig | None = None,
-                 circuits: CircuitsConfig | None = None, server: ServerConfig | None = None,
-                 parent: str | None = None, children: int = 1, resources: dict[str, float] | None = None):
-    """Get or create the named server actor of one shared level (``resources`` places it, e.g. on the head).
+def level_server(spec: LevelSpec, *, namespace: str, shapes: Shapes, resources: dict[str, float] | None = None):
+    """Get or create the named server actor of ``spec`` (``resources`` places it, e.g. on the head).
 
-    A parent must exist first: create servers top-down (``Topology.servers`` is in that order).
+    A parent must exist first: create servers top-down (:func:`cluster.build.level_specs` is in that order).
     """
-    return LevelServerActor.options(name=name, namespace=namespace, get_if_exists=True, num_cpus=0,
-                                    resources=resources or {}).remote(
-        name, shapes, str(store_dir), config_hash, merge or MergeConfig(), dynamics or DynamicsConfig(),
-        circuits or CircuitsConfig(), server or ServerConfig(), parent, namespace, children)
+    return LevelServerActor.options(name=spec.name, namespace=namespace, get_if_exists=True, num_cpus=0,
+                                    resources=resources or {}).remote(spec, shapes, namespace)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -120,18 +130,23 @@ class AgentActor:
         self.node = ray.get_runtime_context().get_node_id()  # which Ray node runs this agent
 
     def run(self, steps: int) -> dict[str, Any]:
+        """:meth:`AgentWorker.run` for ``steps`` steps; its record plus the Ray ``node``."""
         return {**self.worker.run(steps), "node": self.node}
 
     def checkpoint(self) -> int:
+        """:meth:`AgentWorker.checkpoint`: the step the checkpoint holds."""
         return self.worker.checkpoint()
 
     def respond(self, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
+        """:meth:`AgentWorker.respond`."""
         return self.worker.respond(prompt, max_new_tokens)
 
     def status(self) -> dict[str, Any]:
+        """:meth:`AgentWorker.record` plus ``pid`` and ``node``."""
         return {**self.worker.record(), "pid": os.getpid(), "node": self.node}
 
     def evaluate(self, levels: list[str] | None = None, windows=None) -> float:
+        """Bits per byte of the agent on ``windows`` (default: its held-out windows) with ``levels``."""
         return self.worker.agent.evaluate(levels, windows)
 
     def held_out(self):

@@ -53,6 +53,9 @@ def tensors_id(tensors: Mapping[str, Tensor], config_hash: str) -> str:
 
 @dataclass
 class Checkpoint:
+    """One checkpoint's manifest: its id (SHA-256), its parent's id, the version it holds, the config
+    hash it was written under, its meta (JSON) and its directory."""
+
     id: str
     parent: str | None
     version: int
@@ -168,6 +171,8 @@ class LevelStore:
                           manifest.get("meta", {}), path), tensors
 
     def latest_valid(self) -> Checkpoint | None:
+        """The newest checkpoint whose id verifies (None: none does). Raises ``ValueError`` when it was
+        written under another config hash."""
         for path in reversed(self._checkpoint_dirs()):
             try:
                 return self._load_checkpoint(path)[0]

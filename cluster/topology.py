@@ -19,6 +19,8 @@ SCOPES = ("team", "domain", "all")
 
 @dataclass(frozen=True)
 class ServerSpec:
+    """Where one level server sits in the tree (how it is built: :class:`cluster.build.LevelSpec`)."""
+
     name: str  # the Ray actor name, e.g. "swarm/text"
     level: str  # the level it holds, e.g. "swarm"
     parent: str | None
@@ -30,6 +32,7 @@ def _scope_key(spec: AgentSpec, scope: str) -> str | None:
 
 
 def server_name(level: str, key: str | None) -> str:
+    """The server of ``level`` for scope ``key`` (a team or domain name; None: everyone's), e.g. ``swarm/text``."""
     return level if key is None else f"{level}/{key}"
 
 
@@ -75,4 +78,5 @@ class Topology:
                               key=lambda s: (-order[s.level], s.name))
 
     def route(self, agent_id: str) -> dict[str, str]:
+        """Shared level -> server name for the agent ``agent_id``; raises ``KeyError`` for an unknown agent."""
         return self.routes[agent_id]

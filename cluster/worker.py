@@ -17,58 +17,25 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.agent import Agent
 from agents.answers import internalise, respond
+from cluster.config import RuntimeConfig
+from cluster.level.protocol import LevelClient, ProposeResult, PushResult, RejectCode
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
-from layers.config import check_fields
-
-
-@dataclass
-class RuntimeConfig:
-    """The ``run`` section: how long agents run and how often they talk to the servers.
-
-    Attributes:
-        steps: steps per agent in the run.
-        chunk: steps per actor call (the granularity of progress and Ctrl-C).
-        pull_every, propose_every, eval_every, checkpoint_every: periods in agent steps.
-        out_dir: parent of run directories; name: this run's directory (None: a timestamp).
-        agent_cpus: CPUs reserved per agent actor (None: the machine's CPUs shared by the agents).
-    """
-
-    steps: int = 200
-    chunk: int = 10
-    pull_every: int = 5
-    propose_every: int = 25
-    eval_every: int = 50
-    checkpoint_every: int = 50
-    out_dir: str = "runs"
-    name: str | None = None
-    agent_cpus: float | None = None
-
-    def __post_init__(self) -> None:
-        check_fields("run", self, **{k: getattr(self, k) >= 1 for k in (
-            "steps", "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
-            agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)
-
-
-class LevelClient(Protocol):
-    """What a worker needs from a level server (a ``LevelServer`` or a Ray actor adapter)."""
-
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict: ...
-    def pull(self, since_version: int = -1) -> dict: ...
-    def propose(self, sender: str, proposals: list) -> dict: ...
-    def seen(self, sender: str) -> int: ...
 
 
 class AgentWorker:
+    """One agent and its exchanges with the shared levels (see the module doc)."""
+
     def __init__(self, agent: Agent, servers: dict[str, LevelClient], runtime: RuntimeConfig | None = None,
                  store_dir: str | Path | None = None, config_hash: str = "") -> None:
-        """``servers`` maps each shared level name (swarm, domain, foundation) to its server."""
+        """``servers`` maps each shared level name (swarm, domain, foundation) to its server; raises
+        ``ValueError`` when one of the agent's shared levels has none. With ``store_dir`` the worker
+        resumes from its last checkpoint there. Evaluates the agent once (the start) and pulls."""
         missing = sorted(set(agent.shared) - set(servers))
         if missing:
             raise ValueError(f"AgentWorker: no server for shared level(s) {missing}")
@@ -92,6 +59,7 @@ class AgentWorker:
 
     @property
     def id(self) -> str:
+        """The agent's id, e.g. ``python/text/json`` (its sender name at the servers)."""
         return self.agent.id
 
     # ------------------------------------------------------------------ server calls (timed)
@@ -116,7 +84,9 @@ class AgentWorker:
         self.counters["pulls"] += 1
         return changed
 
-    def push(self) -> dict[str, Any] | None:
+    def push(self) -> PushResult | None:
+        """Push the agent's accumulated gradient if its gate fired (None: nothing to send). A stale base
+        makes the worker pull right away; other refusals are counted and dropped."""
         push = self.agent.take_push()
         if push is None or self.up is None:  # no shared level: nothing to send, nobody to send it to
             return None
@@ -124,25 +94,27 @@ class AgentWorker:
         self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
         base = max(self.versions[self.up], 0)
         out = self._call("push", self.servers[self.up].push, self.id, push["seq"], base, tensors)
-        if out["status"] == "accepted" or out["reason"].startswith("duplicate seq"):
+        if out.held:  # a duplicate seq: a retried push the server already holds
             self.counters["pushes"] += 1
             self.counters["coherent_pushes"] += push["reason"] == "coherent"  # else the gate's max_interval
         else:  # refused: never merged; a stale base means we should catch up now
             self.counters["rejected"] += 1
-            if out["reason"].startswith("staleness"):
+            if out.code is RejectCode.STALE:
                 self.counters["stale"] += 1
                 self.pull()
         return out
 
-    def propose(self) -> dict[str, Any]:
+    def propose(self) -> ProposeResult | None:
+        """Propose the agent's stable circuits to its first shared level (None: it has none) and remove
+        its projection onto the circuits that level accepted from it."""
         if self.up is None:
-            return {"status": "accepted", "removals": []}
+            return None
         proposals = self.agent.propose()
         self.counters["proposed"] += len(proposals)
         out = self._call("propose", self.servers[self.up].propose, self.id, proposals)
-        for r in out.get("removals", []):
-            self.agent.remove(r["module"], r["u"], r["w"])
-            self.agent.trackers[self.agent.slow].forget_near(r["module"], r["u"], r["w"])
+        for r in out.removals:
+            self.agent.remove(r.module, r.u, r.w)
+            self.agent.trackers[self.agent.slow].forget_near(r.module, r.u, r.w)
             self.counters["removed"] += 1
         return out
 
@@ -180,6 +152,8 @@ class AgentWorker:
         return {"answer": answer, "cached": cached, "versions": dict(self.versions)}
 
     def record(self, **extra: Any) -> dict[str, Any]:
+        """The worker's progress record (JSON values): step, evaluations (bits per byte), versions held,
+        counters, seconds in server calls and in local compute, bytes sent, cache stats; plus ``extra``."""
         return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
                 "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,

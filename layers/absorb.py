@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from layers.eval import LN2, Tally, tally
+
 Delta = dict[str, Tensor]  # module -> (d_out, R)
 
 
@@ -120,26 +122,21 @@ class Fingerprint:
 
 def fingerprint(model, stack, windows: Tensor, levels: Sequence[str] | None = None, batch: int = 16) -> Fingerprint:
     """Evaluate ``model`` (with its level ``stack``) on ``windows`` (N, T+1) with every level, then with each
-    of ``levels`` (default: all of them) alone."""
+    of ``levels`` (default: all of them) alone. The stack's enabled levels are restored afterwards."""
     sets = {"all": list(stack.levels), **{lvl: [lvl] for lvl in (stack.levels if levels is None else levels)}}
     bpb, logits_all = {}, None
-    previous = stack.enabled
-    try:
-        for name, levels in sets.items():
-            stack.set_enabled(levels)
-            total, chunks = 0.0, []
-            with torch.no_grad():
-                for i in range(0, len(windows), batch):
-                    w = windows[i:i + batch]
-                    logits = model(w[:, :-1]).logits.float()  # (b, T, V)
-                    total += float(F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum"))
-                    if name == "all":
-                        chunks.append(logits)
-            bpb[name] = total / windows[:, 1:].numel() / math.log(2)
-            if name == "all":
-                logits_all = torch.cat(chunks)
-    finally:
-        stack.set_enabled(previous)
+    for name, chosen in sets.items():
+        total, chunks = Tally(), []
+        with stack.using(chosen), torch.no_grad():
+            for i in range(0, len(windows), batch):
+                w = windows[i:i + batch]  # (b, T+1)
+                logits = model(w[:, :-1]).logits.float()  # (b, T, V)
+                total += tally(logits, w[:, 1:])
+                if name == "all":
+                    chunks.append(logits)
+        bpb[name] = total.bits_per_byte
+        if name == "all":
+            logits_all = torch.cat(chunks)  # (N, T, V)
     return Fingerprint(bpb, logits_all)
 
 
@@ -147,7 +144,7 @@ def logits_distance(a: Fingerprint, b: Fingerprint) -> float:
     """Mean KL(before || after) per position, in bits."""
     p = F.log_softmax(a.logits, dim=-1)
     q = F.log_softmax(b.logits, dim=-1)
-    return float((p.exp() * (p - q)).sum(-1).mean()) / math.log(2)
+    return float((p.exp() * (p - q)).sum(-1).mean()) / LN2
 
 
 def degradation(before: Fingerprint, after: Fingerprint, levels: Sequence[str]) -> dict[str, float]:

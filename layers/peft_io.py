@@ -46,7 +46,7 @@ def export_peft(stack: LevelStack, level: str, directory: str | Path, *,
     ``peft.PeftModel.from_pretrained(base, directory)`` then computes what the
     stack computes with only ``level`` enabled.
     """
-    stack._check_level(level)
+    stack.check_level(level)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -187,7 +187,7 @@ def import_peft(stack: LevelStack, level: str, directory: str | Path, *, strengt
     """Add a PEFT LoRA adapter's delta, projected onto each read space, to ``level``:
     ``B_l += strength * (s_src B_src A_src) P^T / s`` per module (see :func:`project_peft`).
     Nothing is written unless every matched module validates."""
-    stack._check_level(level)
+    stack.check_level(level)
     deltas, report = project_peft(stack, directory)
     with torch.no_grad():
         for name, delta in deltas.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -106,10 +107,12 @@ class LevelStack:
 
     @property
     def enabled(self) -> tuple[str, ...]:
+        """The levels in the sum now, in stack order (change with :meth:`set_enabled` or :meth:`using`)."""
         first = next(iter(self.modules.values()), None)
         return first.enabled if first is not None else ()
 
-    def _check_level(self, level: str) -> None:
+    def check_level(self, level: str) -> None:
+        """Raise ValueError unless ``level`` is one of this stack's levels."""
         if level not in self.config.names:
             raise ValueError(f"unknown level {level!r}; levels are {list(self.config.names)}")
 
@@ -117,7 +120,7 @@ class LevelStack:
         """The B matrices of ``levels`` (all levels when None), module by module."""
         chosen = list(self.levels if levels is None else levels)
         for level in chosen:
-            self._check_level(level)
+            self.check_level(level)
         for module in self.modules.values():
             for level in chosen:
                 yield module.B[level]
@@ -138,18 +141,35 @@ class LevelStack:
         """Run with only ``levels`` in the sum (any subset, even empty); returns the previous set."""
         chosen = tuple(levels)
         for level in chosen:
-            self._check_level(level)
+            self.check_level(level)
         chosen = tuple(level for level in self.levels if level in chosen)  # stack order
         previous = self.enabled
         for module in self.modules.values():
             module.enabled = chosen
         return previous
 
+    @contextlib.contextmanager
+    def using(self, levels: Iterable[str]) -> Iterator[tuple[str, ...]]:
+        """Run the ``with`` block with only ``levels`` in the sum, then restore the previous set.
+
+        The previous set comes back however the block ends (return, exception); nested blocks
+        restore in turn. Unknown levels raise ValueError before anything changes. Yields the
+        enabled set, in stack order::
+
+            with stack.using(["agent"]):
+                bpb = model_bits_per_byte(stack.model, windows)
+        """
+        previous = self.set_enabled(levels)
+        try:
+            yield self.enabled
+        finally:
+            self.set_enabled(previous)
+
     def set_trainable(self, levels: Iterable[str]) -> None:
         """``requires_grad`` on the B matrices of ``levels`` only."""
         chosen = set(levels)
         for level in chosen:
-            self._check_level(level)
+            self.check_level(level)
         for module in self.modules.values():
             for level, b in module.B.items():
                 b.requires_grad_(level in chosen)
@@ -157,7 +177,7 @@ class LevelStack:
     # ------------------------------------------------------------------ state
     def level_state(self, level: str) -> dict[str, torch.Tensor]:
         """Detached copies of one level's B, keyed by module name (each d_out x R)."""
-        self._check_level(level)
+        self.check_level(level)
         return {name: m.B[level].detach().clone() for name, m in self.modules.items()}
 
     def load_level_state(self, level: str, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
@@ -171,7 +191,7 @@ class LevelStack:
                 a non-tensor, wrong shape or dtype, or a NaN/Inf entry; the message
                 names the module.
         """
-        self._check_level(level)
+        self.check_level(level)
         for name, value in state.items():
             if name not in self.modules:
                 raise ValueError(f"load_level_state({level!r}): unknown module {name!r}")
@@ -199,7 +219,7 @@ class LevelStack:
 
     def reset_level(self, level: str) -> None:
         """Zero one level (e.g. the context level at a context boundary)."""
-        self._check_level(level)
+        self.check_level(level)
         with torch.no_grad():
             for module in self.modules.values():
                 module.B[level].zero_()

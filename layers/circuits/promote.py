@@ -23,7 +23,7 @@ def promote(stack, circuit: Circuit, from_level: str, to_level: str) -> float:
     """
     levels = list(stack.levels)
     for level in (from_level, to_level):
-        stack._check_level(level)
+        stack.check_level(level)
     if levels.index(to_level) != levels.index(from_level) + 1:
         raise ValueError(f"promote: {to_level!r} is not the level right after {from_level!r} (order {levels})")
     module = stack.modules.get(circuit.module)

@@ -49,7 +49,7 @@ class LevelOptimizer:
     @classmethod
     def for_level(cls, stack, level: str, config: DynamicsConfig | None = None) -> LevelOptimizer:
         """The optimizer of ``level`` of a ``LevelStack``."""
-        stack._check_level(level)
+        stack.check_level(level)
         return cls({name: m.B[level] for name, m in stack.modules.items()}, config)
 
     def _init_block(self, p: Tensor) -> dict[str, Tensor]:

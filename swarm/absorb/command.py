@@ -11,13 +11,12 @@
    If the probe set loses more than ``absorb.max_degradation`` bits per byte (with every
    level, or with a changed level alone), the absorb is rolled back: nothing reaches the
    server, whose level stays exactly as it was. ``--dry-run`` stops here too.
-4. Otherwise the delta goes through the server (``LevelServer.absorb``): validated,
+4. Otherwise the delta goes through the server (``LevelCore.absorb``): validated,
    journaled, checkpointed, one version, like a merge.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from agents.model import build_model
 from agents.workload import Workload
+from cluster.level.protocol import PushResult
 from cluster.topology import Topology
 from layers import LevelStack
 from layers.absorb import add, degradation, fingerprint, logits_distance, plan_merge, split_shared
@@ -37,24 +37,20 @@ class StoreLevels:
 
     def __init__(self, run_dir: str | Path | RunDir, cfg, topology: Topology) -> None:
         run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-        from cluster.server import LevelServer
+        from cluster.build import build_core, level_shapes, level_specs
         from swarm.config import config_hash
-        from swarm.run.driver import level_shapes
 
-        shapes, first = level_shapes(cfg), topology.levels[0]
-        self.servers = {}
-        for s in topology.servers:  # built as `swarm run` builds them, so the journal replays the same
-            window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
-            self.servers[s.name] = LevelServer(
-                s.name, shapes, merge=cfg.merge, dynamics=cfg.dynamics, circuits=cfg.circuits,
-                server=dataclasses.replace(cfg.server, window=window), store_dir=run_dir.level_store(s.name),
-                config_hash=config_hash(cfg), parent=s.parent, children=s.children)
+        shapes = level_shapes(cfg.model, cfg.levels)
+        specs = level_specs(topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
+                            circuits=cfg.circuits, stores=run_dir.level_store, config_hash=config_hash(cfg))
+        # built as `swarm run` builds them (cluster.build), so the journals replay the same
+        self.servers = {spec.name: build_core(spec, shapes) for spec in specs}
 
     def level(self, name: str) -> tuple[int, dict[str, torch.Tensor]]:
         core = self.servers[name]
         return core.version, {m: t.clone() for m, t in core.B.items()}
 
-    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> PushResult:
         return self.servers[name].absorb(tensors, source)
 
 
@@ -75,7 +71,7 @@ class LiveLevels:
         out = ray.get(self._actor(name).pull.remote(-1))
         return out["version"], out["tensors"]
 
-    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
+    def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> PushResult:
         import ray
 
         return ray.get(self._actor(name).absorb.remote(tensors, source))
@@ -208,10 +204,10 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
         for name, delta in changes.items():
             tensors = {m: (acfg.strength * t).float() for m, t in delta.items()}
             results[name] = levels.absorb(name, tensors, ",".join(names))
-            if results[name]["status"] != "accepted":
-                raise ValueError(f"{name} refused the absorb: {results[name]['reason']}")
+            if not results[name].accepted:
+                raise ValueError(f"{name} refused the absorb: {results[name].reason}")
         report["outcome"] = "absorbed"
-        report["versions_after"] = {n: r["version"] for n, r in results.items()}
+        report["versions_after"] = {n: r.version for n, r in results.items()}
         report["why"] = f"the probe set moved by at most {worst:+.4f} bits/byte"
     return report
 

@@ -51,6 +51,7 @@ class Client:
         self.timeout = timeout
 
     def call(self, method: str, request, **kw):
+        """Call the unary RPC ``method`` with ``request`` (token and deadline attached); raises ``grpc.RpcError``."""
         return getattr(self.stub, method)(request, metadata=self.metadata, timeout=kw.pop("timeout", self.timeout),
                                           **kw)
 
@@ -65,6 +66,7 @@ class Client:
         return version, tensors
 
     def export(self, name: str, out_dir: str | Path) -> list[Path]:
+        """Write the level ``name`` as PEFT adapter files under ``out_dir``; returns the files' paths."""
         out_dir = Path(out_dir)
         handles: dict[str, Any] = {}
         try:
@@ -80,6 +82,7 @@ class Client:
         return [out_dir / p for p in handles]
 
     def close(self) -> None:
+        """Close the channel."""
         self.channel.close()
 
 
@@ -88,6 +91,7 @@ def _levels(arg: str | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``swarm query`` argument parser (address, token, TLS, output format, one sub-command per RPC)."""
     p = argparse.ArgumentParser(prog="swarm query", description="query a running swarm's shared memory over gRPC")
     p.add_argument("--address", default="127.0.0.1:50051")
     p.add_argument("--token", default=None, help="bearer token (default: $SWARM_TOKEN)")
@@ -143,6 +147,7 @@ def _table(title: str, rows: list[dict], columns: list[str]) -> Table:
 
 
 def run_query(args: argparse.Namespace, console: Console) -> Any:
+    """Connect as ``args`` say, run the sub-command and return what it printed (a dict or rows)."""
     client = Client(args.address, args.token or os.environ.get("SWARM_TOKEN"), args.tls_ca, args.timeout)
     try:
         return _dispatch(client, args, console)
@@ -235,6 +240,7 @@ def _dispatch(client: Client, args, console: Console) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``swarm query ...``: 0 on success; 1 with the gRPC status and details on a failed call."""
     args = build_parser().parse_args(argv)
     console = wide_console()
     try:

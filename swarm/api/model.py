@@ -9,15 +9,14 @@ the caller (one request at a time touches the stack).
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from agents.model import ByteTokenizer, ModelConfig, build_model
 from layers import LevelsConfig, LevelStack
+from layers.eval import bits_per_byte
 
 
 def tokenizer_for(cfg: ModelConfig):
@@ -30,6 +29,9 @@ def tokenizer_for(cfg: ModelConfig):
 
 
 class MemoryModel:
+    """The query side's own copy of the base model with a level stack, into which the service loads
+    shared levels to answer Generate, Score and ExportAdapter (CPU, one request at a time).
+    """
     def __init__(self, model: ModelConfig, levels: LevelsConfig) -> None:
         self.model_cfg = model
         self.model = build_model(model)
@@ -43,6 +45,7 @@ class MemoryModel:
         self.loaded[slot] = (server, version)
 
     def holds(self, slot: str, server: str, version: int) -> bool:
+        """True when ``slot`` already holds ``server``'s level at ``version`` (no reload needed)."""
         return self.loaded.get(slot) == (server, version)
 
     def _ids(self, text: str) -> torch.Tensor:
@@ -50,19 +53,17 @@ class MemoryModel:
         return torch.tensor([ids], dtype=torch.long)  # (1, T)
 
     def bits_per_byte(self, text: str, slots: list[str]) -> tuple[float, int]:
-        """Bits per byte of ``text`` under the base plus ``slots``; and the byte count."""
-        ids = self._ids(text)
+        """Bits per byte (:func:`layers.eval.bits_per_byte`) of ``text`` under the base plus ``slots``;
+        and the text's UTF-8 byte count. The first token is context only: its successors are scored."""
+        ids = self._ids(text)  # (1, T)
         n_bytes = len(text.encode("utf-8"))
         if ids.shape[1] < 2:
             raise ValueError("text: needs at least 2 tokens to score")
-        previous = self.stack.set_enabled(slots)
-        try:
-            with torch.no_grad():
-                logits = self.model(ids[:, :-1]).logits  # (1, T-1, V)
-                nats = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="sum")
-        finally:
-            self.stack.set_enabled(previous)
-        return float(nats) / math.log(2) / max(1, n_bytes - 1), n_bytes
+        with self.stack.using(slots), torch.no_grad():
+            logits = self.model(ids[:, :-1]).logits  # (1, T-1, V)
+        # bytes the T-1 targets cover: exact for the byte tokenizer (one byte each); for a checkpoint's own
+        # tokenizer it assumes the first token is one byte (per-token byte counts: the tokenizer-general issue)
+        return bits_per_byte(logits, ids[:, 1:], target_bytes=max(1, n_bytes - 1)), n_bytes
 
     def generate(self, prompt: str, slots: list[str], max_new_tokens: int, temperature: float, seed: int,
                  should_stop=lambda: False) -> str:
@@ -72,21 +73,17 @@ class MemoryModel:
         limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
             self.model.config, "n_positions", 1024)
         out = []
-        previous = self.stack.set_enabled(slots)
-        try:
-            with torch.no_grad():
-                for _ in range(max_new_tokens):
-                    if should_stop():
-                        raise TimeoutError("deadline reached while generating")
-                    logits = self.model(ids[:, -limit:]).logits[0, -1].float()  # (V,)
-                    if temperature > 0:
-                        nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
-                    else:
-                        nxt = logits.argmax(-1, keepdim=True)
-                    out.append(int(nxt))
-                    ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-        finally:
-            self.stack.set_enabled(previous)
+        with self.stack.using(slots), torch.no_grad():
+            for _ in range(max_new_tokens):
+                if should_stop():
+                    raise TimeoutError("deadline reached while generating")
+                logits = self.model(ids[:, -limit:]).logits[0, -1].float()  # (V,)
+                if temperature > 0:
+                    nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
+                else:
+                    nxt = logits.argmax(-1, keepdim=True)
+                out.append(int(nxt))
+                ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
         return self.tokenizer.decode(out)
 
     def export(self, slot: str) -> dict[str, bytes]:

@@ -16,21 +16,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
+from swarm.api.rpcs import RPCS, SERVICE_NAME, Kind
 from swarm.config.serve import ServeConfig
 from swarm.ray_session import join_ray
 from swarm.rundir import RunDir
 
-SERVICE = pb.DESCRIPTOR.services_by_name["SharedMemory"].full_name  # "swarm.v1.SharedMemory"
 OPEN_METHODS = ("/grpc.health.v1.Health/",)  # answered without a token (load balancers, probes)
 
 
 def resolve_token(cfg: ServeConfig) -> str | None:
+    """The bearer token the service requires: ``serve.token``, else ``$SWARM_TOKEN``; None for no auth."""
     return cfg.token or os.environ.get("SWARM_TOKEN") or None
 
 
 def is_loopback(host: str) -> bool:
+    """True when ``host`` (a name or an IPv4/IPv6 address, brackets allowed) only reaches this machine."""
     host = host.strip("[]")
     if host == "localhost":
         return True
@@ -55,6 +56,9 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         self.expected = f"Bearer {token}"
 
     async def intercept_service(self, continuation, details):
+        """Pass the call on when its metadata carries the expected token (or it is a health check);
+        answer UNAUTHENTICATED otherwise, naming whether the token was missing or wrong.
+        """
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_METHODS):
             return handler
@@ -86,8 +90,11 @@ class StrictCodec(grpc.aio.ServerInterceptor):
     Responses that are already serialised (``bytes``, e.g. cached level chunks) are sent as they are."""
 
     async def intercept_service(self, continuation, details):
+        """Wrap the service's handlers so that undecodable requests get INVALID_ARGUMENT and
+        pre-serialised ``bytes`` responses are sent unchanged.
+        """
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(f"/{SERVICE}/"):
+        if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
         parse = handler.request_deserializer
 
@@ -123,6 +130,7 @@ class StrictCodec(grpc.aio.ServerInterceptor):
 
 
 def message_options(cfg: ServeConfig) -> list[tuple[str, int]]:
+    """gRPC channel options that cap sent and received messages at ``serve.max_message_mb``."""
     n = cfg.max_message_mb * 2**20
     return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n)]
 
@@ -139,7 +147,7 @@ async def start_server(service, cfg: ServeConfig, extra_handlers=()) -> tuple[gr
         server.add_generic_rpc_handlers(tuple(extra_handlers))
     status = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(status, server)
-    reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if cfg.tls_cert:
         with open(cfg.tls_key, "rb") as k, open(cfg.tls_cert, "rb") as c:
             creds = grpc.ssl_server_credentials([(k.read(), c.read())])
@@ -149,7 +157,7 @@ async def start_server(service, cfg: ServeConfig, extra_handlers=()) -> tuple[gr
     if port == 0:
         raise OSError(f"serve.address: could not bind {cfg.address}")
     await server.start()
-    for name in ("", SERVICE):
+    for name in ("", SERVICE_NAME):
         await status.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
 
@@ -178,6 +186,7 @@ class MemoryServer:
         self.loop.run_forever()
 
     def start(self) -> int:
+        """Start serving; blocks until the port is bound and returns it. Re-raises a failed start."""
         self.thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -185,15 +194,12 @@ class MemoryServer:
         return self.port
 
     def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (in-flight calls get ``grace`` seconds) and end the event loop thread."""
         if self.port is None:
             return
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
-
-
-RPCS = {"ListLevels": "unary", "GetLevel": "stream", "ExportAdapter": "stream", "ListCircuits": "unary",
-        "GetCircuit": "unary", "Generate": "unary", "Score": "unary", "Stats": "unary", "Watch": "stream"}
 
 
 class Follower:
@@ -216,7 +222,7 @@ class Follower:
             async for item in getattr(inner, name)(request, context):
                 yield item
 
-        return unary if kind == "unary" else stream
+        return unary if kind is Kind.UNARY else stream
 
     async def _inner(self, context):
         if self.current is None:
@@ -224,6 +230,7 @@ class Follower:
         return self.current[1]
 
     async def watch_runs(self) -> None:
+        """Every ``poll_s`` seconds, switch to the newest run under ``out_dir`` whose status is live."""
         from swarm.rundir import LIVE_STATES, latest_run, read_status
 
         while True:

@@ -22,10 +22,12 @@ from cluster.wire import encode
 from swarm.api.model import MemoryModel
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
+from swarm.api.rpcs import RPCS, Kind
 from swarm.config.serve import ServeConfig
 
 
 class RequestError(Exception):
+    """A request the service refuses: raised inside an RPC, turned into ``code`` with the message as details."""
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -47,6 +49,7 @@ class RayLevels:
         self.agent_ids = [a.id for a in topology.agents]
 
     async def call(self, name: str, method: str, *args: Any) -> Any:
+        """Await ``method(*args)`` on the level server actor ``name``; its return value (Ray errors propagate)."""
         return await getattr(self.handles[name], method).remote(*args)
 
     def agent(self, agent_id: str):
@@ -62,6 +65,13 @@ class RayLevels:
 
 
 class SharedMemoryService(pb_grpc.SharedMemoryServicer):
+    """The ``swarm.v1.SharedMemory`` RPCs over one run's level servers and agents.
+
+    Levels are pulled over Ray only when their version changed (and at most once per
+    ``serve.level_ttl_ms``); serialised GetLevel chunks are kept per version. Requests that use the
+    local model (Generate, Score, ExportAdapter) run one at a time. Bad requests raise
+    :class:`RequestError` (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+    """
     def __init__(self, levels: RayLevels, memory: MemoryModel, cfg: ServeConfig) -> None:
         self.levels, self.memory, self.cfg = levels, memory, cfg
         self.lock = asyncio.Lock()  # one request at a time uses the model
@@ -129,6 +139,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
 
     # ------------------------------------------------------------------ RPCs
     async def ListLevels(self, request, context):
+        """Every level server of the run: name, slot, version, parent, module and parameter counts."""
         out = []
         infos = await asyncio.gather(*(self.levels.call(n, "info") for n in self.levels.specs))
         for (name, spec), info in zip(self.levels.specs.items(), infos, strict=True):
@@ -138,6 +149,10 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return pb.ListLevelsResponse(levels=out)
 
     async def GetLevel(self, request, context) -> AsyncIterator[pb.TensorChunk]:
+        """Stream the level's tensors as wire-format chunks of at most ``chunk_bytes`` of data
+        (default ``serve.chunk_bytes``); one ``changed=False`` chunk when ``since_version`` is current.
+        NOT_FOUND for an unknown level, INVALID_ARGUMENT for a negative chunk size or version below -1.
+        """
         name = self._level(request.name)
         if request.since_version < -1:
             raise _invalid("since_version", f"must be -1 (always) or a version >= 0, got {request.since_version}")
@@ -157,6 +172,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             yield chunk
 
     async def ExportAdapter(self, request, context) -> AsyncIterator[pb.FileChunk]:
+        """Stream the level as PEFT adapter files (``adapter_config.json``, ``adapter_model.safetensors``)
+        in chunks of ``serve.chunk_bytes``; ``last`` marks each file's final chunk.
+        """
         name = self._level(request.name)
         async with self.lock:
             await self._load([name])
@@ -182,6 +200,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                           strength=c["strength"], score=c["score"], age=c["age"], payload=payload)
 
     async def ListCircuits(self, request, context):
+        """The tracked circuits of one level (or all), optionally of one module, highest stability score
+        first, at most ``limit`` (0: all).
+        """
         if request.limit < 0:
             raise _invalid("limit", f"must be >= 0, got {request.limit}")
         found = sorted(await self._circuits(request.level, request.module), key=lambda x: -x[1]["score"])
@@ -190,6 +211,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return pb.ListCircuitsResponse(circuits=[self._circuit(n, c) for n, c in found])
 
     async def GetCircuit(self, request, context):
+        """One circuit by its ``<level>#<module>#<number>`` id, with its ``u`` and ``w`` vectors in the
+        payload (wire format). NOT_FOUND when it is gone (circuits come and go).
+        """
         parts = request.id.split("#")
         if len(parts) != 3 or not parts[2].isdigit():
             raise _invalid("id", f"expected '<level>#<module>#<number>' (from ListCircuits), got {request.id!r}")
@@ -202,6 +226,10 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                                       "list them again)")
 
     async def Generate(self, request, context):
+        """Continue ``prompt`` with the base plus the chosen shared levels (one per slot), or, with ``agent``,
+        as that running agent through its trajectory cache. RESOURCE_EXHAUSTED above ``serve.max_new_tokens``
+        or ``serve.max_text_bytes``; DEADLINE_EXCEEDED when the client's deadline passes mid-generation.
+        """
         prompt = self._text(request.prompt, "prompt")
         if request.max_new_tokens < 0:
             raise _invalid("max_new_tokens", f"must be >= 0, got {request.max_new_tokens}")
@@ -240,6 +268,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                    cached=out["cached"], agent=request.agent)
 
     async def Score(self, request, context):
+        """Bits per byte of ``text`` with the chosen levels, and each level's contribution (bits per byte
+        without it minus with it: positive means the level helps).
+        """
         text = self._text(request.text, "text")
         if len(text.encode("utf-8")) < 2:
             raise _invalid("text", "needs at least 2 bytes to score")
@@ -256,6 +287,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return pb.ScoreResponse(bits_per_byte=full, contributions=contributions, bytes=n_bytes, versions=versions)
 
     async def Stats(self, request, context):
+        """Counters of every level server (merges, accepted and refused pushes by reason, promotions,
+        forwards, screened fraction, pending pushes) and every running agent's trajectory cache.
+        """
         out = []
         statuses = await asyncio.gather(*(self.levels.call(n, "status") for n in self.levels.specs))
         for name, st in zip(self.levels.specs, statuses, strict=True):
@@ -275,6 +309,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents)
 
     async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
+        """Stream the level servers' events (merges, promotions, phase changes) from now on, polling every
+        0.2 s, until the client cancels; a restarted server's numbering is followed.
+        """
         names = [self._level(n, "levels") for n in request.levels] or list(self.levels.specs)
         seen = {}
         for name in names:  # only what happens from now on
@@ -326,10 +363,9 @@ def _handle_errors(service: SharedMemoryService) -> SharedMemoryService:
                 await context.abort(e.code, str(e))
         return call
 
-    for name in ("ListLevels", "ListCircuits", "GetCircuit", "Generate", "Score", "Stats"):
-        setattr(service, name, wrap_unary(getattr(service, name)))
-    for name in ("GetLevel", "ExportAdapter", "Watch"):
-        setattr(service, name, wrap_stream(getattr(service, name)))
+    for name, kind in RPCS.items():
+        wrap = wrap_unary if kind is Kind.UNARY else wrap_stream
+        setattr(service, name, wrap(getattr(service, name)))
     return service
 
 

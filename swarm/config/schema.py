@@ -8,8 +8,7 @@ from agents.agent import AgentConfig
 from agents.model import ModelConfig
 from agents.trajectory import CacheConfig
 from agents.workload import WorkloadConfig
-from cluster.server import ServerConfig
-from cluster.worker import RuntimeConfig
+from cluster.config import RuntimeConfig, ServerConfig
 from layers.circuits import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
 from layers.dynamics import DynamicsConfig

@@ -100,7 +100,7 @@ def promotions(sim: Simulation) -> dict[str, int]:
     names = sim.cfg.levels.names
     out = {f"{names[0]}->{names[1]}": sum(w.counters["promoted"] for w in sim.workers.values())}
     for below, above in zip(names[1:], names[2:], strict=False):
-        out[f"{below}->{above}"] = sum(s.core.stats["promotions"] for n, s in sim.servers.items()
+        out[f"{below}->{above}"] = sum(s.core.status().counters.promotions for n, s in sim.servers.items()
                                        if level_of(n) == above)
     return out
 

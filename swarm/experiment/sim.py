@@ -1,6 +1,7 @@
-"""A swarm in one process, for the experiments: the real ``AgentWorker`` and ``LevelServer`` code.
+"""A swarm in one process, for the experiments: the real ``AgentWorker`` and ``LevelCore`` code.
 
-The servers are :class:`cluster.linked.LinkedLevel` objects wired to each other directly and
+The servers are :class:`cluster.level.forwarding.LinkedLevel` objects wired to each other directly
+(built from the topology by :mod:`cluster.build`, as ``swarm run`` builds its actors) and
 the agents take one step each in turn (round-robin), so a run is deterministic given its
 seed and every arm gets exactly the same agent steps. ``swarm run`` runs the same protocol
 over Ray actors; the experiments leave Ray out so that 60+ runs fit an hour on 2 cores.
@@ -18,14 +19,14 @@ import torch
 
 from agents.agent import Agent
 from agents.workload import AgentSpec, Workload
-from cluster.linked import LinkedLevel
-from cluster.server import LevelServer
+from cluster.build import level_shapes, level_specs, link_levels
+from cluster.level.forwarding import LinkedLevel
+from cluster.level.protocol import ProposeResult, PullReply, PushResult
 from cluster.topology import Topology
 from cluster.worker import AgentWorker
 from layers.dynamics import DynamicsConfig
 from layers.merge.attacks import attack_updates
 from swarm.experiment.arms import MECHANISMS, Arm
-from swarm.run.driver import level_shapes
 
 PROBE_COORDS = 2048  # coordinates of B sampled per level for the timescale estimate
 
@@ -46,9 +47,9 @@ class Attackers:
         self.generator = torch.Generator().manual_seed(seed)
         self.sent = 0
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> dict[str, Any]:
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> PushResult:
         out = self.level.push(sender, seq, base_version, tensors)
-        if out["status"] == "accepted":
+        if out.accepted:
             self.round.append(tensors)
         if len(self.round) >= self.honest:
             self._attack()
@@ -67,13 +68,13 @@ class Attackers:
                 parts[m] = row[i:i + n].reshape(self.round[0][m].shape).contiguous()
                 i += n
             out = self.level.push(sender, self.seq, self.level.core.version, parts)
-            self.sent += out["status"] == "accepted"
+            self.sent += out.accepted
         self.round = []
 
-    def pull(self, since_version: int = -1) -> dict[str, Any]:
+    def pull(self, since_version: int = -1) -> PullReply:
         return self.level.pull(since_version)
 
-    def propose(self, sender: str, proposals: list) -> dict[str, Any]:
+    def propose(self, sender: str, proposals: list) -> ProposeResult:
         return self.level.propose(sender, proposals)
 
     def seen(self, sender: str) -> int:
@@ -87,15 +88,11 @@ class Simulation:
         self.cfg, self.arm = cfg, arm
         shared = list(cfg.levels.names[2:])
         self.topology = Topology(cfg.workload, shared, list(arm.scopes) if arm.scopes else None)
-        self.shapes = level_shapes(cfg) if shared else {}
+        self.shapes = level_shapes(cfg.model, cfg.levels) if shared else {}
         dynamics = plain_dynamics(cfg.dynamics) if arm.plain_servers else cfg.dynamics
-        self.servers: dict[str, LinkedLevel] = {}
-        for s in self.topology.servers:  # parents first
-            window = cfg.server.window if s.level == shared[0] else cfg.server.upper_window or s.children
-            core = LevelServer(s.name, self.shapes, merge=cfg.merge, dynamics=dynamics, circuits=cfg.circuits,
-                               server=dataclasses.replace(cfg.server, window=window), parent=s.parent,
-                               children=s.children)
-            self.servers[s.name] = LinkedLevel(core, self.servers[s.parent] if s.parent else None)
+        specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=dynamics,
+                            circuits=cfg.circuits)
+        self.servers: dict[str, LinkedLevel] = link_levels(specs, self.shapes)
         # attackers: per first-level server, the attackers routed to it and the honest agents it serves
         self.attackers: dict[str, Attackers] = {}
         first = {spec.id: self.topology.route(spec.id)[shared[0]] for spec in self.topology.agents} if shared else {}
@@ -167,7 +164,11 @@ class Simulation:
         agent.workload = Workload(self.cfg.workload, AgentSpec(package, spec.swarm, spec.domain))
 
     def server_stats(self) -> dict[str, dict[str, Any]]:
-        return {n: {"merges": s.core.stats["merges"], "accepted": s.core.stats["accepted"],
-                    "promotions": s.core.stats["promotions"], "forwarded": s.core.stats["forwarded"],
-                    "rejected": sum(s.core.stats["rejected"].values()), "level": n.split("/")[0],
-                    "screened": s.core.optimizer.screened_fraction()} for n, s in self.servers.items()}
+        out = {}
+        for n, s in self.servers.items():
+            st = s.core.status()
+            out[n] = {"merges": st.counters.merges, "accepted": st.counters.accepted,
+                      "promotions": st.counters.promotions, "forwarded": st.forwarding.forwarded,
+                      "rejected": sum(st.counters.rejected.values()), "level": n.split("/")[0],
+                      "screened": s.core.optimizer.screened_fraction()}
+        return out

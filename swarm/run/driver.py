@@ -17,7 +17,6 @@ leaving the block stops the actors (and the Ray this run started).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -29,10 +28,9 @@ import ray
 from rich.console import Console
 from rich.live import Live
 
-from agents.model import build_model
 from cluster.actors import agent_actor, level_server
+from cluster.build import level_shapes, level_specs
 from cluster.topology import Topology
-from layers import LevelStack
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
 from swarm.console import wide_console
 from swarm.ray_session import start_ray
@@ -41,12 +39,6 @@ from swarm.run.summary import summarize
 from swarm.rundir import RunDir, new_run_dir
 
 HEAD_RESOURCE = "swarm_head"
-
-
-def level_shapes(cfg: SwarmConfig) -> dict[str, tuple[int, int]]:
-    """Shape (d_out, R) of every module's B, from a throwaway stack of the configured model."""
-    stack = LevelStack.attach(build_model(cfg.model), cfg.levels)
-    return {n: tuple(m.B[cfg.levels.names[-1]].shape) for n, m in stack.modules.items()}
 
 
 def agent_share(node_cpus: list[float], agents: int) -> float:
@@ -100,19 +92,15 @@ class Run:
     # ------------------------------------------------------------------ launch
     def launch(self) -> None:
         """Create the level servers (parents first) and the agent actors, and record their first status."""
-        cfg, shapes = self.cfg, level_shapes(self.cfg)
+        cfg, shapes = self.cfg, level_shapes(self.cfg.model, self.cfg.levels)
         head = {HEAD_RESOURCE: 0.001} if any(HEAD_RESOURCE in n.get("Resources", {})
                                              for n in ray.nodes() if n.get("Alive")) else {}
-        first = self.topology.levels[0]
-        for s in self.topology.servers:  # parents first: a server looks its parent up by name
-            window = cfg.server.window if s.level == first else cfg.server.upper_window or s.children
-            handle = level_server(s.name, namespace=self.namespace, shapes=shapes,
-                                  store_dir=self.rundir.level_store(s.name), config_hash=self.hash, merge=cfg.merge,
-                                  dynamics=cfg.dynamics, circuits=cfg.circuits,
-                                  server=dataclasses.replace(cfg.server, window=window), parent=s.parent,
-                                  children=s.children, resources=head)
-            self.snap["servers"][s.name] = ray.get(handle.status.remote())
-            self.servers[s.name] = handle
+        specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
+                            circuits=cfg.circuits, stores=self.rundir.level_store, config_hash=self.hash)
+        for spec in specs:  # parents first: a server looks its parent up by name
+            handle = level_server(spec, namespace=self.namespace, shapes=shapes, resources=head)
+            self.snap["servers"][spec.name] = ray.get(handle.status.remote())
+            self.servers[spec.name] = handle
         n = len(self.topology.agents)
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)

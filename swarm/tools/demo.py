@@ -11,7 +11,6 @@ match), and the rank is grown (logits must not move).
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -25,28 +24,13 @@ from rich.table import Table
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
 from agents.model import build_model
 from layers import LevelStack
+from layers.eval import loss_bits_per_byte, model_bits_per_byte
 from swarm.config import SwarmConfig
 
 
-def bits_per_byte(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 16) -> float:
-    """Mean next-byte cross-entropy of ``windows`` (N, T+1) in bits."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, windows.shape[0], batch_size):
-            chunk = windows[i : i + batch_size]
-            logits = model(chunk[:, :-1]).logits  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), chunk[:, 1:].flatten(), reduction="sum")
-            total += float(loss)
-            count += chunk[:, 1:].numel()
-    return total / count / math.log(2)
-
-
 def _bpb_with(stack: LevelStack, levels: list[str], windows: torch.Tensor) -> float:
-    previous = stack.set_enabled(levels)
-    try:
-        return bits_per_byte(stack.model, windows)
-    finally:
-        stack.set_enabled(previous)
+    with stack.using(levels):
+        return model_bits_per_byte(stack.model, windows)
 
 
 def _peft_check(cfg: SwarmConfig, stack: LevelStack, level: str, out: Path, probe: torch.Tensor) -> float:
@@ -54,14 +38,12 @@ def _peft_check(cfg: SwarmConfig, stack: LevelStack, level: str, out: Path, prob
     from peft import PeftModel
 
     directory = stack.export_peft(level, out / f"adapter_{level}", base_model_name_or_path=cfg.model.name_or_path)
-    previous = stack.set_enabled([level])
-    with torch.no_grad():
+    with stack.using([level]), torch.no_grad():
         ours = stack.model(probe).logits
         with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
             warnings.simplefilter("ignore", FutureWarning)
             peft_model = PeftModel.from_pretrained(build_model(cfg.model), str(directory)).eval()
         theirs = peft_model(probe).logits
-    stack.set_enabled(previous)
     return float((ours - theirs).abs().max())
 
 
@@ -118,7 +100,7 @@ def run_demo(cfg: SwarmConfig, *, progress: bool = True) -> dict:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            bpb = float(loss.detach()) / math.log(2)
+            bpb = loss_bits_per_byte(loss, batch[:, 1:])
             bar.update(task, advance=1, info=f"train {bpb:.3f} bpb  file {file.name}")
             if (step + 1) % d.eval_every == 0 or step + 1 == d.steps:
                 value = _bpb_with(stack, [slow], held)

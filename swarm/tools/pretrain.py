@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
 from agents.model import build_model
 from agents.workload import agent_specs
+from layers.eval import loss_bits_per_byte, model_bits_per_byte
 
 MANIFEST = "swarm_base.json"
 
@@ -57,16 +58,6 @@ def base_key(cfg, corpus: ByteCorpus) -> str:
     return h.hexdigest()[:16]
 
 
-def bits_per_byte(model, windows: torch.Tensor, batch: int = 16) -> float:
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(windows), batch):
-            w = windows[i : i + batch]
-            logits = model(w[:, :-1]).logits
-            total += float(F.cross_entropy(logits.flatten(0, 1).float(), w[:, 1:].flatten(), reduction="sum"))
-    return total / windows[:, 1:].numel() / math.log(2)
-
-
 def pretrain_base(cfg, *, progress: bool = True, echo=print) -> Path:
     """The cached base for ``cfg`` (trained now if missing); returns its directory."""
     check_disjoint(cfg)
@@ -86,7 +77,7 @@ def pretrain_base(cfg, *, progress: bool = True, echo=print) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, pre.warmup)) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / pre.steps))))
-    start_bpb, t0 = bits_per_byte(model.eval(), held), time.time()
+    start_bpb, t0 = model_bits_per_byte(model.eval(), held), time.time()
     model.train()
     columns = [TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                TimeRemainingColumn()]
@@ -101,9 +92,9 @@ def pretrain_base(cfg, *, progress: bool = True, echo=print) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            bar.update(task, advance=1, loss=f"{loss.item() / math.log(2):.3f} bits/byte")
+            bar.update(task, advance=1, loss=f"{loss_bits_per_byte(loss, w[:, 1:]):.3f} bits/byte")
     model.eval()
-    end_bpb = bits_per_byte(model, held)
+    end_bpb = model_bits_per_byte(model, held)
     tmp = final.with_name(f".tmp-{key}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -28,6 +28,24 @@ def test_agent_learns_its_stream_with_its_local_levels():
     assert all(float(t.abs().sum()) == 0 for t in shared.values())  # shared levels only change by pulls
 
 
+def test_evaluate_is_the_shared_bits_per_byte_and_restores_the_enabled_levels():
+    from layers.eval import bits_per_byte, model_bits_per_byte
+
+    agent = make()
+    for _ in range(3):
+        agent.step()
+    held = agent.workload.held_out  # (N, T+1)
+    with agent.stack.using([agent.slow]), torch.no_grad():
+        expected = bits_per_byte(agent.model(held[:, :-1]).logits, held[:, 1:])
+        assert model_bits_per_byte(agent.model, held) == pytest.approx(expected, rel=1e-6)
+    before = agent.stack.enabled
+    assert agent.evaluate([agent.slow]) == pytest.approx(expected, rel=1e-6)
+    assert agent.stack.enabled == before
+    with pytest.raises(ValueError, match="windows"):
+        agent.evaluate([agent.slow], held[:, :1])
+    assert agent.stack.enabled == before
+
+
 def test_same_config_same_trajectory():
     a, b = make(), make()
     assert [a.step()["bpb"] for _ in range(3)] == [b.step()["bpb"] for _ in range(3)]

@@ -9,7 +9,8 @@ from agents.answers import greedy
 from agents.model import ModelConfig
 from agents.trajectory import CacheConfig, TrajectoryCache
 from agents.workload import WorkloadConfig, agent_specs
-from cluster.worker import AgentWorker, RuntimeConfig
+from cluster.config import RuntimeConfig
+from cluster.worker import AgentWorker
 from layers import LevelsConfig
 
 

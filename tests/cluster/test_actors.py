@@ -4,7 +4,12 @@ import ray
 import torch
 
 from cluster.actors import level_server
-from cluster.server import ServerConfig
+from cluster.build import LevelSpec
+from cluster.config import ServerConfig
+from cluster.level.protocol import RejectCode
+from layers.circuits import CircuitsConfig
+from layers.dynamics import DynamicsConfig
+from layers.merge import MergeConfig
 
 SHAPES = {"m.q": (8, 4), "m.v": (6, 4)}
 
@@ -15,16 +20,15 @@ def grad(seed):
 
 
 def test_server_actor_survives_a_kill_with_every_acknowledged_push(ray_session, tmp_path):
-    cfg = ServerConfig(window=2, checkpoint_every=2)
-    server = level_server("swarm/red", namespace="swarm-tests", shapes=SHAPES, store_dir=tmp_path / "red",
-                          config_hash="h", server=cfg)
+    spec = LevelSpec("swarm/red", "swarm", None, 1, ServerConfig(window=2, checkpoint_every=2), MergeConfig(),
+                     DynamicsConfig(), CircuitsConfig(), store_dir=str(tmp_path / "red"), config_hash="h")
+    server = level_server(spec, namespace="swarm-tests", shapes=SHAPES)
     acks = [ray.get(server.push.remote(f"a{i % 2}", i // 2 + 1, ray.get(server.status.remote())["version"],
                                        grad(i))) for i in range(7)]
-    assert all(a["status"] == "accepted" for a in acks)
+    assert all(a.accepted for a in acks)
     before = ray.get(server.status.remote())
     assert before["version"] == 3 and before["pending"] == 1
-    same = level_server("swarm/red", namespace="swarm-tests", shapes=SHAPES, store_dir=tmp_path / "red",
-                        config_hash="h", server=cfg)  # get_if_exists: the same actor
+    same = level_server(spec, namespace="swarm-tests", shapes=SHAPES)  # get_if_exists: the same actor
     assert ray.get(same.status.remote())["version"] == 3
 
     ray.kill(server, no_restart=False)  # Ray restarts it; the constructor recovers from the store
@@ -40,7 +44,7 @@ def test_server_actor_survives_a_kill_with_every_acknowledged_push(ray_session, 
         time.sleep(0.2)
     assert after["version"] == before["version"] and after["pending"] == before["pending"]
     assert after["last_seq"] == before["last_seq"] and after["stats"]["accepted"] == 7
-    assert ray.get(server.push.remote("a0", 5, after["version"], grad(9)))["status"] == "accepted"
+    assert ray.get(server.push.remote("a0", 5, after["version"], grad(9))).accepted
     # a retried push (same sender and seq) is recognised, never merged twice
-    assert ray.get(server.push.remote("a0", 5, after["version"], grad(9)))["reason"].startswith("duplicate seq")
+    assert ray.get(server.push.remote("a0", 5, after["version"], grad(9))).code is RejectCode.DUPLICATE
     ray.kill(server, no_restart=True)

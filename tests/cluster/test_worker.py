@@ -1,13 +1,15 @@
-"""AgentWorker against in-process LevelServers: the runtime's protocol without Ray."""
+"""AgentWorker against in-process level cores: the runtime's protocol without Ray."""
 
 import torch
 
 from agents.agent import Agent
 from agents.model import ModelConfig
 from agents.workload import WorkloadConfig, agent_specs
-from cluster.server import LevelServer, ServerConfig
+from cluster.config import RuntimeConfig, ServerConfig
+from cluster.level.core import LevelCore
+from cluster.level.protocol import RejectCode
 from cluster.topology import Topology
-from cluster.worker import AgentWorker, RuntimeConfig
+from cluster.worker import AgentWorker
 from layers import LevelsConfig
 from layers.dynamics import DynamicsConfig
 from layers.dynamics.config import SyncConfig
@@ -24,9 +26,9 @@ def servers(store=None):
     topo = Topology(WORKLOAD, LEVELS.names[2:])
     agent = Agent(agent_specs(WORKLOAD)[0], model=MODEL, levels=LEVELS, workload=WORKLOAD)
     shapes = {n: tuple(m.B["swarm"].shape) for n, m in agent.stack.modules.items()}
-    return {s.name: LevelServer(s.name, shapes, server=ServerConfig(window=2), dynamics=DYN, parent=s.parent,
-                                children=s.children, store_dir=None if store is None else store / s.name,
-                                config_hash="h")
+    return {s.name: LevelCore(s.name, shapes, server=ServerConfig(window=2), dynamics=DYN, parent=s.parent,
+                              children=s.children, store_dir=None if store is None else store / s.name,
+                              config_hash="h")
             for s in topo.servers}, topo
 
 
@@ -45,8 +47,9 @@ def test_workers_push_to_their_team_server_and_run_with_what_they_pull():
         a.run(3)
         b.run(3)
     team = by_name["swarm/red"]
-    assert team.stats["accepted"] == a.counters["pushes"] + b.counters["pushes"] >= 8
-    assert team.stats["merges"] >= 4 and team.version > 0
+    counters = team.status().counters
+    assert counters.accepted == a.counters["pushes"] + b.counters["pushes"] >= 8
+    assert counters.merges >= 4 and team.version > 0
     a.pull()
     assert a.versions["swarm"] == team.version
     for n, m in a.agent.stack.modules.items():  # the agent runs with exactly the server's level
@@ -59,12 +62,14 @@ def test_a_stale_push_is_refused_and_the_worker_catches_up():
     by_name, topo = servers()
     a = worker("a1", by_name, topo)
     team = by_name["swarm/red"]
-    team.version += team.cfg.max_staleness + 1  # as if many merges happened since a1's last pull
+    zero = {m: torch.zeros(s) for m, s in team.shapes.items()}
+    for _ in range(team.cfg.max_staleness + 1):  # many versions since a1's last pull
+        assert team.absorb(zero, "test").accepted
     while a.agent.take_push() is None:
         a.agent.step()
     a.agent.push_ready = "coherent"
     out = a.push()
-    assert out["reason"].startswith("staleness") and a.counters["stale"] == 1
+    assert out.code is RejectCode.STALE and a.counters["stale"] == 1
     assert a.versions["swarm"] == team.version  # pulled right away
 
 
@@ -77,4 +82,4 @@ def test_a_restarted_worker_resumes_from_its_checkpoint_above_the_servers_seq(tm
     assert again.agent.steps == 5 and again.resumed_from == 5
     assert again.agent.seq >= seq_at_crash  # its next push is not mistaken for a duplicate
     again.run(4)
-    assert by_name["swarm/red"].stats.get("rejected", {}).get("duplicate seq", 0) == 0
+    assert RejectCode.DUPLICATE.value not in by_name["swarm/red"].status().counters.rejected

@@ -57,6 +57,39 @@ def test_set_enabled_selects_levels(tokens):
         stack.set_enabled(["nope"])
 
 
+def test_using_restores_the_previous_levels(tokens):
+    model = make_tiny("llama")
+    stack = LevelStack.attach(model)
+    randomize(stack)
+    stack.set_enabled(["agent", "swarm"])
+    with torch.no_grad():
+        both = model(tokens).logits
+        with stack.using(["agent"]) as chosen:
+            assert chosen == ("agent",) == stack.enabled
+            assert not torch.equal(model(tokens).logits, both)
+            with stack.using(["foundation", "context"]) as inner:  # nested: stack order, then back out
+                assert inner == ("context", "foundation") == stack.enabled
+            assert stack.enabled == ("agent",)
+        assert stack.enabled == ("agent", "swarm")
+        torch.testing.assert_close(model(tokens).logits, both, rtol=0, atol=0)
+        with stack.using([]):
+            torch.testing.assert_close(model(tokens).logits, make_tiny("llama")(tokens).logits, rtol=0, atol=0)
+    assert stack.enabled == ("agent", "swarm")
+
+
+def test_using_restores_on_an_exception_and_refuses_unknown_levels_up_front():
+    stack = LevelStack.attach(make_tiny("llama"))
+    stack.set_enabled(["swarm"])
+    with pytest.raises(RuntimeError, match="boom"), stack.using(["agent", "domain"]):
+        assert stack.enabled == ("agent", "domain")
+        raise RuntimeError("boom")
+    assert stack.enabled == ("swarm",)
+    with pytest.raises(ValueError, match="unknown level 'nope'"), stack.using(["agent", "nope"]):
+        pass
+    assert stack.enabled == ("swarm",)
+    assert all(m.enabled == ("swarm",) for m in stack.modules.values())
+
+
 def test_every_level_gets_the_same_gradient(tokens):
     model = make_tiny("llama")
     stack = LevelStack.attach(model, LevelsConfig(rank=8))

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from agents.model import ModelConfig, build_model
 from cluster.topology import Topology
 from layers import LevelStack
+from layers.eval import model_bits_per_byte
 from swarm.absorb.command import StoreLevels, absorb
 from swarm.cli import main
 from swarm.config import load_config, to_yaml
@@ -76,9 +77,7 @@ def task_bpb(run: Path, level: str = "domain") -> float:
     stack = LevelStack.attach(model, cfg.levels)
     for name in ("domain/toy", "foundation"):
         stack.load_level_state(name.split("/")[0], levels.level(name)[1])
-    w = task_windows()
-    with torch.no_grad():
-        return float(F.cross_entropy(model(w[:, :-1]).logits.flatten(0, 1), w[:, 1:].flatten())) / 0.6931471805599453
+    return model_bits_per_byte(model, task_windows())
 
 
 @pytest.fixture(scope="module")
@@ -171,27 +170,21 @@ def test_similar_adapters_merge_and_moderately_similar_ones_split(tmp_path, skil
 
 
 def test_a_live_swarm_absorbs_through_its_level_server_actor(tmp_path, skill, base, ray_session):
-    import dataclasses
-
     import ray
 
     from cluster.actors import level_server
+    from cluster.build import level_shapes, level_specs
     from swarm.config import config_hash
-    from swarm.run.driver import level_shapes
     from swarm.rundir import namespace_of
 
     run = make_run(tmp_path, base)
     (run / "status.json").write_text(json.dumps({"state": "running"}))
     cfg = load_config(run / "config.yaml")
     topo = Topology(cfg.workload, cfg.levels.names[2:])
-    shapes, ns = level_shapes(cfg), namespace_of(run)
-    handles = {}
-    for s in topo.servers:  # parents first, as `swarm run` starts them
-        window = cfg.server.window if s.level == "swarm" else s.children
-        handles[s.name] = level_server(s.name, namespace=ns, shapes=shapes, store_dir=tmp_path / "live" / s.name,
-                                       config_hash=config_hash(cfg), merge=cfg.merge, dynamics=cfg.dynamics,
-                                       circuits=cfg.circuits, server=dataclasses.replace(cfg.server, window=window),
-                                       parent=s.parent, children=s.children)
+    shapes, ns = level_shapes(cfg.model, cfg.levels), namespace_of(run)
+    specs = level_specs(topo, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics, circuits=cfg.circuits,
+                        stores=lambda name: tmp_path / "live" / name, config_hash=config_hash(cfg))
+    handles = {spec.name: level_server(spec, namespace=ns, shapes=shapes) for spec in specs}  # parents first
     try:
         report = absorb(run, [str(skill)], level="domain", overrides=["absorb.strength=0.5"])
         assert report["live"] and report["outcome"] == "absorbed" and report["versions_after"] == {"domain/toy": 1}

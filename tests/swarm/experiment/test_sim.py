@@ -30,7 +30,8 @@ def test_fedavg_is_one_flat_level_every_agent_pushes_to():
     for _ in range(10):  # fixed interval 5: two pushes per agent
         sim.step()
     core = sim.servers["shared"].core
-    assert core.stats["accepted"] == 8 and core.stats["merges"] == 2 and core.aggregator.name == "mean"
+    counters = core.status().counters
+    assert counters.accepted == 8 and counters.merges == 2 and core.aggregator.name == "mean"
     assert not core.optimizer.phase  # the plain server: no section-6 mechanism
 
 
@@ -45,9 +46,9 @@ def test_an_attacker_pushes_the_crafted_update_after_each_honest_round():
     assert sorted(sim.workers) == ["toy/blue/b1", "toy/blue/b2", "toy/red/a1"]
     for _ in range(5):
         sim.step()
-    window = sim.servers["swarm/red"].core.window
-    assert [m["sender"] for m, _ in window] == ["toy/red/a1", "toy/red/a2"]
-    honest, crafted = window[0][1], window[1][1]
+    window = sim.servers["swarm/red"].core.pending
+    assert [r.sender for r in window] == ["toy/red/a1", "toy/red/a2"]
+    honest, crafted = window[0].tensors, window[1].tensors
     assert all(torch.equal(crafted[m], -honest[m]) for m in honest)  # sign flip of the one honest push
     assert "swarm/blue" not in sim.attackers
 

@@ -1,0 +1,80 @@
+"""The runtime's config sections, ``server`` and ``run``: schema only (importing this loads no torch or Ray).
+
+``swarm.config`` nests both in the run's config; :mod:`cluster.build` resolves the per-server
+merge window from :class:`ServerConfig`; :class:`cluster.worker.AgentWorker` paces its exchanges
+by :class:`RuntimeConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from layers.config import check_fields
+
+
+@dataclass
+class ServerConfig:
+    """The ``server`` section: merge window, admission limits, step size, checkpoint period.
+
+    Attributes:
+        window: pushes per merge at the first shared level (team servers).
+        upper_window: pushes per merge above it (None: the server's number of children, so one
+            forward from each child on average).
+        max_staleness: versions a push's base may lag behind before it is refused.
+        max_norm: pushes with a larger L2 norm are refused.
+        lr: the level's step size (the merged gradient is scaled to unit RMS first).
+        checkpoint_every: merges between checkpoints.
+        propose_every: merges between upward circuit proposals (servers with a parent).
+        forward_every: at most this many merges between forwards to the parent (earlier when
+            the merged gradients are coherent; the sync gate's ``max_interval`` for servers).
+
+    Raises ``ValueError`` naming the first invalid field (``server.<field>``).
+    """
+
+    window: int = 4
+    max_staleness: int = 8
+    max_norm: float = 1e4
+    lr: float = 1e-3
+    checkpoint_every: int = 10
+    propose_every: int = 5
+    forward_every: int = 2
+    upper_window: int | None = None
+
+    def __post_init__(self) -> None:
+        check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
+                     checkpoint_every=self.checkpoint_every >= 1,
+                     propose_every=self.propose_every >= 1, forward_every=self.forward_every >= 1,
+                     upper_window=self.upper_window is None or self.upper_window >= 1,
+                     max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
+                     lr=math.isfinite(self.lr) and self.lr > 0)
+
+
+@dataclass
+class RuntimeConfig:
+    """The ``run`` section: how long agents run and how often they talk to the servers.
+
+    Attributes:
+        steps: steps per agent in the run.
+        chunk: steps per actor call (the granularity of progress and Ctrl-C).
+        pull_every, propose_every, eval_every, checkpoint_every: periods in agent steps.
+        out_dir: parent of run directories; name: this run's directory (None: a timestamp).
+        agent_cpus: CPUs reserved per agent actor (None: the machine's CPUs shared by the agents).
+
+    Raises ``ValueError`` naming the first invalid field (``run.<field>``).
+    """
+
+    steps: int = 200
+    chunk: int = 10
+    pull_every: int = 5
+    propose_every: int = 25
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    out_dir: str = "runs"
+    name: str | None = None
+    agent_cpus: float | None = None
+
+    def __post_init__(self) -> None:
+        check_fields("run", self, **{k: getattr(self, k) >= 1 for k in (
+            "steps", "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
+            agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)

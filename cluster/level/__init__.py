@@ -1,0 +1,9 @@
+"""One shared level's server, without Ray (the actor in :mod:`cluster.actors` wraps it).
+
+:mod:`~cluster.level.protocol` (``LevelClient``, ``PushResult``, ``RejectCode``: what clients
+see), :mod:`~cluster.level.admission` (what a push, absorb or proposal must satisfy),
+:mod:`~cluster.level.records` (the journal's typed records), :mod:`~cluster.level.core`
+(``LevelCore``: the level, changed only by ``apply(record)``), :mod:`~cluster.level.status`
+(counters and the status snapshot) and :mod:`~cluster.level.forwarding` (``Uplink`` and
+``LinkedLevel``: what a level owes its parent, and its delivery).
+"""

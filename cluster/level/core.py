@@ -1,0 +1,332 @@
+"""The core of one shared level (no Ray): admission, merges, consensus, absorbs, durability.
+
+A push ``(sender, seq, base_version, tensors)`` carries an agent's accumulated gradient
+for the level. It is validated (:mod:`cluster.level.admission`), journaled (fsync) and
+only then acknowledged; pushes collect in a window. A full window is merged by the
+configured aggregator with staleness weights ``1 / (1 + version - base_version)`` (one
+vote per push for the aggregators that take no weights). The merged gradient, scaled to
+unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` through the level's
+``LevelOptimizer``; each merge raises the version. Checkpoints (right after a merge, every
+``checkpoint_every`` merges) hold the level, the optimizer and aggregator state, the
+per-sender sequence numbers, the counters, the mailbox and the uplink.
+
+Every change of the level is a record (:mod:`cluster.level.records`): a command validates,
+journals the record, then calls :meth:`LevelCore.apply`, the one place where the level's
+tensors and version change. A restart recovers the checkpoint and applies the journal's
+records through that same method, so it reaches the same version and the same tensors.
+(The only other change is the window flush :meth:`LevelCore.checkpoint` does right before
+it writes, which the checkpoint itself then holds.)
+
+Circuits: proposers (agents, or the levels below) send their stable circuits; once
+``children`` distinct proposers are buffered, the consensus function decides. Accepted
+circuits are journaled, added to the level, and each majority proposer finds its removal
+in a mailbox it empties on its next ``propose``. A level with a ``parent`` feeds its merged
+gradients to an :class:`~cluster.level.forwarding.Uplink` and tracks its own circuits to
+propose them upward; removals it gets back are journaled too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cluster.config import ServerConfig
+from cluster.level.admission import check_delta, check_proposals, check_push
+from cluster.level.forwarding import Uplink
+from cluster.level.protocol import CircuitRef, ProposeResult, PullReply, PushResult, Refusal
+from cluster.level.records import (
+    AbsorbRecord,
+    AcceptedCircuit,
+    ConsensusRecord,
+    PushRecord,
+    Record,
+    RemovalRecord,
+    from_journal,
+)
+from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus, stats_dict
+from cluster.state import flatten, unflatten
+from cluster.store import LevelStore
+from layers.circuits import CircuitsConfig, CircuitTracker, Proposal, consensus, proposals_from, remove_projection
+from layers.dynamics import DynamicsConfig, LevelOptimizer
+from layers.merge import MergeConfig, build_aggregator
+
+EVENTS_KEPT = 1000  # recent events held in memory (they are not durable)
+
+
+class LevelCore:
+    """One shared level instance (e.g. ``swarm/text``) holding B (module -> (d_out, R)) for every module.
+
+    Read-only to others: ``name``, ``shapes``, ``cfg``, ``circuits``, ``parent``, ``children``,
+    ``B`` (the live tensors: copy before changing), ``version``, ``merges``, ``pending``,
+    ``optimizer``, ``aggregator``, ``uplink`` (None without a parent), ``warnings``.
+    """
+
+    def __init__(self, name: str, shapes: Mapping[str, tuple[int, int]], *, merge: MergeConfig | None = None,
+                 dynamics: DynamicsConfig | None = None, circuits: CircuitsConfig | None = None,
+                 server: ServerConfig | None = None, store_dir: str | Path | None = None,
+                 config_hash: str = "", parent: str | None = None, children: int = 1) -> None:
+        """A level at version 0, or recovered from ``store_dir`` when it holds a checkpoint or journal.
+
+        ``children``: distinct proposers a consensus round waits for. Raises ``ValueError`` when the
+        store was written with another ``config_hash``.
+        """
+        self.name, self.shapes = name, dict(shapes)
+        self.cfg, self.circuits = server or ServerConfig(), circuits or CircuitsConfig()
+        self.parent, self.children = parent, max(1, children)
+        self.B = {m: torch.zeros(s) for m, s in self.shapes.items()}  # (d_out, R) each
+        self.aggregator = build_aggregator(merge or MergeConfig())
+        dynamics = dynamics or DynamicsConfig()
+        self.optimizer = LevelOptimizer(self.B, dynamics)
+        self.warnings: list[str] = []
+        self._version = 0
+        self._last_seq: dict[str, int] = {}
+        self._window: list[PushRecord] = []
+        self._counters = LevelCounters()
+        # the level above: merged gradients are forwarded when the gate fires, at most every forward_every merges
+        gate = dataclasses.replace(dynamics.sync, max_interval=self.cfg.forward_every,
+                                   min_interval=min(dynamics.sync.min_interval, self.cfg.forward_every))
+        self._uplink = Uplink(name, self.shapes, gate) if parent else None
+        self._tracker = CircuitTracker(self.circuits)  # its own circuits: to list, and to propose upward
+        self._events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self._event_seq = 0
+        self._phase_mark = 0.0  # screened fraction at the last phase event
+        self._proposals: dict[str, list[Proposal]] = {}  # proposer -> its latest proposals, until consensus runs
+        self._mailbox: dict[str, list[CircuitRef]] = {}  # proposer -> removals it has not collected yet
+        self._rejections: dict[str, list[tuple[str, str]]] = {}  # proposer -> (module, why) not yet told
+        self._store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
+        if self._store is not None:
+            self._recover()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def version(self) -> int:
+        """Changes applied so far (merges, consensus rounds, removals, absorbs)."""
+        return self._version
+
+    @property
+    def merges(self) -> int:
+        """Merges so far."""
+        return self._counters.merges
+
+    @property
+    def pending(self) -> tuple[PushRecord, ...]:
+        """The accepted pushes waiting in the merge window, oldest first."""
+        return tuple(self._window)
+
+    @property
+    def uplink(self) -> Uplink | None:
+        """What this level owes its parent (None without a parent); :class:`LinkedLevel` delivers it."""
+        return self._uplink
+
+    def seen(self, sender: str) -> int:
+        """The highest seq accepted from ``sender`` (0: none); a restarted sender resumes above it."""
+        return self._last_seq.get(sender, 0)
+
+    def pull(self, since_version: int = -1) -> PullReply:
+        """``version`` and ``changed``; also copies of the tensors unless still at ``since_version``."""
+        if since_version == self._version:
+            return {"version": self._version, "changed": False}
+        return {"version": self._version, "changed": True, "tensors": {m: t.clone() for m, t in self.B.items()}}
+
+    def status(self) -> LevelStatus:
+        """A snapshot of the level (its ``to_dict()`` is the status JSON)."""
+        up = self._uplink
+        return LevelStatus(self.name, self._version, len(self._window), self._counters.copy(),
+                           up.counters.copy() if up is not None else ForwardCounters(), dict(self._last_seq),
+                           list(self.warnings), len(up.outbox) if up is not None else 0, self.optimizer.report())
+
+    def events_since(self, seq: int = 0) -> list[dict[str, Any]]:
+        """Events (seq, kind, version, detail, time) numbered above ``seq``; the newest 1000, in memory."""
+        return [e for e in self._events if e["seq"] > seq]
+
+    def tracked_circuits(self) -> list[dict[str, Any]]:
+        """Every circuit the level's tracker follows: id, module, strength, stability score, age, u, w."""
+        return [{"id": c.id, "module": c.module, "strength": float(c.strength), "score": float(c.score),
+                 "age": int(c.age), "u": c.u.float().clone(), "w": c.w.float().clone()} for c in self._tracker.all()]
+
+    def proposals_up(self) -> list[Proposal]:
+        """This level's stable circuits, as proposals to the level above (empty without a parent)."""
+        return proposals_from(self._tracker, self.name) if self.parent else []
+
+    # ------------------------------------------------------------------ commands
+    def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor]) -> PushResult:
+        """Validate, journal, then acknowledge; merges when the window is full. Never raises on bad input."""
+        refusal = check_push(sender, seq, base_version, tensors, shapes=self.shapes, last_seq=self._last_seq,
+                             version=self._version, max_staleness=self.cfg.max_staleness,
+                             max_norm=self.cfg.max_norm)
+        if refusal:
+            return self._refuse(refusal)
+        self._commit(PushRecord(sender, seq, base_version, {m: t.detach().clone() for m, t in tensors.items()}))
+        return PushResult.ok(self._version)
+
+    def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
+        """Buffer ``sender``'s proposals (its latest set replaces an older one); once ``children``
+        distinct proposers are in, run consensus. Returns removals waiting for ``sender``
+        (from this round or an earlier one) and the rejections of its proposals. Never raises."""
+        refusal = check_proposals(sender, proposals)
+        if refusal:
+            _bump(self._counters.rejected_proposals, refusal)
+            return ProposeResult(False, self._version, code=refusal.code, reason=refusal.reason)
+        self._proposals[sender] = list(proposals)
+        if len(self._proposals) >= self.children:
+            batch = [p for props in self._proposals.values() for p in props]
+            self._proposals = {}
+            result = consensus(batch, self.shapes, self.circuits)
+            if result.accepted:
+                self._commit(ConsensusRecord(tuple(
+                    AcceptedCircuit(c.module, float(c.sigma), tuple(c.agents), c.u.float(), c.w.float())
+                    for c in result.accepted)))
+            for p, why in result.rejected:
+                self._rejections.setdefault(p.agent_id, []).append((p.module, why))
+        return ProposeResult(True, self._version, tuple(self._mailbox.pop(sender, [])),
+                             tuple(self._rejections.pop(sender, [])))
+
+    def remove(self, removals: Sequence[CircuitRef]) -> None:
+        """Give up this level's projection onto circuits the level above accepted (journaled)."""
+        if removals:
+            self._commit(RemovalRecord(tuple(removals)))
+
+    def absorb(self, tensors: Mapping[str, Tensor], source: str) -> PushResult:
+        """Add an outside delta (module -> (d_out, R), a subset of modules) to the level: validated,
+        journaled and checkpointed like a merge, one version. Never raises on bad input."""
+        refusal = check_delta(tensors, shapes=self.shapes)
+        if refusal:
+            return self._refuse(refusal)
+        self._commit(AbsorbRecord(str(source), {m: tensors[m].detach().float().clone() for m in sorted(tensors)}))
+        self.checkpoint()
+        return PushResult.ok(self._version)
+
+    def checkpoint(self) -> None:
+        """Checkpoint now (a pending window is merged first); a no-op without a store or if the newest
+        checkpoint holds this version."""
+        if self._store is None:
+            return
+        if self._window:
+            self._merge()
+        latest = self._store.latest_valid()
+        if latest is not None and latest.version == self._version:
+            return
+        up = self._uplink
+        state = {"B": self.B, "optimizer": self.optimizer.state_dict(), "aggregator": self.aggregator.state_dict(),
+                 "uplink": up.state_dict() if up is not None else None, "version": self._version,
+                 "last_seq": self._last_seq,
+                 "stats": stats_dict(self._counters, up.counters if up is not None else ForwardCounters()),
+                 "mailbox": {a: [{"module": r.module, "u": r.u, "w": r.w} for r in rs]
+                             for a, rs in self._mailbox.items()}}
+        tensors, skeleton = flatten(state)
+        self._store.checkpoint(self._version, tensors, {"state": skeleton})
+
+    # ------------------------------------------------------------------ the one state transition
+    def apply(self, record: Record) -> None:
+        """Apply one journal record to the level (live, after journaling it; or at replay).
+
+        Raises ``TypeError`` for anything that is not a record.
+        """
+        if isinstance(record, PushRecord):
+            self._last_seq[record.sender] = record.seq
+            self._counters.accepted += 1
+            self._window.append(record)
+            if len(self._window) >= self.cfg.window:
+                self._merge()
+        elif isinstance(record, ConsensusRecord):
+            for c in record.circuits:
+                self.B[c.module].add_(c.sigma * torch.outer(c.u, c.w).float())  # (d_out, R)
+                for agent in c.agents:
+                    self._mailbox.setdefault(agent, []).append(CircuitRef(c.module, c.u.clone(), c.w.clone()))
+            self._version += 1
+            self._counters.promotions += len(record.circuits)
+            for c in record.circuits:
+                self._event("promotion", f"{c.module}: sigma {c.sigma:.3g} from {', '.join(c.agents)}")
+        elif isinstance(record, RemovalRecord):
+            for r in record.removals:
+                remove_projection(self.B[r.module], r.u, r.w)
+                self._tracker.forget_near(r.module, r.u, r.w)
+            self._version += 1
+            self._counters.removed += len(record.removals)
+        elif isinstance(record, AbsorbRecord):
+            for m, t in record.tensors.items():
+                self.B[m].add_(t.to(self.B[m]))
+            self._version += 1
+            self._counters.absorbed += 1
+            self._event("absorb", f"{record.source}: {len(record.tensors)} modules")
+        else:
+            raise TypeError(f"{self.name}: not a journal record: {type(record).__name__}")
+
+    # ------------------------------------------------------------------ internals
+    def _commit(self, record: Record) -> None:
+        if self._store is not None:
+            self._store.append(*record.to_journal())  # durable before it takes effect (and is acknowledged)
+        self.apply(record)
+
+    def _refuse(self, refusal: Refusal) -> PushResult:
+        _bump(self._counters.rejected, refusal)
+        self._event("rejected", refusal.reason)
+        return PushResult.refused(refusal, self._version)
+
+    def _event(self, kind: str, detail: str) -> None:
+        self._event_seq += 1
+        self._events.append({"seq": self._event_seq, "kind": kind, "version": self._version, "detail": detail,
+                             "time": time.time()})
+
+    def _merge(self) -> None:
+        if not self._window:
+            return
+        weights = [1.0 / (1 + self._version - r.base_version) for r in self._window]
+        # aggregators that count one vote per push (median, trimmed mean, Krum) take no staleness weights
+        merged = self.aggregator.aggregate([r.tensors for r in self._window],
+                                           weights if self.aggregator.supports_weights else None)
+        rms = math.sqrt(sum(float(t.double().pow(2).sum()) for t in merged.values())
+                        / sum(t.numel() for t in merged.values()))
+        if rms > 0:  # unit-RMS drive: lr alone sets the step size, whatever the gradients' scale
+            drive = {m: -self.cfg.lr * t / rms for m, t in merged.items()}
+            agreement = self.aggregator.stats.get("mean_agreement", 1.0)
+            self.optimizer.step(drive, contributions=self.aggregator.stats["k_eff"] * agreement)
+        if self._uplink is not None:
+            self._uplink.observe(merged)
+        self._tracker.update(self.B)
+        self._window = []
+        self._version += 1
+        self._counters.merges += 1
+        stats = self.aggregator.stats
+        self._event("merge", f"{len(weights)} pushes, k_eff {stats.get('k_eff', 0):.2f}, "
+                             f"agreement {stats.get('mean_agreement', 1.0):.2f}")
+        screened = self.optimizer.screened_fraction()
+        if abs(screened - self._phase_mark) >= 0.05:
+            self._event("phase", f"screened fraction {self._phase_mark:.2f} -> {screened:.2f}")
+            self._phase_mark = screened
+        if self._store is not None and self._counters.merges % self.cfg.checkpoint_every == 0:
+            self.checkpoint()
+
+    def _recover(self) -> None:
+        rec = self._store.recover()
+        self.warnings = rec.warnings
+        if rec.checkpoint is not None:
+            state = unflatten(rec.tensors, rec.checkpoint.meta["state"])
+            for m in self.B:
+                self.B[m].copy_(state["B"][m])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.aggregator.load_state_dict(state["aggregator"])
+            self._version, self._last_seq = state["version"], dict(state["last_seq"])
+            self._counters = LevelCounters.from_stats(state["stats"])
+            if self._uplink is not None:
+                if state["uplink"] is not None:
+                    self._uplink.load_state_dict(state["uplink"])
+                self._uplink.restore_counters(ForwardCounters.from_stats(state["stats"]))
+            self._mailbox = {a: [CircuitRef(r["module"], r["u"], r["w"]) for r in rs]
+                             for a, rs in state["mailbox"].items()}
+        for tensors, meta in rec.records:  # replay through apply, without re-journaling
+            self.apply(from_journal(tensors, meta))
+
+
+def _bump(counts: dict[str, int], refusal: Refusal) -> None:
+    """Count one refusal under its code's value."""
+    key = refusal.code.value
+    counts[key] = counts.get(key, 0) + 1

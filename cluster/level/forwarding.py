@@ -1,0 +1,157 @@
+"""Forwarding to the level above: what a level owes its parent (:class:`Uplink`) and the link that
+delivers it (:class:`LinkedLevel`).
+
+A swarm server forwards to its domain server and a domain server to the foundation "the
+same way" agents push: the merged gradient of every merge is summed into ``pending`` and
+fed to a ``SyncGate``; when the gate fires, the sum becomes an outbox entry ``(seq,
+base_version, tensors)``. The uplink is part of its level's state: it is checkpointed with
+it, and replay recreates outbox entries deterministically, so nothing is lost or counted
+twice across a restart (the parent refuses a seq it already holds).
+
+:class:`LinkedLevel` sends the outbox, synchronously inside the push that produced it
+(servers form a tree: no cycles), and every ``propose_every`` merges proposes the level's
+circuits upward and removes those the parent accepted. The Ray actor wraps one with a
+``RemoteLevel`` parent; the in-process experiments wire ``LinkedLevel`` objects to each
+other directly, so both run the very same protocol code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from cluster.level.protocol import LevelClient, ProposeResult, PullReply, PushResult
+from cluster.level.status import ForwardCounters
+from layers.circuits import Proposal
+from layers.dynamics import SyncGate
+from layers.dynamics.config import SyncConfig
+
+if TYPE_CHECKING:  # the core owns an Uplink: importing it here at run time would be circular
+    from cluster.level.core import LevelCore
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """Merged gradients summed since the previous entry (module -> (d_out, R)), to push upward as
+    ``(seq, base_version)``; ``reason`` is why the gate fired (``coherent`` or ``max_interval``)."""
+
+    seq: int
+    base_version: int
+    reason: str
+    tensors: dict[str, Tensor]
+
+
+class Uplink:
+    """A level's debt to its parent: the pending sum, the sync gate and the unacknowledged outbox."""
+
+    def __init__(self, sender: str, shapes: Mapping[str, tuple[int, int]], sync: SyncConfig | None = None) -> None:
+        """``sender``: this level's server name, as the parent knows it; ``shapes``: module -> (d_out, R)."""
+        self.sender = sender
+        self.pending = {m: torch.zeros(s) for m, s in shapes.items()}  # (d_out, R) each
+        self.gate = SyncGate(sync)
+        self.seq = 0
+        self.parent_version = 0
+        self.outbox: list[OutboxEntry] = []
+        self.counters = ForwardCounters()
+
+    def observe(self, merged: Mapping[str, Tensor]) -> str | None:
+        """Add one merged gradient; when the gate fires, queue the sum for the parent and return why."""
+        for m, t in merged.items():
+            self.pending[m].add_(t)
+        reason = self.gate.observe(merged)
+        if reason:
+            self.seq += 1
+            self.outbox.append(OutboxEntry(self.seq, self.parent_version, reason,
+                                           {m: t.clone() for m, t in self.pending.items()}))
+            for t in self.pending.values():
+                t.zero_()
+            self.gate.reset()
+        return reason
+
+    def acknowledged(self, seq: int, parent_version: int | None = None) -> None:
+        """The parent holds every entry up to ``seq``: drop them (and remember its newest version)."""
+        self.outbox = [e for e in self.outbox if e.seq > seq]
+        if parent_version is not None:
+            self.parent_version = max(self.parent_version, parent_version)
+
+    def delivered(self, entry: OutboxEntry, result: PushResult) -> None:
+        """Record the parent's answer to ``entry``: counted as forwarded if the parent holds it, else as
+        refused under its code (dropped either way: a refused entry is never retried)."""
+        if result.held:
+            self.counters.forwarded += 1
+        else:
+            key = result.code.value if result.code is not None else "unknown"
+            self.counters.rejected[key] = self.counters.rejected.get(key, 0) + 1
+        self.acknowledged(entry.seq, result.version)
+
+    def restore_counters(self, counters: ForwardCounters) -> None:
+        """Take the counters back from a checkpoint (they live in the level's ``stats``)."""
+        self.counters = counters.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint form (tensors and JSON values; the outbox as a list of dicts)."""
+        return {"pending": dict(self.pending), "gate": self.gate.state_dict(), "seq": self.seq,
+                "parent_version": self.parent_version,
+                "outbox": [{"seq": e.seq, "base_version": e.base_version, "reason": e.reason, "tensors": e.tensors}
+                           for e in self.outbox]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (tensors are copied)."""
+        for m, t in state["pending"].items():
+            self.pending[m].copy_(t)
+        self.gate.load_state_dict(state["gate"])
+        self.seq, self.parent_version = int(state["seq"]), int(state["parent_version"])
+        self.outbox = [OutboxEntry(int(e["seq"]), int(e["base_version"]), e["reason"],
+                                   {m: t.clone() for m, t in e["tensors"].items()}) for e in state["outbox"]]
+
+
+class LinkedLevel:
+    """A :class:`LevelCore` plus its link to ``parent``; itself a ``LevelClient`` for the level below."""
+
+    def __init__(self, core: LevelCore, parent: LevelClient | None = None) -> None:
+        """``parent`` must be given exactly when the core has one (``core.parent``); raises ``ValueError``
+        otherwise. Outbox entries the parent took before a crash are dropped, the rest sent now."""
+        if (parent is None) != (core.uplink is None):
+            raise ValueError(f"LinkedLevel {core.name!r}: core parent {core.parent!r} but "
+                             f"{'no' if parent is None else 'a'} parent client")
+        self.core, self.parent = core, parent
+        self._proposed_at = -1  # the merge count of the last upward proposal
+        if parent is not None:
+            core.uplink.acknowledged(parent.seen(core.name))
+            self.forward()
+
+    def forward(self) -> None:
+        """Send the outbox to the parent; every ``propose_every`` merges, propose this level's circuits
+        and remove those the parent accepted. A no-op without a parent."""
+        core, uplink = self.core, self.core.uplink
+        if self.parent is None or uplink is None:
+            return
+        for entry in list(uplink.outbox):
+            uplink.delivered(entry, self.parent.push(core.name, entry.seq, entry.base_version, entry.tensors))
+        merges = core.merges
+        if merges and merges % core.cfg.propose_every == 0 and merges != self._proposed_at:
+            self._proposed_at = merges
+            core.remove(self.parent.propose(core.name, core.proposals_up()).removals)
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+        """:meth:`LevelCore.push`, then forward what an accepted push produced."""
+        out = self.core.push(sender, seq, base_version, tensors)
+        if self.parent is not None and out.accepted:
+            self.forward()
+        return out
+
+    def pull(self, since_version: int = -1) -> PullReply:
+        """:meth:`LevelCore.pull`."""
+        return self.core.pull(since_version)
+
+    def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
+        """:meth:`LevelCore.propose`."""
+        return self.core.propose(sender, proposals)
+
+    def seen(self, sender: str) -> int:
+        """:meth:`LevelCore.seen`."""
+        return self.core.seen(sender)

@@ -1,0 +1,154 @@
+"""What a level server answers, and the interface every client of one relies on.
+
+:class:`LevelClient` is the one interface to a shared level: an agent's worker, a level
+below forwarding upward and the experiments' attackers all talk to a ``LevelClient``,
+whether it is a :class:`~cluster.level.forwarding.LinkedLevel` in this process or a Ray
+actor behind :class:`~cluster.actors.RemoteLevel`. Answers are plain frozen dataclasses,
+so they pickle through Ray unchanged.
+
+A refusal carries a :class:`RejectCode` (test ``result.code is RejectCode.DUPLICATE``,
+never the reason's text) and a human reason ``"<code value>: <detail>"`` naming the
+module or value at fault. Counters of refusals are keyed by ``code.value``, the strings
+the status JSON has always used.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+from torch import Tensor
+
+from layers.circuits import Proposal
+
+
+class RejectCode(enum.Enum):
+    """Why a push, absorb or proposal was refused; the value is the counter key in status JSON."""
+
+    BAD_SENDER = "bad sender"
+    BAD_TENSORS = "bad tensors"
+    DUPLICATE = "duplicate seq"
+    BAD_BASE_VERSION = "bad base_version"
+    STALE = "staleness"
+    UNKNOWN_MODULE = "unknown module"
+    MISSING_MODULE = "missing module"
+    BAD_DTYPE = "bad dtype"
+    BAD_SHAPE = "bad shape"
+    NOT_FINITE = "not finite"
+    NORM = "norm"
+    BAD_PROPOSALS = "bad proposals"
+    SENDER_MISMATCH = "sender mismatch"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A failed admission check: the code and what exactly was wrong (naming the module if any)."""
+
+    code: RejectCode
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        """``"<code value>: <detail>"``, e.g. ``"bad shape: 'm.q' is (8, 3), expected (8, 4)"``."""
+        return f"{self.code.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The answer to a push or an absorb: accepted, or refused with a code and a reason.
+
+    ``version`` is the level's version after the call (a refusal changes nothing).
+    """
+
+    accepted: bool
+    version: int
+    code: RejectCode | None = None
+    reason: str = ""
+
+    @classmethod
+    def ok(cls, version: int) -> PushResult:
+        """An acceptance at ``version``."""
+        return cls(True, version)
+
+    @classmethod
+    def refused(cls, refusal: Refusal, version: int) -> PushResult:
+        """A refusal at ``version`` (unchanged) carrying ``refusal``'s code and reason."""
+        return cls(False, version, refusal.code, refusal.reason)
+
+    @property
+    def status(self) -> str:
+        """``"accepted"`` or ``"rejected"``, as written in reports."""
+        return "accepted" if self.accepted else "rejected"
+
+    @property
+    def held(self) -> bool:
+        """True when the level holds this push: accepted now, or earlier (a duplicate seq)."""
+        return self.accepted or self.code is RejectCode.DUPLICATE
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form: ``status``, ``version`` and, for a refusal, ``code`` (its value) and ``reason``."""
+        out: dict[str, object] = {"status": self.status, "version": self.version}
+        if self.code is not None:
+            out.update(code=self.code.value, reason=self.reason)
+        return out
+
+
+@dataclass(frozen=True)
+class CircuitRef:
+    """A rank-1 direction ``u w^T`` in ``module``: a circuit the level above accepted, which
+    its proposers give up (they remove their projection onto it). ``u``: (d_out,), ``w``: (R,)."""
+
+    module: str
+    u: Tensor
+    w: Tensor
+
+
+@dataclass(frozen=True)
+class ProposeResult:
+    """The answer to a proposal round.
+
+    Attributes:
+        accepted: False when the call itself was malformed (then ``code`` and ``reason`` say why).
+        version: the level's version after the call.
+        removals: circuits the level accepted from this proposer (now or in an earlier round)
+            that it must remove from its own level; each is delivered once.
+        rejected: ``(module, why)`` for this proposer's proposals consensus turned down.
+    """
+
+    accepted: bool
+    version: int
+    removals: tuple[CircuitRef, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()
+    code: RejectCode | None = None
+    reason: str = ""
+
+
+class PullReply(TypedDict, total=False):
+    """The answer to a pull: ``version`` and ``changed`` always; ``tensors`` (module -> B, (d_out, R),
+    copies) only when ``changed``."""
+
+    version: int
+    changed: bool
+    tensors: dict[str, Tensor]
+
+
+class LevelClient(Protocol):
+    """A shared level as its clients see it. Calls never raise on bad input: they refuse."""
+
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+        """Offer ``sender``'s gradient (module -> (d_out, R) float32) computed against ``base_version``;
+        idempotent per ``(sender, seq)`` (a repeat is refused with ``RejectCode.DUPLICATE``)."""
+        ...
+
+    def pull(self, since_version: int = -1) -> PullReply:
+        """The level's tensors, unless it is still at ``since_version``."""
+        ...
+
+    def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
+        """Offer ``sender``'s stable circuits for consensus; collects its pending removals."""
+        ...
+
+    def seen(self, sender: str) -> int:
+        """The highest seq accepted from ``sender`` (0: none)."""
+        ...

@@ -1,0 +1,100 @@
+"""Forwarding up the tree: the uplink's outbox and the link that delivers it, in one process."""
+
+import pytest
+import torch
+
+from cluster.config import ServerConfig
+from cluster.level.core import LevelCore
+from cluster.level.forwarding import LinkedLevel
+from cluster.level.protocol import CircuitRef, ProposeResult, PushResult, RejectCode
+
+SHAPES = {"m.q": (8, 4), "m.v": (6, 4)}
+
+
+def grad(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {m: torch.ones(s) + 0.3 * torch.randn(s, generator=gen) for m, s in SHAPES.items()}
+
+
+def test_a_level_with_a_parent_queues_merged_gradients_when_its_gate_fires():
+    server = LevelCore("swarm/red", SHAPES, server=ServerConfig(window=1), parent="domain/x")
+    for i in range(1, 4):
+        server.push("a", i, server.version, grad(i))
+    outbox = server.uplink.outbox
+    assert outbox and outbox[0].seq == 1 and set(outbox[0].tensors) == set(SHAPES)
+    total = {m: sum(e.tensors[m] for e in outbox) + server.uplink.pending[m] for m in SHAPES}
+    assert all(float(total[m].sum()) > 0 for m in SHAPES)  # the merged gradients, summed: nothing dropped
+    server.uplink.acknowledged(outbox[-1].seq, parent_version=3)
+    assert server.uplink.outbox == [] and server.uplink.parent_version == 3
+
+
+def pair(tmp_path=None, parent_cfg=None):
+    top = LinkedLevel(LevelCore("domain/x", SHAPES, server=parent_cfg or ServerConfig(window=1)))
+    cfg = ServerConfig(window=1, forward_every=1, propose_every=2, checkpoint_every=1)
+    store = None if tmp_path is None else tmp_path / "red"
+    below = LevelCore("swarm/red", SHAPES, server=cfg, parent="domain/x", store_dir=store, config_hash="h")
+    return top, LinkedLevel(below, top)
+
+
+def test_the_link_forwards_every_gate_firing_and_counts_it():
+    top, red = pair()
+    for i in range(1, 4):
+        assert red.push("a", i, red.core.version, grad(i)).accepted
+    assert top.seen("swarm/red") == 3 and top.core.status().counters.accepted == 3
+    assert red.core.uplink.outbox == []
+    status = red.core.status()
+    assert status.forwarding.forwarded == 3 and status.stats["forwarded"] == 3 and status.outbox == 0
+
+
+def test_a_restarted_level_does_not_forward_twice(tmp_path):
+    top, red = pair(tmp_path)
+    for i in range(1, 4):
+        red.push("a", i, red.core.version, grad(i))
+    again = LinkedLevel(LevelCore("swarm/red", SHAPES, server=red.core.cfg, parent="domain/x",
+                                  store_dir=tmp_path / "red", config_hash="h"), top)
+    assert again.core.uplink.outbox == [] and top.core.status().counters.accepted == 3
+    assert top.core.status().stats["rejected"] == {}  # nothing re-sent: the parent said what it holds
+
+
+def test_a_forward_the_parent_refuses_is_counted_by_code_and_dropped():
+    top, red = pair(parent_cfg=ServerConfig(window=1, max_norm=1e-3))
+    red.push("a", 1, 0, grad(1))
+    stats = red.core.status().stats
+    assert stats["forward_rejected"] == {RejectCode.NORM.value: 1} and stats["forwarded"] == 0
+    assert red.core.uplink.outbox == []  # never retried
+
+
+def test_circuits_go_up_every_propose_every_merges_and_removals_come_back():
+    u, w = torch.ones(8) / 8**0.5, torch.ones(4) / 2
+    top, _ = pair()
+    calls = []
+
+    class Parent:  # the real parent for pushes; its consensus accepts one circuit of ours
+        def push(self, *args) -> PushResult:
+            return top.push(*args)
+
+        def pull(self, since_version=-1):
+            return top.pull(since_version)
+
+        def propose(self, sender, proposals):
+            calls.append(sender)
+            return ProposeResult(True, top.core.version, removals=(CircuitRef("m.q", u, w),))
+
+        def seen(self, sender):
+            return top.seen(sender)
+
+    cfg = ServerConfig(window=1, forward_every=1, propose_every=2)
+    red = LinkedLevel(LevelCore("swarm/red", SHAPES, server=cfg, parent="domain/x"), Parent())
+    red.push("a", 1, 0, grad(1))
+    assert calls == []  # one merge: not yet
+    red.push("a", 2, red.core.version, grad(2))
+    assert calls == ["swarm/red"]  # after propose_every = 2 merges
+    assert red.core.status().counters.removed == 1 and red.core.version == 3  # 2 merges + 1 removal
+    assert float(u @ red.core.B["m.q"] @ w) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_link_must_match_the_cores_parent():
+    with pytest.raises(ValueError, match="parent"):
+        LinkedLevel(LevelCore("swarm/red", SHAPES, parent="domain/x"))
+    with pytest.raises(ValueError, match="parent"):
+        LinkedLevel(LevelCore("domain/x", SHAPES), LinkedLevel(LevelCore("foundation", SHAPES)))
