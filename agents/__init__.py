@@ -1,13 +1,24 @@
 """One agent: base model + level stack + local learning + workload (no Ray here).
 
-Modules: :mod:`agents.model` (base models), :mod:`agents.corpus` (stdlib bytes),
-:mod:`agents.workload` (topology and each agent's stream), :mod:`agents.agent` (the learner).
+Modules: :mod:`agents.config` (the schemas, no torch), :mod:`agents.model` (base models),
+:mod:`agents.corpus` (stdlib bytes), :mod:`agents.workload` (topology and each agent's stream),
+:mod:`agents.agent` (the learner). Names load on first use.
 """
 
-from agents.agent import Agent, AgentConfig
-from agents.corpus import ByteCorpus
-from agents.model import ByteTokenizer, ModelConfig, build_model
-from agents.workload import AgentSpec, Workload, WorkloadConfig, agent_specs
+from layers.lazy import lazy_exports
 
-__all__ = ["Agent", "AgentConfig", "AgentSpec", "ByteCorpus", "ByteTokenizer", "ModelConfig", "Workload",
-           "WorkloadConfig", "agent_specs", "build_model"]
+_EXPORTS = {  # public name -> the module that defines it
+    "Agent": "agents.agent",
+    "AgentConfig": "agents.config",
+    "AgentSpec": "agents.workload",
+    "ByteCorpus": "agents.corpus",
+    "ByteTokenizer": "agents.model",
+    "ModelConfig": "agents.config",
+    "Workload": "agents.workload",
+    "WorkloadConfig": "agents.config",
+    "agent_specs": "agents.workload",
+    "build_model": "agents.model",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -12,46 +12,20 @@ context level's stable circuits move to the agent level, then the context level 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agents.model import ModelConfig, build_model
-from agents.trajectory import CacheConfig, TrajectoryCache
-from agents.workload import AgentSpec, Workload, WorkloadConfig
+from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
+from agents.model import build_model
+from agents.trajectory import TrajectoryCache
+from agents.workload import AgentSpec, Workload
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
-from layers.config import check_fields
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
 from layers.eval import loss_bits_per_byte, model_bits_per_byte
-
-
-@dataclass
-class AgentConfig:
-    """The ``agent`` section: local learning of the two fastest levels.
-
-    Attributes:
-        lr_context, lr_agent: step sizes of the normalised direction for each local level.
-        beta1, beta2, eps: Adam moments of the shared gradient G.
-        track_every: steps between circuit-tracker updates of the agent level (the context
-            level is tracked every step).
-    """
-
-    lr_context: float = 3e-3
-    lr_agent: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    track_every: int = 5
-
-    def __post_init__(self) -> None:
-        check_fields("agent", self, **{k: math.isfinite(getattr(self, k)) and getattr(self, k) > 0
-                                       for k in ("lr_context", "lr_agent", "eps")},
-                     beta1=0 <= self.beta1 < 1, beta2=0 <= self.beta2 < 1, track_every=self.track_every >= 1)
 
 
 class Agent:

@@ -5,59 +5,14 @@ Nothing is ever downloaded: ``name_or_path`` must be a local directory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
-from layers.config import DTYPES
-
-ARCHS = ("llama", "gpt2", "gpt_neox")
-
-
-@dataclass
-class ModelConfig:
-    """The frozen base model (the ``model`` config group).
-
-    Attributes:
-        name_or_path: a local HF checkpoint directory; when set, the fields below
-            except ``dtype`` are ignored. ``None`` builds a fresh model from them.
-        arch: family of the built model: llama, gpt2 or gpt_neox.
-        vocab_size: 256 for the byte-level tokenizer.
-        hidden_size, num_layers, num_heads, intermediate_size, max_positions: shape.
-        seed: initialisation seed of a built model (same seed, same weights).
-        dtype: parameter dtype.
-    """
-
-    name_or_path: str | None = None
-    arch: str = "llama"
-    vocab_size: int = 256
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 688
-    max_positions: int = 1024
-    seed: int = 0
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first invalid field."""
-        if self.arch not in ARCHS:
-            raise ValueError(f"model.arch: {self.arch!r} is not one of {list(ARCHS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype: {self.dtype!r} is not one of {sorted(DTYPES)}")
-        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
-            )
+from agents.config import ModelConfig
+from layers.config import torch_dtype
 
 
 def hf_config(cfg: ModelConfig) -> PretrainedConfig:
@@ -77,7 +32,7 @@ def hf_config(cfg: ModelConfig) -> PretrainedConfig:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The base causal LM of ``cfg`` in eval mode (dropout off), on CPU."""
-    dtype = DTYPES[cfg.dtype]
+    dtype = torch_dtype(cfg.dtype)
     if cfg.name_or_path:
         path = Path(cfg.name_or_path).expanduser()
         if not path.is_dir():

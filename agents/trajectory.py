@@ -14,34 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from layers.config import check_fields
-
-
-@dataclass
-class CacheConfig:
-    """The ``cache`` section. Attributes:
-        max_entries: bound of the cache (LRU beyond it).
-        internalise_after: hits that make an entry due for internalisation.
-        step_budget: training steps an internalisation may take before it counts as failed.
-        check_every: steps between checks that greedy decoding reproduces the answer.
-        lr: Adam step size of the agent level while internalising.
-    """
-
-    max_entries: int = 256
-    internalise_after: int = 3
-    step_budget: int = 60
-    check_every: int = 5
-    lr: float = 1e-2
-
-    def __post_init__(self) -> None:
-        check_fields("cache", self, max_entries=self.max_entries >= 1, internalise_after=self.internalise_after >= 1,
-                     step_budget=self.step_budget >= 1, check_every=self.check_every >= 1,
-                     lr=math.isfinite(self.lr) and self.lr > 0)
+from agents.config import CacheConfig
 
 
 @dataclass

@@ -17,56 +17,8 @@ from pathlib import Path
 
 import torch
 
+from agents.config import WorkloadConfig
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
-from layers.config import check_fields
-
-
-def _default_topology() -> dict[str, dict[str, list[str]]]:
-    return {"python": {"text": ["json", "email"], "net": ["http", "urllib"]}}
-
-
-@dataclass
-class WorkloadConfig:
-    """The ``workload`` config group.
-
-    Attributes:
-        kind: ``stdlib`` or ``synthetic``.
-        topology: domain -> swarm -> agent names (stdlib: package names); None picks two
-            teams of two stdlib packages (json, email; http, urllib).
-        held_out_every: every n-th file of an agent is held out (stdlib).
-        steps_per_context: agent steps on one context before its boundary.
-        batch_size, seq_len: windows of bytes per step.
-        eval_windows: held-out windows per evaluation.
-        seed: data seed.
-    """
-
-    kind: str = "stdlib"
-    # None: the built-in topology (a default dict would be *merged* with a YAML one by OmegaConf)
-    topology: dict[str, dict[str, list[str]]] | None = None
-    held_out_every: int = 5
-    steps_per_context: int = 20
-    batch_size: int = 8
-    seq_len: int = 128
-    eval_windows: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("stdlib", "synthetic"):
-            raise ValueError(f"workload.kind: {self.kind!r} is not one of ['stdlib', 'synthetic']")
-        names = [a for swarms in self.teams.values() for agents in swarms.values() for a in agents]
-        if not names:
-            raise ValueError("workload.topology: no agents")
-        if len(set(names)) != len(names):
-            raise ValueError(f"workload.topology: an agent appears twice in {names}")
-        check_fields("workload", self, held_out_every=self.held_out_every >= 2,
-                     **{k: getattr(self, k) >= 1
-                        for k in ("steps_per_context", "batch_size", "seq_len", "eval_windows")})
-
-
-    @property
-    def teams(self) -> dict[str, dict[str, list[str]]]:
-        """The topology in use: domain -> swarm -> agents."""
-        return _default_topology() if self.topology is None else self.topology
 
 
 @dataclass(frozen=True)

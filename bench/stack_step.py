@@ -34,7 +34,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.model import ModelConfig, build_model  # noqa: E402
+from agents.config import ModelConfig  # noqa: E402
+from agents.model import build_model  # noqa: E402
 from layers import LevelsConfig, LevelStack  # noqa: E402
 
 TARGETS = {"stack_over_peft_single": 1.10, "stack_over_peft_five": 0.5}

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.model import ModelConfig, build_model
+from agents.config import ModelConfig
+from agents.model import build_model
 from cluster.config import ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.forwarding import LinkedLevel

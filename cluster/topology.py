@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from agents.workload import AgentSpec, WorkloadConfig, agent_specs
+from agents.config import WorkloadConfig
+from agents.workload import AgentSpec, agent_specs
 
 SCOPES = ("team", "domain", "all")
 

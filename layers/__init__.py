@@ -1,22 +1,21 @@
 """Pure torch math of the level stack: no Ray, no gRPC.
 
 Public names: :class:`LevelStack`, :class:`LevelsConfig`, :class:`LevelLinear`,
-:class:`ImportReport`, :func:`read_projection`, :func:`select_targets`.
+:class:`ImportReport`, :func:`read_projection`, :func:`select_targets`. They load on first use,
+so ``import layers.config`` alone does not load torch.
 """
 
-from layers.config import DEFAULT_LEVELS, LevelsConfig
-from layers.level_linear import LevelLinear
-from layers.peft_io import ImportReport
-from layers.projection import read_projection
-from layers.stack import LevelStack
-from layers.targets import select_targets
+from layers.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_LEVELS",
-    "ImportReport",
-    "LevelLinear",
-    "LevelStack",
-    "LevelsConfig",
-    "read_projection",
-    "select_targets",
-]
+_EXPORTS = {  # public name -> the module that defines it
+    "DEFAULT_LEVELS": "layers.config",
+    "LevelsConfig": "layers.config",
+    "LevelLinear": "layers.level_linear",
+    "ImportReport": "layers.peft_io",
+    "read_projection": "layers.projection",
+    "LevelStack": "layers.stack",
+    "select_targets": "layers.targets",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_LEVELS = ["context", "agent", "swarm", "domain", "foundation"]
 
@@ -16,12 +18,17 @@ def check_fields(prefix: str, obj: object, **conditions: bool) -> None:
         if not ok:
             raise ValueError(f"{prefix}.{key}: invalid value {getattr(obj, key, '?')!r}")
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+
+DTYPE_NAMES = ("float32", "float64", "bfloat16", "float16")  # what `levels.dtype` and `model.dtype` accept
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype called ``name`` (one of ``DTYPE_NAMES``); ``ValueError`` naming the allowed ones."""
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype {name!r} is not one of {list(DTYPE_NAMES)}")
+    import torch  # here, not at the top: schemas must load without torch
+
+    return getattr(torch, name)
 
 
 @dataclass
@@ -68,11 +75,11 @@ class LevelsConfig:
             raise ValueError(f"levels.rank: must be >= 1, got {self.rank}")
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"levels.scale: must be finite and > 0, got {self.scale}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"levels.dtype: {self.dtype!r} is not one of {sorted(DTYPES)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"levels.dtype: {self.dtype!r} is not one of {list(DTYPE_NAMES)}")
         if self.target_modules is not None and len(self.target_modules) == 0:
             raise ValueError("levels.target_modules: empty list (use null for the family defaults)")
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return torch_dtype(self.dtype)

@@ -1,19 +1,28 @@
 """Circuits and upward migration: extraction, tracking, promotion, consensus across agents."""
 
-from layers.circuits.config import GOLDEN, CircuitsConfig
-from layers.circuits.consensus import (
-           ConsensusCircuit,
-           ConsensusResult,
-           Proposal,
-           Removal,
-           consensus,
-           proposals_from,
-           remove_projection,
-)
-from layers.circuits.extract import Component, extract, strength_along
-from layers.circuits.promote import Promoter, PromotionEvent, TokenBucket, promote
-from layers.circuits.tracker import Circuit, CircuitTracker, stability_score
+from layers.lazy import lazy_exports
 
-__all__ = ["GOLDEN", "Circuit", "CircuitTracker", "CircuitsConfig", "Component", "ConsensusCircuit",
-           "ConsensusResult", "Promoter", "PromotionEvent", "Proposal", "Removal", "TokenBucket", "consensus",
-           "extract", "promote", "proposals_from", "remove_projection", "stability_score", "strength_along"]
+_EXPORTS = {  # public name -> the module that defines it
+    "GOLDEN": "layers.circuits.config",
+    "CircuitsConfig": "layers.circuits.config",
+    "ConsensusCircuit": "layers.circuits.consensus",
+    "ConsensusResult": "layers.circuits.consensus",
+    "Proposal": "layers.circuits.consensus",
+    "Removal": "layers.circuits.consensus",
+    "consensus": "layers.circuits.consensus",
+    "proposals_from": "layers.circuits.consensus",
+    "remove_projection": "layers.circuits.consensus",
+    "Component": "layers.circuits.extract",
+    "extract": "layers.circuits.extract",
+    "strength_along": "layers.circuits.extract",
+    "Promoter": "layers.circuits.promote",
+    "PromotionEvent": "layers.circuits.promote",
+    "TokenBucket": "layers.circuits.promote",
+    "promote": "layers.circuits.promote",
+    "Circuit": "layers.circuits.tracker",
+    "CircuitTracker": "layers.circuits.tracker",
+    "stability_score": "layers.circuits.tracker",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from layers.circuits.config import CircuitsConfig
 from layers.circuits.extract import canonical_sign
-from layers.merge.resonance import ResonanceConfig, threshold
+from layers.merge.config import ResonanceConfig
+from layers.merge.resonance import threshold
 
 
 @dataclass

@@ -1,18 +1,21 @@
 """How a level moves: the update rule with its modulators, event-driven sync, homeostasis."""
 
-from layers.dynamics.config import (
-    DynamicsConfig,
-    HomeostasisConfig,
-    MassConfig,
-    PhaseConfig,
-    SyncConfig,
-    TemperatureConfig,
-    ViscosityConfig,
-)
-from layers.dynamics.homeostasis import Homeostasis, spectral_entropy
-from layers.dynamics.optimizer import LevelOptimizer
-from layers.dynamics.sync import SyncGate, effective_samples
+from layers.lazy import lazy_exports
 
-__all__ = ["DynamicsConfig", "Homeostasis", "HomeostasisConfig", "LevelOptimizer", "MassConfig", "PhaseConfig",
-           "SyncConfig", "SyncGate", "TemperatureConfig", "ViscosityConfig", "effective_samples",
-           "spectral_entropy"]
+_EXPORTS = {  # public name -> the module that defines it
+    "DynamicsConfig": "layers.dynamics.config",
+    "HomeostasisConfig": "layers.dynamics.config",
+    "MassConfig": "layers.dynamics.config",
+    "PhaseConfig": "layers.dynamics.config",
+    "SyncConfig": "layers.dynamics.config",
+    "TemperatureConfig": "layers.dynamics.config",
+    "ViscosityConfig": "layers.dynamics.config",
+    "Homeostasis": "layers.dynamics.homeostasis",
+    "spectral_entropy": "layers.dynamics.homeostasis",
+    "LevelOptimizer": "layers.dynamics.optimizer",
+    "SyncGate": "layers.dynamics.sync",
+    "effective_samples": "layers.dynamics.sync",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -14,12 +14,15 @@ spectral entropy of its blocks, and nudges the level's own thresholds by a facto
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from layers.dynamics.config import HomeostasisConfig
-from layers.dynamics.optimizer import LevelOptimizer
+
+if TYPE_CHECKING:  # the optimizer creates its homeostasis: a run-time import would be circular
+    from layers.dynamics.optimizer import LevelOptimizer
 
 
 def spectral_entropy(b: Tensor) -> float:

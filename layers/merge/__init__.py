@@ -1,34 +1,27 @@
 """Merging K pushed updates into one: the resonance merge and the baselines it is measured against."""
 
-from layers.merge.base import Aggregator
-from layers.merge.baselines import (
-    AndMask,
-    CenteredClipping,
-    CoordinateMedian,
-    Krum,
-    MeanAggregator,
-    MultiKrum,
-    SignMajority,
-    Ties,
-    TrimmedMean,
-)
-from layers.merge.config import MergeConfig, build_aggregator
-from layers.merge.resonance import ResonanceAggregator, ResonanceConfig, threshold
+from layers.lazy import lazy_exports
 
-AGGREGATORS: dict[str, type[Aggregator]] = {
-    cls.name: cls
-    for cls in (ResonanceAggregator, MeanAggregator, CoordinateMedian, TrimmedMean, Krum, MultiKrum,
-                CenteredClipping, SignMajority, AndMask, Ties)
+_EXPORTS = {  # public name -> the module that defines it
+    "Aggregator": "layers.merge.base",
+    "AndMask": "layers.merge.baselines",
+    "CenteredClipping": "layers.merge.baselines",
+    "CoordinateMedian": "layers.merge.baselines",
+    "Krum": "layers.merge.baselines",
+    "MeanAggregator": "layers.merge.baselines",
+    "MultiKrum": "layers.merge.baselines",
+    "SignMajority": "layers.merge.baselines",
+    "Ties": "layers.merge.baselines",
+    "TrimmedMean": "layers.merge.baselines",
+    "AGGREGATOR_NAMES": "layers.merge.config",
+    "MergeConfig": "layers.merge.config",
+    "ResonanceConfig": "layers.merge.config",
+    "build_aggregator": "layers.merge.registry",
+    "AGGREGATORS": "layers.merge.registry",
+    "make_aggregator": "layers.merge.registry",
+    "ResonanceAggregator": "layers.merge.resonance",
+    "threshold": "layers.merge.resonance",
 }
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-
-def make_aggregator(name: str, **kwargs) -> Aggregator:
-    """Build an aggregator by name (``AGGREGATORS``); kwargs go to its constructor."""
-    if name not in AGGREGATORS:
-        raise ValueError(f"unknown aggregator {name!r}; known: {sorted(AGGREGATORS)}")
-    return AGGREGATORS[name](**kwargs)
-
-
-__all__ = ["AGGREGATORS", "Aggregator", "AndMask", "CenteredClipping", "CoordinateMedian", "Krum", "MergeConfig",
-           "MeanAggregator", "MultiKrum", "ResonanceAggregator", "ResonanceConfig", "SignMajority", "Ties",
-           "TrimmedMean", "build_aggregator", "make_aggregator", "threshold"]
+__all__ = sorted(_EXPORTS)

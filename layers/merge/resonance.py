@@ -24,53 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from layers.config import check_fields
 from layers.merge.base import Aggregator, segments
-
-
-@dataclass
-class ResonanceConfig:
-    """Constants of the resonance merge (defaults from DESIGN section 4).
-
-    Attributes:
-        rho: clipping radius as a multiple of the median distance to the centre.
-        z: one-sided sign-test quantile (1.645: 5%).
-        delta: margin of tau above the assumed attacker fraction eps_max.
-        leak: gain of coordinates below the agreement threshold.
-        beta: extra gain at full agreement (gain capped at 1 + beta).
-        eps_max: largest attacker weight fraction the gate is certified against.
-        tau_max: cap on tau (must be < 1).
-        kappa: norm budget: ||u|| = kappa * ||g_hat||.
-        momentum: server momentum of the clipping centre v.
-        elect: where the gate passes, zero the robust estimate if its sign disagrees with the
-            vote (the vote's sign is certified only there).
-    """
-
-    rho: float = 1.0
-    z: float = 1.645
-    delta: float = 0.05
-    leak: float = 0.25
-    beta: float = 1.0
-    eps_max: float = 0.2
-    tau_max: float = 0.9
-    kappa: float = 1.0
-    momentum: float = 0.0
-    elect: bool = True
-
-    def __post_init__(self) -> None:
-        check_fields(
-            "merge.resonance", self, rho=self.rho > 0, z=self.z >= 0, delta=self.delta >= 0,
-            leak=0 <= self.leak <= 1, beta=self.beta >= 0, eps_max=0 <= self.eps_max < 1,
-            tau_max=0 < self.tau_max < 1, kappa=self.kappa > 0, momentum=0 <= self.momentum < 1,
-            finite=all(math.isfinite(float(getattr(self, k))) for k in
-                       ("rho", "z", "delta", "leak", "beta", "eps_max", "tau_max", "kappa", "momentum")),
-        )
+from layers.merge.config import ResonanceConfig
 
 
 def threshold(k_eff: float, cfg: ResonanceConfig) -> float:

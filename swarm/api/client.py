@@ -28,7 +28,6 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
-from cluster.wire import decode
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
 from swarm.console import wide_console
@@ -57,6 +56,8 @@ class Client:
 
     def level(self, name: str, since_version: int = -1) -> tuple[int, dict | None]:
         """(version, tensors) or (version, None) when unchanged since ``since_version``."""
+        from cluster.wire import decode  # torch: only for the commands that fetch tensors
+
         tensors, version = {}, -1
         for chunk in self.call("GetLevel", pb.GetLevelRequest(name=name, since_version=since_version)):
             version = chunk.version
@@ -197,6 +198,8 @@ def _dispatch(client: Client, args, console: Console) -> Any:
         return _out(console, args, rows, _table("circuits (most stable first)", rows,
                                                 ["id", "level", "module", "strength", "score", "age"]))
     if args.what == "circuit":
+        from cluster.wire import decode  # torch: only for the commands that fetch tensors
+
         c = client.call("GetCircuit", pb.GetCircuitRequest(id=args.id))
         tensors = decode(c.payload)[0]
         info = {**{k: v for k, v in as_dict(c).items() if k != "payload"},

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from agents.model import ByteTokenizer, ModelConfig, build_model
+from agents.config import ModelConfig
+from agents.model import ByteTokenizer, build_model
 from layers import LevelsConfig, LevelStack
 from layers.eval import bits_per_byte
 

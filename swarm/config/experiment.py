@@ -110,7 +110,7 @@ class ExperimentConfig:
     """The ``experiment`` section. Attributes:
         seeds: seeds of every arm (mean +- std over them).
         steps: agent steps of the team phase (scenario a), per agent.
-        arms: arms of the team scenario (``swarm.experiment.arms.ARMS``).
+        arms: arms of the team scenario (``swarm.config.arms.ARMS``).
         scenarios: which of team, join, switch, attack, sweeps to run (join and switch continue
             from the team phase, so they need ``team``).
         eval_every: agent steps between the team phase's evaluations (learning curves).
@@ -134,7 +134,7 @@ class ExperimentConfig:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        from swarm.experiment.arms import ARMS
+        from swarm.config.arms import ARMS
 
         unknown = [a for a in [*self.arms, *self.join.arms, *self.switch.arms, *self.attack.arms, self.sweep.arm,
                                         *self.sweep.server_lr_arms]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.agent import AgentConfig
-from agents.model import ModelConfig
-from agents.trajectory import CacheConfig
-from agents.workload import WorkloadConfig
+from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
 from cluster.config import RuntimeConfig, ServerConfig
-from layers.circuits import CircuitsConfig
+from layers.circuits.config import CircuitsConfig
 from layers.config import LevelsConfig, check_fields
-from layers.dynamics import DynamicsConfig
-from layers.merge import MergeConfig
+from layers.dynamics.config import DynamicsConfig
+from layers.merge.config import MergeConfig
 from swarm.config.absorb import AbsorbConfig
 from swarm.config.experiment import ExperimentConfig
 from swarm.config.pretrain import PretrainConfig

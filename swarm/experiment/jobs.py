@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.experiment.arms import ARMS
+from swarm.config.arms import ARMS
 
 
 @dataclass(frozen=True)

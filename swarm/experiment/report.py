@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from swarm.config.arms import ABLATIONS, ARMS, BASELINE_AGGREGATORS
 from swarm.experiment import plots
-from swarm.experiment.arms import ABLATIONS, ARMS, BASELINE_AGGREGATORS
 from swarm.experiment.metrics import average, mean_std, steps_to_target
 from swarm.experiment.report_sweeps import MAIN, SweepSections, fmt, team_metric
 

@@ -26,7 +26,7 @@ from cluster.topology import Topology
 from cluster.worker import AgentWorker
 from layers.dynamics import DynamicsConfig
 from layers.merge.attacks import attack_updates
-from swarm.experiment.arms import MECHANISMS, Arm
+from swarm.config.arms import MECHANISMS, Arm
 
 PROBE_COORDS = 2048  # coordinates of B sampled per level for the timescale estimate
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from agents.agent import Agent, AgentConfig
-from agents.model import ModelConfig
-from agents.workload import WorkloadConfig, agent_specs
+from agents.agent import Agent
+from agents.config import AgentConfig, ModelConfig, WorkloadConfig
+from agents.workload import agent_specs
 from layers import LevelsConfig
 from layers.circuits import CircuitsConfig, consensus
 

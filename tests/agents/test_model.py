@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from agents.model import ByteTokenizer, ModelConfig, build_model
+from agents.config import ModelConfig
+from agents.model import ByteTokenizer, build_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])

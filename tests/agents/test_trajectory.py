@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.agent import Agent, AgentConfig
+from agents.agent import Agent
 from agents.answers import greedy
-from agents.model import ModelConfig
-from agents.trajectory import CacheConfig, TrajectoryCache
-from agents.workload import WorkloadConfig, agent_specs
+from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
+from agents.trajectory import TrajectoryCache
+from agents.workload import agent_specs
 from cluster.config import RuntimeConfig
 from cluster.worker import AgentWorker
 from layers import LevelsConfig

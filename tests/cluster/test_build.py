@@ -2,8 +2,7 @@
 
 import torch
 
-from agents.model import ModelConfig
-from agents.workload import WorkloadConfig
+from agents.config import ModelConfig, WorkloadConfig
 from cluster.build import build_core, level_shapes, level_specs, link_levels
 from cluster.config import ServerConfig
 from cluster.topology import Topology

@@ -1,6 +1,6 @@
 import pytest
 
-from agents.workload import WorkloadConfig
+from agents.config import WorkloadConfig
 from cluster.topology import Topology
 
 SHARED = ["swarm", "domain", "foundation"]

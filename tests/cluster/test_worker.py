@@ -3,8 +3,8 @@
 import torch
 
 from agents.agent import Agent
-from agents.model import ModelConfig
-from agents.workload import WorkloadConfig, agent_specs
+from agents.config import ModelConfig, WorkloadConfig
+from agents.workload import agent_specs
 from cluster.config import RuntimeConfig, ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.protocol import RejectCode

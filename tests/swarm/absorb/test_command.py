@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from agents.model import ModelConfig, build_model
+from agents.config import ModelConfig
+from agents.model import build_model
 from cluster.topology import Topology
 from layers import LevelStack
 from layers.eval import model_bits_per_byte

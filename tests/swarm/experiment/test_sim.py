@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from swarm.config.arms import ARMS
 from swarm.experiment import scenarios
-from swarm.experiment.arms import ARMS
 from swarm.experiment.jobs import Job, job_config
 from swarm.experiment.sim import Simulation
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layers.merge import AGGREGATORS
+from layers.merge.config import AGGREGATOR_NAMES
 
 NO_PROPOSALS = ("run.propose_every=1000000000", "server.propose_every=1000000000")  # no circuits reach a shared level
 MECHANISMS = ("viscosity", "temperature", "phase", "mass", "sync", "homeostasis")  # DESIGN section 6
@@ -45,7 +45,7 @@ def _arms() -> dict[str, Arm]:
     ]
     arms += [Arm(f"no_{m}", f"full, with {m} switched off", _mechanism_off(m)) for m in MECHANISMS]
     arms += [Arm(f"agg_{a}", f"full, with resonance replaced by {a}", (f"merge.aggregator={a}",))
-             for a in sorted(AGGREGATORS) if a != "resonance"]
+             for a in sorted(AGGREGATOR_NAMES) if a != "resonance"]
     return {a.name: a for a in arms}
 
 

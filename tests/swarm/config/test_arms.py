@@ -2,7 +2,7 @@ import pytest
 
 from layers.merge import AGGREGATORS
 from swarm.config import ConfigError, load_config
-from swarm.experiment.arms import ABLATIONS, ARMS, BASELINE_AGGREGATORS, MECHANISMS
+from swarm.config.arms import ABLATIONS, ARMS, BASELINE_AGGREGATORS, MECHANISMS
 from swarm.experiment.jobs import Job, job_config, plan
 
 CONFIGS = ["experiment/team", "experiment/ci"]

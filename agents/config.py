@@ -1,0 +1,150 @@
+"""The agent-side sections of the config: ``model``, ``workload``, ``agent``, ``cache``.
+
+Schemas only: importing this module loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from layers.config import DTYPE_NAMES, check_fields
+
+ARCHS = ("llama", "gpt2", "gpt_neox")
+
+
+@dataclass
+class ModelConfig:
+    """The frozen base model (the ``model`` config group).
+
+    Attributes:
+        name_or_path: a local HF checkpoint directory; when set, the fields below
+            except ``dtype`` are ignored. ``None`` builds a fresh model from them.
+        arch: family of the built model: llama, gpt2 or gpt_neox.
+        vocab_size: 256 for the byte-level tokenizer.
+        hidden_size, num_layers, num_heads, intermediate_size, max_positions: shape.
+        seed: initialisation seed of a built model (same seed, same weights).
+        dtype: parameter dtype.
+    """
+
+    name_or_path: str | None = None
+    arch: str = "llama"
+    vocab_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    max_positions: int = 1024
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch: {self.arch!r} is not one of {list(ARCHS)}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"model.dtype: {self.dtype!r} is not one of {list(DTYPE_NAMES)}")
+        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
+            )
+
+
+def _default_topology() -> dict[str, dict[str, list[str]]]:
+    return {"python": {"text": ["json", "email"], "net": ["http", "urllib"]}}
+
+
+@dataclass
+class WorkloadConfig:
+    """The ``workload`` config group.
+
+    Attributes:
+        kind: ``stdlib`` or ``synthetic``.
+        topology: domain -> swarm -> agent names (stdlib: package names); None picks two
+            teams of two stdlib packages (json, email; http, urllib).
+        held_out_every: every n-th file of an agent is held out (stdlib).
+        steps_per_context: agent steps on one context before its boundary.
+        batch_size, seq_len: windows of bytes per step.
+        eval_windows: held-out windows per evaluation.
+        seed: data seed.
+    """
+
+    kind: str = "stdlib"
+    # None: the built-in topology (a default dict would be *merged* with a YAML one by OmegaConf)
+    topology: dict[str, dict[str, list[str]]] | None = None
+    held_out_every: int = 5
+    steps_per_context: int = 20
+    batch_size: int = 8
+    seq_len: int = 128
+    eval_windows: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("stdlib", "synthetic"):
+            raise ValueError(f"workload.kind: {self.kind!r} is not one of ['stdlib', 'synthetic']")
+        names = [a for swarms in self.teams.values() for agents in swarms.values() for a in agents]
+        if not names:
+            raise ValueError("workload.topology: no agents")
+        if len(set(names)) != len(names):
+            raise ValueError(f"workload.topology: an agent appears twice in {names}")
+        check_fields("workload", self, held_out_every=self.held_out_every >= 2,
+                     **{k: getattr(self, k) >= 1
+                        for k in ("steps_per_context", "batch_size", "seq_len", "eval_windows")})
+
+
+    @property
+    def teams(self) -> dict[str, dict[str, list[str]]]:
+        """The topology in use: domain -> swarm -> agents."""
+        return _default_topology() if self.topology is None else self.topology
+
+
+@dataclass
+class AgentConfig:
+    """The ``agent`` section: local learning of the two fastest levels.
+
+    Attributes:
+        lr_context, lr_agent: step sizes of the normalised direction for each local level.
+        beta1, beta2, eps: Adam moments of the shared gradient G.
+        track_every: steps between circuit-tracker updates of the agent level (the context
+            level is tracked every step).
+    """
+
+    lr_context: float = 3e-3
+    lr_agent: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    track_every: int = 5
+
+    def __post_init__(self) -> None:
+        check_fields("agent", self, **{k: math.isfinite(getattr(self, k)) and getattr(self, k) > 0
+                                       for k in ("lr_context", "lr_agent", "eps")},
+                     beta1=0 <= self.beta1 < 1, beta2=0 <= self.beta2 < 1, track_every=self.track_every >= 1)
+
+
+@dataclass
+class CacheConfig:
+    """The ``cache`` section. Attributes:
+        max_entries: bound of the cache (LRU beyond it).
+        internalise_after: hits that make an entry due for internalisation.
+        step_budget: training steps an internalisation may take before it counts as failed.
+        check_every: steps between checks that greedy decoding reproduces the answer.
+        lr: Adam step size of the agent level while internalising.
+    """
+
+    max_entries: int = 256
+    internalise_after: int = 3
+    step_budget: int = 60
+    check_every: int = 5
+    lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        check_fields("cache", self, max_entries=self.max_entries >= 1, internalise_after=self.internalise_after >= 1,
+                     step_budget=self.step_budget >= 1, check_every=self.check_every >= 1,
+                     lr=math.isfinite(self.lr) and self.lr > 0)

@@ -1,0 +1,63 @@
+"""The architecture holds: layering and no cycles (import-linter), light CLI paths, documented contracts,
+every package installed."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "ray")
+
+
+def test_imports_only_go_down_and_siblings_have_no_cycles():
+    linter = Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(linter), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "2 kept, 0 broken" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["status", "query"])
+def test_status_and_query_help_load_neither_torch_nor_transformers(command):
+    code = (f"import sys\nfrom swarm.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n"
+            f"    pass\nprint('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "usage: swarm" in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "LOADED=", f"swarm {command} --help loaded {out.stderr!r}"
+
+
+def test_config_schemas_load_without_torch():
+    code = "import sys, swarm.config.schema; print(any(m in sys.modules for m in ('torch', 'transformers')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _undocumented(root: Path) -> list[str]:
+    missing = []
+    for path in sorted(root.rglob("*.py")):
+        if "_pb2" in path.name:
+            continue
+        def visit(node, prefix, path=path):
+            for n in ast.iter_child_nodes(node):
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith("_"):
+                    if ast.get_docstring(n) is None:
+                        missing.append(f"{path.relative_to(ROOT)}:{n.lineno} {prefix}{n.name}")
+                    if isinstance(n, ast.ClassDef):
+                        visit(n, f"{prefix}{n.name}.", path)
+        visit(ast.parse(path.read_text()), "")
+    return missing
+
+
+@pytest.mark.parametrize("package", ["cluster", "swarm/api"])
+def test_every_public_definition_states_its_contract(package):
+    assert _undocumented(ROOT / package) == []
+
+
+def test_every_package_is_installed():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("layers", "agents", "cluster", "swarm")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
