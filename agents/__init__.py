@@ -10,13 +10,13 @@ from layers.lazy import lazy_exports
 _EXPORTS = {  # public name -> the module that defines it
     "Agent": "agents.agent",
     "AgentConfig": "agents.config",
-    "AgentSpec": "agents.workload",
+    "AgentSpec": "agents.topology",
     "ByteCorpus": "agents.corpus",
     "ByteTokenizer": "agents.model",
     "ModelConfig": "agents.config",
     "Workload": "agents.workload",
     "WorkloadConfig": "agents.config",
-    "agent_specs": "agents.workload",
+    "agent_specs": "agents.topology",
     "build_model": "agents.model",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

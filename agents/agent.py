@@ -20,8 +20,9 @@ from torch import Tensor
 
 from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
 from agents.model import build_model
+from agents.topology import AgentSpec
 from agents.trajectory import TrajectoryCache
-from agents.workload import AgentSpec, Workload
+from agents.workload import Workload
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate

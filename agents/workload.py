@@ -12,30 +12,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from agents.config import WorkloadConfig
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """One agent's place in the topology."""
-
-    name: str
-    swarm: str
-    domain: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.domain}/{self.swarm}/{self.name}"
-
-
-def agent_specs(cfg: WorkloadConfig) -> list[AgentSpec]:
-    return [AgentSpec(a, s, d) for d, swarms in cfg.teams.items() for s, agents in swarms.items() for a in agents]
+from agents.topology import AgentSpec
 
 
 def _synthetic_text(spec: AgentSpec, context: int, seed: int) -> bytes:

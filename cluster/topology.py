@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from agents.config import WorkloadConfig
-from agents.workload import AgentSpec, agent_specs
+from agents.topology import AgentSpec, agent_specs
 
 SCOPES = ("team", "domain", "all")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from agents.workload import AgentSpec
+from agents.topology import AgentSpec
 from swarm.experiment.metrics import autocorrelation_time, average, cosine, level_of, turnover_time
 from swarm.experiment.sim import Simulation
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from agents.agent import Agent
-from agents.workload import AgentSpec, Workload
+from agents.topology import AgentSpec
+from agents.workload import Workload
 from cluster.build import level_shapes, level_specs, link_levels
 from cluster.level.forwarding import LinkedLevel
 from cluster.level.protocol import ProposeResult, PullReply, PushResult

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
 from agents.model import build_model
-from agents.workload import agent_specs
+from agents.topology import agent_specs
 from layers.eval import loss_bits_per_byte, model_bits_per_byte
 
 MANIFEST = "swarm_base.json"

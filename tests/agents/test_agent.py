@@ -3,7 +3,7 @@ import torch
 
 from agents.agent import Agent
 from agents.config import AgentConfig, ModelConfig, WorkloadConfig
-from agents.workload import agent_specs
+from agents.topology import agent_specs
 from layers import LevelsConfig
 from layers.circuits import CircuitsConfig, consensus
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from agents.agent import Agent
 from agents.answers import greedy
 from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
+from agents.topology import agent_specs
 from agents.trajectory import TrajectoryCache
-from agents.workload import agent_specs
 from cluster.config import RuntimeConfig
 from cluster.worker import AgentWorker
 from layers import LevelsConfig

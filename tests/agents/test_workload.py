@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from agents.config import WorkloadConfig
-from agents.workload import Workload, agent_specs
+from agents.topology import agent_specs
+from agents.workload import Workload
 
 SYN = dict(kind="synthetic", topology={"d": {"s1": ["a", "b"], "s2": ["c"]}}, steps_per_context=3, batch_size=2,
            seq_len=16, eval_windows=4)
@@ -32,7 +33,8 @@ def test_contexts_and_boundaries(kind):
 def test_streams_are_deterministic_across_processes():
     cfg = WorkloadConfig(**SYN)
     here = Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].sum().item()
-    code = ("from agents.config import WorkloadConfig; from agents.workload import Workload, agent_specs;"
+    code = ("from agents.config import WorkloadConfig; from agents.topology import agent_specs;"
+            "from agents.workload import Workload;"
             f"cfg = WorkloadConfig(**{SYN!r});"
             "print(Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].sum().item())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

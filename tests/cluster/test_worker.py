@@ -4,7 +4,7 @@ import torch
 
 from agents.agent import Agent
 from agents.config import ModelConfig, WorkloadConfig
-from agents.workload import agent_specs
+from agents.topology import agent_specs
 from cluster.config import RuntimeConfig, ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.protocol import RejectCode
