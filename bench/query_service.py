@@ -1,15 +1,15 @@
 """The query service's latency and throughput on loopback, against a raw-bytes baseline in the same run.
 
-    python bench/grpc.py            # 400 Stats calls per client setting, 30 GetLevel transfers
-    python bench/grpc.py --quick    # 100 and 10
+    python bench/query_service.py            # 400 Stats calls per client setting, 30 GetLevel transfers
+    python bench/query_service.py --quick    # 100 and 10
 
 A small swarm (``configs/swarm.yaml``'s servers; agents idle) runs on an embedded Ray, and
 the SharedMemory service listens on 127.0.0.1. Stats latency: p50/p99 with 1 and with 8
 concurrent clients (threads, one channel each). GetLevel throughput: MB/s of a whole
 level (since_version=-1), against a raw RPC on the same server that streams the same
 number of bytes in the same chunk sizes without touching Ray or the wire format.
-Writes bench/results/grpc.json ("ratios": getlevel_over_raw_throughput, target >= 0.5)
-and grpc.md.
+Writes bench/results/query_service.json ("ratios": getlevel_over_raw_throughput, target >= 0.5)
+and query_service.md.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
         if started:
             ray.shutdown()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "grpc.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "query_service.json").write_text(json.dumps(result, indent=2) + "\n")
     r = result
     lines = [f"# gRPC query service ({os.cpu_count()} CPUs, loopback)", "",
              "| measure | value |", "|---|---|",
@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
              f"(target >= {TARGET['getlevel_over_raw_throughput']}: {'met' if r['met'] else 'NOT met'}) |",
              f"| the same with level_ttl_ms 0 (a Ray round trip per call) | "
              f"{r['ratios']['getlevel_over_raw_throughput_ttl0']:.2f} |"]
-    (args.out / "grpc.md").write_text("\n".join(lines) + "\n")
+    (args.out / "query_service.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
 
