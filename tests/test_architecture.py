@@ -61,3 +61,12 @@ def test_every_package_is_installed():
     found = {str(p.parent.relative_to(ROOT)).replace("/", ".") for top in ("layers", "agents", "cluster", "swarm")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_no_bench_script_shadows_a_module():
+    """`python bench/X.py` puts bench/ first on sys.path: a script named like a module that Ray or the
+    code imports (grpc, ray, torch, ...) replaces it in that process."""
+    import importlib.util
+
+    clashes = [p.name for p in (ROOT / "bench").glob("*.py") if importlib.util.find_spec(p.stem) is not None]
+    assert clashes == []
