@@ -20,13 +20,13 @@ from torch import Tensor
 
 from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
 from agents.model import build_model
+from agents.text import Windows, load_tokenizer
 from agents.topology import AgentSpec
 from agents.trajectory import TrajectoryCache
 from agents.workload import Workload
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
-from layers.eval import loss_bits_per_byte, model_bits_per_byte
 
 
 class Agent:
@@ -40,11 +40,13 @@ class Agent:
         self.spec, self.cfg = spec, agent or AgentConfig()
         self.dynamics, self.circuits = dynamics or DynamicsConfig(), circuits or CircuitsConfig()
         self.model = build_model(model)
+        self.tokenizer = load_tokenizer(model)
+        check_vocab(self.tokenizer, self.model, model)
         self.stack = LevelStack.attach(self.model, levels)
         self.fast, self.slow = levels.names[0], levels.names[1]
         self.shared = list(levels.names[2:])
         self.stack.set_trainable([self.fast])  # G lands in the fast level's .grad; all levels share it
-        self.workload = Workload(workload, spec)
+        self.workload = Workload(workload, spec, self.tokenizer)
         self.moments = {n: (torch.zeros_like(m.B[self.fast]), torch.zeros_like(m.B[self.fast]))
                         for n, m in self.stack.modules.items()}
         self.optimizers = {self.fast: self._optimizer(self.fast, self.cfg.lr_context),
@@ -67,10 +69,10 @@ class Agent:
     # ------------------------------------------------------------------ learning
     def step(self) -> dict[str, Any]:
         """One batch of the agent's own stream; returns the training bits per byte and events."""
-        batch, boundary = self.workload.next_batch()  # (B, T+1)
+        batch, boundary = self.workload.next_batch()  # ids (B, T+1)
         promoted = self.context_boundary() if boundary and self.steps else 0
-        logits = self.model(batch[:, :-1]).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        logits = self.model(batch.inputs).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
         loss.backward()
         self.steps += 1
         grads = {}
@@ -89,7 +91,7 @@ class Agent:
         self.trackers[self.fast].update({n: m.B[self.fast] for n, m in self.stack.modules.items()})
         if self.steps % self.cfg.track_every == 0:
             self.trackers[self.slow].update({n: m.B[self.slow] for n, m in self.stack.modules.items()})
-        return {"step": self.steps, "bpb": loss_bits_per_byte(loss, batch[:, 1:]), "boundary": boundary,
+        return {"step": self.steps, "bpb": batch.loss_bits_per_byte(loss), "boundary": boundary,
                 "promoted": promoted, "push_ready": reason}
 
     def _adam_direction(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -168,10 +170,20 @@ class Agent:
         if "cache" in state:  # checkpoints from before the cache have none
             self.cache.load_state_dict(state["cache"])
 
-    def evaluate(self, levels: list[str] | None = None, windows: torch.Tensor | None = None) -> float:
-        """Bits per byte (:func:`layers.eval.model_bits_per_byte`, pooled over the windows) with ``levels``
-        enabled (all by default) on ``windows`` (N, T+1), by default this agent's own held-out windows
-        (pass a teammate's to measure transfer). The enabled levels are restored afterwards."""
+    def evaluate(self, levels: list[str] | None = None, windows: Windows | None = None) -> float:
+        """Bits per byte (:func:`layers.eval.model_bits_per_byte`, pooled over the windows, per byte of
+        text) with ``levels`` enabled (all by default) on ``windows``, by default this agent's own
+        held-out windows (pass a teammate's to measure transfer; they must come from the same
+        tokenizer). The enabled levels are restored afterwards."""
         windows = self.workload.held_out if windows is None else windows
         with self.stack.using(levels if levels is not None else self.stack.levels):
-            return model_bits_per_byte(self.model, windows)
+            return windows.bits_per_byte(self.model)
+
+
+def check_vocab(tokenizer, model, cfg: ModelConfig) -> None:
+    """Refuse a tokenizer whose ids do not all have a row in the model's embedding."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.vocab_size > rows:
+        source = cfg.name_or_path or f"model.vocab_size={cfg.vocab_size}"
+        raise ValueError(f"model: the tokenizer of {source} has {tokenizer.vocab_size} tokens but the model's "
+                         f"embedding has {rows} rows; use the tokenizer saved with the checkpoint")

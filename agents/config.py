@@ -60,24 +60,55 @@ def _default_topology() -> dict[str, dict[str, list[str]]]:
     return {"python": {"text": ["json", "email"], "net": ["http", "urllib"]}}
 
 
+KINDS = ("stdlib", "synthetic", "files", "jsonl", "dataset")
+DATA_KINDS = ("files", "jsonl", "dataset")  # kinds whose topology the data can define
+PARTITIONS = ("key", "iid", "dirichlet")
+
+
 @dataclass
 class WorkloadConfig:
-    """The ``workload`` config group.
+    """The ``workload`` config group: where each agent's documents come from (``agents/sources/``, docs/data.md).
 
     Attributes:
-        kind: ``stdlib`` or ``synthetic``.
-        topology: domain -> swarm -> agent names (stdlib: package names); None picks two
-            teams of two stdlib packages (json, email; http, urllib).
-        held_out_every: every n-th file of an agent is held out (stdlib).
+        kind: ``stdlib`` (stdlib packages), ``synthetic`` (generated streams), ``files`` (the
+            user's folders or globs), ``jsonl`` (JSON Lines records), ``dataset`` (a
+            ``save_to_disk`` directory or Parquet files).
+        topology: domain -> swarm (team) -> agent names. None: stdlib/synthetic use two teams of
+            two stdlib names (json, email; http, urllib); files/jsonl/dataset read it from the
+            data when the config is loaded (``agents.sources.topology_of``).
+        files: ``files``: agent -> directories, files or glob patterns.
+        paths: ``jsonl``: files, directories or globs of JSON Lines files.
+        path: ``dataset``: a ``save_to_disk`` directory, a Parquet file, directory or glob.
+        text_field: ``jsonl``/``dataset``: the field or column of the text.
+        agent_field: ``jsonl``: the field that names a record's agent.
+        team_field, domain_field: ``jsonl``/``dataset`` (partition ``key``): the fields that place
+            each agent in a team and a domain when the data defines the topology (None: one
+            team ``team`` in one domain ``data``).
+        partition: ``dataset``: ``key`` (a value of ``partition_field`` is an agent), ``iid``,
+            or ``dirichlet`` (label shares per agent; needs ``partition_field`` and ``alpha``).
+            ``iid`` and ``dirichlet`` need ``topology``.
+        partition_field: ``dataset``: the key column (``key``) or the label column (``dirichlet``).
+        alpha: ``dirichlet`` concentration (> 0): small, few labels per agent; large, near IID.
+        held_out_every: every n-th document of an agent is held out (all kinds but synthetic).
         steps_per_context: agent steps on one context before its boundary.
-        batch_size, seq_len: windows of bytes per step.
+        batch_size, seq_len: windows of tokens per step.
         eval_windows: held-out windows per evaluation.
-        seed: data seed.
+        seed: data seed (also of the ``iid``/``dirichlet`` partitions).
     """
 
     kind: str = "stdlib"
     # None: the built-in topology (a default dict would be *merged* with a YAML one by OmegaConf)
     topology: dict[str, dict[str, list[str]]] | None = None
+    files: dict[str, list[str]] | None = None
+    paths: list[str] | None = None
+    path: str | None = None
+    text_field: str = "text"
+    agent_field: str = "agent"
+    team_field: str | None = None
+    domain_field: str | None = None
+    partition: str = "key"
+    partition_field: str | None = None
+    alpha: float = 0.5
     held_out_every: int = 5
     steps_per_context: int = 20
     batch_size: int = 8
@@ -86,22 +117,61 @@ class WorkloadConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("stdlib", "synthetic"):
-            raise ValueError(f"workload.kind: {self.kind!r} is not one of ['stdlib', 'synthetic']")
-        names = [a for swarms in self.teams.values() for agents in swarms.values() for a in agents]
-        if not names:
-            raise ValueError("workload.topology: no agents")
-        if len(set(names)) != len(names):
-            raise ValueError(f"workload.topology: an agent appears twice in {names}")
+        if self.kind not in KINDS:
+            raise ValueError(f"workload.kind: {self.kind!r} is not one of {list(KINDS)}")
+        self._check_source()
+        if self.topology is not None or self.kind not in DATA_KINDS:
+            names = [a for swarms in self.teams.values() for agents in swarms.values() for a in agents]
+            if not names:
+                raise ValueError("workload.topology: no agents")
+            if len(set(names)) != len(names):
+                raise ValueError(f"workload.topology: an agent appears twice in {names}")
         check_fields("workload", self, held_out_every=self.held_out_every >= 2,
                      **{k: getattr(self, k) >= 1
                         for k in ("steps_per_context", "batch_size", "seq_len", "eval_windows")})
 
+    def _check_source(self) -> None:
+        """What the kind needs that can be checked without reading data."""
+        for key in ("text_field", "agent_field", "team_field", "domain_field", "partition_field", "path"):
+            if getattr(self, key) is not None and not getattr(self, key):
+                raise ValueError(f"workload.{key}: must not be empty")
+        if self.kind == "files":
+            if not self.files:
+                raise ValueError("workload.files: kind 'files' needs agent -> [directories or globs], "
+                                 "e.g. workload.files='{notes: [~/notes]}'")
+            empty = [agent for agent, entries in self.files.items() if not entries or not all(entries)]
+            if empty:
+                raise ValueError(f"workload.files: agent {empty[0]!r} has no (or an empty) directory or glob")
+        elif self.kind == "jsonl" and (not self.paths or not all(self.paths)):
+            raise ValueError("workload.paths: kind 'jsonl' needs a list of JSONL files, directories or globs, "
+                             f"got {self.paths}")
+        elif self.kind == "dataset":
+            if not self.path:
+                raise ValueError("workload.path: kind 'dataset' needs a save_to_disk directory or Parquet files")
+            if self.partition not in PARTITIONS:
+                raise ValueError(f"workload.partition: {self.partition!r} is not one of {list(PARTITIONS)}")
+            if self.partition in ("key", "dirichlet") and not self.partition_field:
+                what = "the column whose values name the agents" if self.partition == "key" else "the label column"
+                raise ValueError(f"workload.partition_field: partition {self.partition!r} needs {what}")
+            if self.partition in ("iid", "dirichlet") and self.topology is None:
+                raise ValueError(f"workload.topology: partition {self.partition!r} gives one part per agent of "
+                                 "the topology, so it needs one, e.g. workload.topology='{data: {team: [a, b]}}'")
+        check_fields("workload", self, alpha=math.isfinite(self.alpha) and self.alpha > 0)
 
     @property
     def teams(self) -> dict[str, dict[str, list[str]]]:
-        """The topology in use: domain -> swarm -> agents."""
-        return _default_topology() if self.topology is None else self.topology
+        """The topology in use: domain -> swarm -> agents.
+
+        Raises:
+            ValueError: a files/jsonl/dataset workload whose topology the data has not yet given
+                (the config loader sets it with ``agents.sources.topology_of``).
+        """
+        if self.topology is not None:
+            return self.topology
+        if self.kind in DATA_KINDS:
+            raise ValueError(f"workload.topology: kind {self.kind!r} reads its topology from the data; "
+                             "resolve it first with agents.sources.topology_of (load_config does)")
+        return _default_topology()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Base models: tiny byte-level HF causal LMs built from config, or any local checkpoint.
 
-Nothing is ever downloaded: ``name_or_path`` must be a local directory.
+Nothing is ever downloaded: ``name_or_path`` must be a local directory. The tokenizer
+that goes with a model is :func:`agents.text.load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -44,16 +45,3 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             model = AutoModelForCausalLM.from_config(hf_config(cfg), dtype=dtype)
     return model.eval()
 
-
-class ByteTokenizer:
-    """Bytes are tokens: id = byte value (vocabulary 256, no special tokens)."""
-
-    vocab_size = 256
-
-    def encode(self, text: str | bytes) -> list[int]:
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return list(data)
-
-    def decode(self, ids: list[int] | torch.Tensor) -> str:
-        values = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        return bytes(int(i) for i in values).decode("utf-8", errors="replace")

@@ -1,65 +1,66 @@
-"""Who learns what: the topology (domains -> swarms -> agents) and each agent's byte stream.
+"""One agent's stream: documents from its data source, tokenized by the model's tokenizer.
 
-``stdlib``: an agent is a standard-library package of this interpreter; its contexts are
-the package's source files (train), every ``held_out_every``-th file is held out.
-``synthetic``: small generated streams for fast tests. Each swarm has a motif every one
-of its agents repeats (shared structure a team can pool), each agent adds its own, and
-contexts vary the filler. Both are deterministic given the seed.
+The documents (train and held-out) come from :func:`agents.sources.documents_for`
+(stdlib packages, synthetic streams, the user's files, JSONL or datasets). Each train
+document is one context: the agent takes ``steps_per_context`` batches of random
+windows from it, then moves to the next. The held-out documents give fixed evaluation
+windows. Windows carry the bytes each target token covers (:class:`agents.text.Windows`),
+so bits per byte is per byte of text whatever the tokenizer. Deterministic given the
+seed, in every process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from agents.config import WorkloadConfig
-from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
+from agents.sources import Document, documents_for
+from agents.text import ByteTokenizer, Encoded, Tokenizer, Windows, eval_windows, sample_windows
 from agents.topology import AgentSpec
 
 
-def _synthetic_text(spec: AgentSpec, context: int, seed: int) -> bytes:
-    rng = random.Random(f"{seed}/{spec.id}/{context}")
-    team = random.Random(f"{seed}/{spec.domain}/{spec.swarm}")
-    own = random.Random(f"{seed}/{spec.id}")
-    team_motif = "".join(team.choice("abcdefghij") for _ in range(12))
-    own_motif = "".join(own.choice("klmnopqrst") for _ in range(8))
-    parts = []
-    while sum(map(len, parts)) < 4096:
-        parts.append(rng.choice([team_motif, team_motif, own_motif, str(rng.randint(0, 99))]) + " ")
-    return "".join(parts).encode()
+class _Encoding(Sequence[Encoded]):
+    """``docs`` encoded on access (evaluation windows stop reading once they have enough)."""
+
+    def __init__(self, docs: Sequence[Document], tokenizer: Tokenizer) -> None:
+        self.docs, self.tokenizer = docs, tokenizer
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, i):  # noqa: ANN001 - Sequence protocol
+        return self.tokenizer.encode_with_bytes(self.docs[i].text)
 
 
 class Workload:
     """One agent's stream: contexts of training windows, and fixed held-out windows."""
 
-    def __init__(self, cfg: WorkloadConfig, spec: AgentSpec) -> None:
+    def __init__(self, cfg: WorkloadConfig, spec: AgentSpec, tokenizer: Tokenizer | None = None) -> None:
         self.cfg, self.spec = cfg, spec
+        self.tokenizer = tokenizer or ByteTokenizer()
         digest = hashlib.sha256(f"{cfg.seed}/{spec.id}".encode()).digest()  # stable across processes
         self.gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-        if cfg.kind == "stdlib":
-            corpus = ByteCorpus.from_packages([spec.name], held_out_every=cfg.held_out_every)
-            self._train: list[Path] = corpus.train
-            self.held_out = eval_windows(corpus.held_out, cfg.seq_len, cfg.eval_windows)
-        else:
-            data = torch.frombuffer(bytearray(_synthetic_text(spec, -1, cfg.seed)), dtype=torch.uint8).long()
-            n = (data.numel() - 1) // cfg.seq_len
-            self.held_out = torch.stack([data[i * cfg.seq_len : (i + 1) * cfg.seq_len + 1]
-                                         for i in range(min(n, cfg.eval_windows))])
+        self.documents = documents_for(cfg, spec)
+        self.held_out: Windows = eval_windows(_Encoding(self.documents.held_out, self.tokenizer), cfg.seq_len,
+                                              cfg.eval_windows)
         self.context = -1
         self.step_in_context = cfg.steps_per_context  # the first next_batch opens context 0
-        self._data: torch.Tensor | None = None
+        self._data: Encoded | None = None
 
-    def _open(self, context: int) -> torch.Tensor:
-        if self.cfg.kind == "stdlib":
-            return read_bytes(self._train[context % len(self._train)])
-        return torch.frombuffer(bytearray(_synthetic_text(self.spec, context, self.cfg.seed)), dtype=torch.uint8)
+    @property
+    def source(self) -> str:
+        """Where the current context's document came from ('' before the first batch)."""
+        return self.documents.train[self.context % len(self.documents.train)].source if self.context >= 0 else ""
 
-    def next_batch(self) -> tuple[torch.Tensor, bool]:
-        """(windows (B, T+1) int64, whether a new context started with this batch)."""
+    def _open(self, context: int) -> Encoded:
+        doc = self.documents.train[context % len(self.documents.train)]
+        return self.tokenizer.encode_with_bytes(doc.text)
+
+    def next_batch(self) -> tuple[Windows, bool]:
+        """(B windows of T+1 tokens, whether a new context started with this batch)."""
         boundary = self.step_in_context >= self.cfg.steps_per_context
         if boundary:
             self.context += 1
@@ -77,6 +78,6 @@ class Workload:
         self.gen.set_state(state["rng"])
         self._data = self._open(self.context) if self.context >= 0 else None
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, bool]]:
+    def __iter__(self) -> Iterator[tuple[Windows, bool]]:
         while True:
             yield self.next_batch()

@@ -150,7 +150,7 @@ class AgentActor:
         return self.worker.agent.evaluate(levels, windows)
 
     def held_out(self):
-        """This agent's held-out windows (N, T+1), to evaluate others on them."""
+        """This agent's held-out :class:`agents.text.Windows`, to evaluate others on them."""
         return self.worker.agent.workload.held_out
 
 

@@ -120,9 +120,11 @@ class Fingerprint:
     logits: Tensor
 
 
-def fingerprint(model, stack, windows: Tensor, levels: Sequence[str] | None = None, batch: int = 16) -> Fingerprint:
+def fingerprint(model, stack, windows: Tensor, levels: Sequence[str] | None = None, batch: int = 16,
+                window_bytes: Tensor | None = None) -> Fingerprint:
     """Evaluate ``model`` (with its level ``stack``) on ``windows`` (N, T+1) with every level, then with each
-    of ``levels`` (default: all of them) alone. The stack's enabled levels are restored afterwards."""
+    of ``levels`` (default: all of them) alone. ``window_bytes`` (N, T): bytes of text each target covers
+    (default one). The stack's enabled levels are restored afterwards."""
     sets = {"all": list(stack.levels), **{lvl: [lvl] for lvl in (stack.levels if levels is None else levels)}}
     bpb, logits_all = {}, None
     for name, chosen in sets.items():
@@ -131,7 +133,7 @@ def fingerprint(model, stack, windows: Tensor, levels: Sequence[str] | None = No
             for i in range(0, len(windows), batch):
                 w = windows[i:i + batch]  # (b, T+1)
                 logits = model(w[:, :-1]).logits.float()  # (b, T, V)
-                total += tally(logits, w[:, 1:])
+                total += tally(logits, w[:, 1:], None if window_bytes is None else window_bytes[i:i + batch])
                 if name == "all":
                     chunks.append(logits)
         bpb[name] = total.bits_per_byte

@@ -278,6 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"use it with: model.name_or_path={path}")
         return 0
+    if cfg is not None and args.command in ("run", "demo"):
+        from swarm.tools.pretrain import with_pretrained_base  # torch import only when needed
+
+        try:
+            cfg, overrides = with_pretrained_base(cfg, lambda o: load_config(config_name or default, o), overrides,
+                                                  progress=not args.quiet)
+        except (ConfigError, OSError, ValueError) as e:
+            print(f"swarm {args.command}: pretrained base: {e}", file=sys.stderr)
+            return 2
     if args.command == "run":
         from swarm.run.driver import run_swarm  # ray/torch import only when needed
 

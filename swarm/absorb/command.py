@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from agents.model import build_model
+from agents.text import Tokenizer, Windows, eval_windows, load_tokenizer
 from agents.workload import Workload
 from cluster.level.protocol import PushResult
 from cluster.topology import Topology
@@ -94,9 +95,9 @@ def resolve_target(topology: Topology, level: str | None, server: str | None) ->
     return candidates[0]
 
 
-def probe_windows(cfg, topology: Topology, per_agent: int) -> torch.Tensor:
-    """The probe set: the first ``per_agent`` held-out windows of every agent of the run (N, T+1)."""
-    return torch.cat([Workload(cfg.workload, spec).held_out[:per_agent] for spec in topology.agents])
+def probe_windows(cfg, topology: Topology, per_agent: int, tokenizer: Tokenizer) -> Windows:
+    """The probe set: the first ``per_agent`` held-out windows of every agent of the run."""
+    return Windows.cat([Workload(cfg.workload, spec, tokenizer).held_out[:per_agent] for spec in topology.agents])
 
 
 def compose(deltas: list[dict], names: list[str], acfg, has_slower: bool) -> tuple[dict, dict, list[dict]]:
@@ -161,23 +162,24 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     names = [p[0] for p in projected]
     target_delta, slower_delta, groups = compose([p[1] for p in projected], names, acfg, len(chain) > 1)
     changes = {chain[0]: target_delta, **({chain[1]: slower_delta} if slower_delta else {})}
-    windows = probe_windows(cfg, topology, acfg.probe_windows)
+    tokenizer = load_tokenizer(cfg.model)
+    windows = probe_windows(cfg, topology, acfg.probe_windows, tokenizer)
     held = [name.split("/")[0] for name in chain]  # the levels this model holds (the others are zero here)
     task = None
     if eval_file is not None:
-        from agents.corpus import eval_windows
-
-        task = eval_windows([Path(eval_file)], cfg.workload.seq_len, 64)
-        task_before = fingerprint(model, stack, task, [])
-    before = fingerprint(model, stack, windows, held)
+        text = Path(eval_file).read_text(encoding="utf-8", errors="replace")
+        task = eval_windows([tokenizer.encode_with_bytes(text)], cfg.workload.seq_len, 64)
+        task_before = fingerprint(model, stack, task.ids, [], window_bytes=task.target_bytes)
+    before = fingerprint(model, stack, windows.ids, held, window_bytes=windows.target_bytes)
     saved = {name: stack.level_state(name.split("/")[0]) for name in changes}
     with torch.no_grad():
         for name, delta in changes.items():
             for m, t in delta.items():
                 b = stack.modules[m].B[name.split("/")[0]]
                 b.add_((acfg.strength * t).to(b))
-    after = fingerprint(model, stack, windows, held)
-    task_after = fingerprint(model, stack, task, []) if task is not None else None
+    after = fingerprint(model, stack, windows.ids, held, window_bytes=windows.target_bytes)
+    task_after = (fingerprint(model, stack, task.ids, [], window_bytes=task.target_bytes)
+                  if task is not None else None)
     for name, state in saved.items():  # the local copy goes back exactly; the server decides below
         stack.load_level_state(name.split("/")[0], state)
     deg = degradation(before, after, [n.split("/")[0] for n in changes])
@@ -186,11 +188,11 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
               "strength": acfg.strength,
               "adapters": [{"adapter": n, "energy_kept": r.energy_kept, "per_module": r.per_module,
                             "unmatched": r.unmatched, "ignored_keys": r.ignored_keys} for n, _, r in projected],
-              "groups": groups, "changed": sorted(changes), "probe_windows": int(windows.shape[0]),
+              "groups": groups, "changed": sorted(changes), "probe_windows": len(windows),
               "bpb_before": before.bpb, "bpb_after": after.bpb, "degradation": deg,
               "logits_kl_bits": logits_distance(before, after), "max_degradation": acfg.max_degradation}
     if task is not None:
-        report["eval_file"] = {"file": str(eval_file), "windows": int(task.shape[0]),
+        report["eval_file"] = {"file": str(eval_file), "windows": len(task),
                                "bpb_before": task_before.bpb["all"], "bpb_after": task_after.bpb["all"]}
     if worst > acfg.max_degradation:
         report["outcome"] = "rolled back"

@@ -15,18 +15,10 @@ from pathlib import Path
 import torch
 
 from agents.config import ModelConfig
-from agents.model import ByteTokenizer, build_model
+from agents.model import build_model
+from agents.text import load_tokenizer
 from layers import LevelsConfig, LevelStack
 from layers.eval import bits_per_byte
-
-
-def tokenizer_for(cfg: ModelConfig):
-    """Bytes for built models; the checkpoint's own tokenizer for ``name_or_path`` (local only)."""
-    if not cfg.name_or_path or (Path(cfg.name_or_path) / "swarm_base.json").is_file():  # ours: byte-level
-        return ByteTokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(cfg.name_or_path, local_files_only=True)
 
 
 class MemoryModel:
@@ -37,7 +29,7 @@ class MemoryModel:
         self.model_cfg = model
         self.model = build_model(model)
         self.stack = LevelStack.attach(self.model, levels)
-        self.tokenizer = tokenizer_for(model)
+        self.tokenizer = load_tokenizer(model)
         self.loaded: dict[str, tuple[str, int]] = {}  # slot -> (server name, version)
 
     def load(self, slot: str, server: str, version: int, tensors: dict[str, torch.Tensor]) -> None:
@@ -49,27 +41,25 @@ class MemoryModel:
         """True when ``slot`` already holds ``server``'s level at ``version`` (no reload needed)."""
         return self.loaded.get(slot) == (server, version)
 
-    def _ids(self, text: str) -> torch.Tensor:
-        ids = self.tokenizer.encode(text)
-        return torch.tensor([ids], dtype=torch.long)  # (1, T)
-
     def bits_per_byte(self, text: str, slots: list[str]) -> tuple[float, int]:
         """Bits per byte (:func:`layers.eval.bits_per_byte`) of ``text`` under the base plus ``slots``;
-        and the text's UTF-8 byte count. The first token is context only: its successors are scored."""
-        ids = self._ids(text)  # (1, T)
+        and the text's UTF-8 byte count. The first token is context only: its successors are scored,
+        over the bytes they cover (the tokenizer's own offsets)."""
+        enc = self.tokenizer.encode_with_bytes(text)
         n_bytes = len(text.encode("utf-8"))
-        if ids.shape[1] < 2:
+        if len(enc) < 2 or int(enc.nbytes[1:].sum()) < 1:
             raise ValueError("text: needs at least 2 tokens to score")
+        ids = enc.ids[None]  # (1, T)
         with self.stack.using(slots), torch.no_grad():
             logits = self.model(ids[:, :-1]).logits  # (1, T-1, V)
-        # bytes the T-1 targets cover: exact for the byte tokenizer (one byte each); for a checkpoint's own
-        # tokenizer it assumes the first token is one byte (per-token byte counts: the tokenizer-general issue)
-        return bits_per_byte(logits, ids[:, 1:], target_bytes=max(1, n_bytes - 1)), n_bytes
+        return bits_per_byte(logits, ids[:, 1:], target_bytes=enc.nbytes[None, 1:]), n_bytes
 
     def generate(self, prompt: str, slots: list[str], max_new_tokens: int, temperature: float, seed: int,
                  should_stop=lambda: False) -> str:
         """Sample (or greedy when temperature is 0) ``max_new_tokens`` after ``prompt``."""
-        ids = self._ids(prompt) if prompt else torch.zeros(1, 1, dtype=torch.long)
+        start = getattr(self.tokenizer, "bos_token_id", None)
+        prompt_ids = self.tokenizer.encode(prompt) if prompt else []
+        ids = torch.tensor([prompt_ids or [start or 0]], dtype=torch.long)  # (1, T): an empty prompt starts at BOS
         gen = torch.Generator().manual_seed(seed)
         limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
             self.model.config, "n_positions", 1024)

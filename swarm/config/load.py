@@ -81,8 +81,9 @@ def _load_yaml(path: Path) -> DictConfig:
     return loaded
 
 
-# mappings a later source replaces instead of merging into (a topology is a whole, not a patch)
-REPLACED_KEYS = ("workload.topology",)
+# mappings a later source replaces instead of merging into (a topology is a whole, not a patch; so is the
+# agents' list of folders: `workload=files workload.files=...` must not keep the example's agents)
+REPLACED_KEYS = ("workload.topology", "workload.files")
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
@@ -156,12 +157,28 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     """
     merged = compose(config, overrides)
     try:
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"{resolve_path(config)}: key {key!r}: {str(getattr(e, 'msg', e)).splitlines()[0]}") from None
     except ValueError as e:
         raise ConfigError(f"{resolve_path(config)} + overrides: {e}") from None
+    _resolve_topology(cfg)
+    return cfg
+
+
+def _resolve_topology(cfg: SwarmConfig) -> None:
+    """A files/jsonl/dataset workload without a topology gets the one its data defines, so that every
+    later reader (the run's topology, the config hash, `swarm config show`) sees a concrete one."""
+    from agents.config import DATA_KINDS
+    from agents.sources import WorkloadError, topology_of
+
+    if cfg.workload.topology is not None or cfg.workload.kind not in DATA_KINDS:
+        return
+    try:
+        cfg.workload.topology = topology_of(cfg.workload)
+    except WorkloadError as e:
+        raise ConfigError(str(e) if str(e).startswith("workload") else f"workload: {e}") from None
 
 
 def config_hash(cfg: SwarmConfig) -> str:

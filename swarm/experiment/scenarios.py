@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from agents.text import Windows
 from agents.topology import AgentSpec
 from swarm.experiment.metrics import autocorrelation_time, average, cosine, level_of, turnover_time
 from swarm.experiment.sim import Simulation
@@ -55,7 +56,7 @@ def transfer(sim: Simulation) -> dict[str, dict[str, float]]:
         for key, members in sets.items():
             if not members:
                 continue
-            w = torch.cat([sim.held_out(b) for b in members])
+            w = Windows.cat([sim.held_out(b) for b in members])
             rec[key] = sim.evaluate(a, w)
             rec[f"{key}_local"] = sim.evaluate(a, w, local)
             rec[f"{key}_base"] = sim.evaluate(a, w, [])

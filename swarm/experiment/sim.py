@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from agents.agent import Agent
+from agents.text import Windows
 from agents.topology import AgentSpec
 from agents.workload import Workload
 from cluster.build import level_shapes, level_specs, link_levels
@@ -144,7 +145,7 @@ class Simulation:
             self.screened.setdefault(name, []).append(s.core.optimizer.screened_fraction())
 
     # ------------------------------------------------------------------ evaluation
-    def held_out(self, aid: str) -> torch.Tensor:
+    def held_out(self, aid: str) -> Windows:
         return self.workers[aid].agent.workload.held_out
 
     @property
@@ -153,7 +154,7 @@ class Simulation:
         working memory of the file being read (held-out files are other files)."""
         return list(self.cfg.levels.names[1:])
 
-    def evaluate(self, aid: str, windows: torch.Tensor | None = None, levels: list[str] | None = None) -> float:
+    def evaluate(self, aid: str, windows: Windows | None = None, levels: list[str] | None = None) -> float:
         """Bits per byte of agent ``aid`` on ``windows`` (its own held-out files by default) with
         ``levels`` (by default :attr:`knowledge`)."""
         return self.workers[aid].agent.evaluate(self.knowledge if levels is None else levels, windows)
@@ -162,7 +163,7 @@ class Simulation:
         """The agent's stream moves to another package (a context switch; its identity stays)."""
         agent = self.workers[aid].agent
         spec = agent.spec
-        agent.workload = Workload(self.cfg.workload, AgentSpec(package, spec.swarm, spec.domain))
+        agent.workload = Workload(self.cfg.workload, AgentSpec(package, spec.swarm, spec.domain), agent.tokenizer)
 
     def server_stats(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -28,6 +28,7 @@ import ray
 from rich.console import Console
 from rich.live import Live
 
+from agents.sources import check_workload
 from cluster.actors import agent_actor, level_server
 from cluster.build import level_shapes, level_specs
 from cluster.topology import Topology
@@ -221,7 +222,9 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         run_dir = RunDir(resume).require_run()
         cfg = load_config(run_dir.config, overrides)
         _check_resumable(load_config(run_dir.config), cfg, run_dir.path)
+        check_workload(cfg.workload)
     else:
+        check_workload(cfg.workload)  # bad data is refused before a run directory or Ray exists
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
         run_dir.config.write_text(to_yaml(cfg))
     with Run.open(cfg, run_dir, console) as run:

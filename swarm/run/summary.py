@@ -56,7 +56,7 @@ def summarize(run) -> dict[str, Any]:
 
 def _transfer(run, ids: list[str]) -> dict[str, dict[str, float | None]]:
     """Per agent: bits/byte on teammates' and other teams' held-out windows, base alone vs all levels."""
-    import torch
+    from agents.text import Windows
 
     windows = dict(zip(ids, ray.get([run.agents[a].held_out.remote() for a in ids]), strict=True))
     team = {s.id: s.swarm for s in run.topology.agents}
@@ -69,7 +69,7 @@ def _transfer(run, ids: list[str]) -> dict[str, dict[str, float | None]]:
             if not members:
                 out[aid].update({f"bpb_{key}_base": None, f"bpb_{key}": None, f"{key}_gain": None})
                 continue
-            w = torch.cat([windows[b] for b in members])
+            w = Windows.cat([windows[b] for b in members])
             base, learned = ray.get([run.agents[aid].evaluate.remote([], w), run.agents[aid].evaluate.remote(None, w)])
             out[aid].update({f"bpb_{key}_base": base, f"bpb_{key}": learned, f"{key}_gain": base - learned})
     return out

@@ -1,4 +1,4 @@
-"""``swarm demo``: one process, the level stack learning a real byte stream.
+"""``swarm demo``: one process, the level stack learning a real text stream.
 
 The base model is frozen. The fastest level (context) learns quickly and is reset at
 every file boundary; the next level (agent) learns the same gradient more slowly
@@ -21,16 +21,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from agents.corpus import ByteCorpus, eval_windows, read_bytes, sample_windows
 from agents.model import build_model
+from agents.sources import stdlib_documents
+from agents.text import Windows, eval_windows, load_tokenizer, sample_windows
 from layers import LevelStack
-from layers.eval import loss_bits_per_byte, model_bits_per_byte
 from swarm.config import SwarmConfig
 
 
-def _bpb_with(stack: LevelStack, levels: list[str], windows: torch.Tensor) -> float:
+def _bpb_with(stack: LevelStack, levels: list[str], windows: Windows) -> float:
     with stack.using(levels):
-        return model_bits_per_byte(stack.model, windows)
+        return windows.bits_per_byte(stack.model)
 
 
 def _peft_check(cfg: SwarmConfig, stack: LevelStack, level: str, out: Path, probe: torch.Tensor) -> float:
@@ -61,8 +61,10 @@ def run_demo(cfg: SwarmConfig, *, progress: bool = True) -> dict:
     console.print(f"[bold]swarm demo[/]: building the base model ({cfg.model.arch}) and attaching the level stack")
     model = build_model(cfg.model)
     stack = LevelStack.attach(model, cfg.levels)
-    corpus = ByteCorpus.from_packages(d.packages)
-    held = eval_windows(corpus.held_out, d.seq_len, d.eval_windows)
+    tokenizer = load_tokenizer(cfg.model)
+    corpus = stdlib_documents(d.packages)
+    held = eval_windows([tokenizer.encode_with_bytes(doc.text) for doc in corpus.held_out], d.seq_len,
+                        d.eval_windows)
     console.print(
         f"  base {sum(p.numel() for p in model.parameters() if not p.requires_grad) / 1e6:.2f} M params (frozen); "
         f"{len(stack.modules)} modules adapted, rank {stack.rank}, levels {list(stack.levels)} "
@@ -83,25 +85,24 @@ def run_demo(cfg: SwarmConfig, *, progress: bool = True) -> dict:
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    data = read_bytes(corpus.train[0])
     with Progress(*columns, console=console, disable=not progress) as bar:
         task = bar.add_task("training", total=d.steps, info="")
         for step in range(d.steps):
             if step % d.steps_per_context == 0:
-                file = corpus.train[(step // d.steps_per_context) % len(corpus.train)]
-                data = read_bytes(file)
+                doc = corpus.train[(step // d.steps_per_context) % len(corpus.train)]
+                data = tokenizer.encode_with_bytes(doc.text)
                 if step:  # context boundary: the fast level starts over
                     stack.reset_level(fast)
                     for p in fast_params:
                         opt.state.pop(p, None)
-            batch = sample_windows(data, d.batch_size, d.seq_len, gen)  # (B, T+1)
-            logits = model(batch[:, :-1]).logits  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+            batch = sample_windows(data, d.batch_size, d.seq_len, gen)  # ids (B, T+1)
+            logits = model(batch.inputs).logits  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            bpb = loss_bits_per_byte(loss, batch[:, 1:])
-            bar.update(task, advance=1, info=f"train {bpb:.3f} bpb  file {file.name}")
+            bpb = batch.loss_bits_per_byte(loss)
+            bar.update(task, advance=1, info=f"train {bpb:.3f} bpb  file {Path(doc.source).name}")
             if (step + 1) % d.eval_every == 0 or step + 1 == d.steps:
                 value = _bpb_with(stack, [slow], held)
                 history.append({"step": step + 1, "held_out_bpb_agent": value, "train_bpb": bpb})
@@ -112,7 +113,7 @@ def run_demo(cfg: SwarmConfig, *, progress: bool = True) -> dict:
         slow: _bpb_with(stack, [slow], held),
         f"{fast}+{slow}": _bpb_with(stack, [fast, slow], held),
     }
-    probe = held[:4, :-1]
+    probe = held.inputs[:4]
     peft_diff = _peft_check(cfg, stack, slow, out, probe)
     growth_diff = None
     if d.grow_by:

@@ -3,6 +3,7 @@ import torch
 
 from agents.agent import Agent
 from agents.config import AgentConfig, ModelConfig, WorkloadConfig
+from agents.text import Windows
 from agents.topology import agent_specs
 from layers import LevelsConfig
 from layers.circuits import CircuitsConfig, consensus
@@ -34,15 +35,15 @@ def test_evaluate_is_the_shared_bits_per_byte_and_restores_the_enabled_levels():
     agent = make()
     for _ in range(3):
         agent.step()
-    held = agent.workload.held_out  # (N, T+1)
+    held = agent.workload.held_out  # ids (N, T+1)
     with agent.stack.using([agent.slow]), torch.no_grad():
-        expected = bits_per_byte(agent.model(held[:, :-1]).logits, held[:, 1:])
-        assert model_bits_per_byte(agent.model, held) == pytest.approx(expected, rel=1e-6)
+        expected = bits_per_byte(agent.model(held.inputs).logits, held.targets, held.target_bytes)
+        assert model_bits_per_byte(agent.model, held.ids) == pytest.approx(expected, rel=1e-6)
     before = agent.stack.enabled
     assert agent.evaluate([agent.slow]) == pytest.approx(expected, rel=1e-6)
     assert agent.stack.enabled == before
     with pytest.raises(ValueError, match="windows"):
-        agent.evaluate([agent.slow], held[:, :1])
+        agent.evaluate([agent.slow], Windows(held.ids[:, :1], held.target_bytes[:, :0]))
     assert agent.stack.enabled == before
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from agents.config import ModelConfig
-from agents.model import ByteTokenizer, build_model
+from agents.model import build_model
+from agents.text import ByteTokenizer
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])

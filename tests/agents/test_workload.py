@@ -26,17 +26,17 @@ def test_contexts_and_boundaries(kind):
     flags = [w.next_batch()[1] for _ in range(7)]
     assert flags == [True, False, False, True, False, False, True]
     batch, _ = w.next_batch()
-    assert batch.shape == (2, 17) and batch.dtype == torch.int64
-    assert w.held_out.shape[1] == 17 and 1 <= w.held_out.shape[0] <= 4
+    assert batch.ids.shape == (2, 17) and batch.ids.dtype == torch.int64 and batch.target_bytes.shape == (2, 16)
+    assert w.held_out.ids.shape[1] == 17 and 1 <= len(w.held_out) <= 4
 
 
 def test_streams_are_deterministic_across_processes():
     cfg = WorkloadConfig(**SYN)
-    here = Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].sum().item()
+    here = Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].ids.sum().item()
     code = ("from agents.config import WorkloadConfig; from agents.topology import agent_specs;"
             "from agents.workload import Workload;"
             f"cfg = WorkloadConfig(**{SYN!r});"
-            "print(Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].sum().item())")
+            "print(Workload(cfg, agent_specs(cfg)[1]).next_batch()[0].ids.sum().item())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(other) == here
 

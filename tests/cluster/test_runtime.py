@@ -9,7 +9,8 @@ from rich.console import Console
 from swarm.config import load_config
 from swarm.run.driver import Run
 
-OVERRIDES = ["workload=synthetic", "levels.rank=8", "model.hidden_size=32", "model.intermediate_size=64",
+OVERRIDES = ["workload=synthetic", "pretrain.enabled=false", "levels.rank=8", "model.hidden_size=32",
+             "model.intermediate_size=64",
              "model.num_layers=1", "model.num_heads=2", "workload.batch_size=2", "workload.seq_len=32",
              "dynamics.sync.max_interval=2", "server.window=2", "server.checkpoint_every=2", "run.chunk=5",
              "run.checkpoint_every=10", "run.pull_every=2", "run.eval_every=10",

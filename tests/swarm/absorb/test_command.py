@@ -35,7 +35,7 @@ def base(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("base")
     cfg = load_config("swarm", [*SMALL, "pretrain.steps=80", "pretrain.seq_len=64", "pretrain.eval_windows=4",
-                                f"pretrain.cache_dir={cache}"])
+                                "pretrain.vocab_size=256", f"pretrain.cache_dir={cache}"])  # TASK is bytes
     return str(pretrain_base(cfg, progress=False, echo=lambda *_: None))
 
 
