@@ -7,6 +7,13 @@ levels (context, agent) apply it through their own ``LevelOptimizer`` (their ``l
 their timescale). G is also accumulated for the shared levels; the ``SyncGate`` says
 when the accumulated gradient is coherent enough to push. At a context boundary the
 context level's stable circuits move to the agent level, then the context level resets.
+
+Devices (``agent.device``, :mod:`agents.device`): the frozen base runs on the agent's device in
+``model.dtype`` (bf16/fp16 allowed); the levels, the Adam moments, the pending push and the
+level optimizers' state stay in ``levels.dtype`` (float32 by default) on that device, and the
+circuit trackers work on CPU copies. Batches move to the device in :meth:`Agent.step` and
+:meth:`Agent.evaluate`. What the agent hands out (pushes, proposals, :meth:`Agent.state_dict`)
+is on CPU; what it takes in (pulled levels, a checkpoint) is copied onto its device.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agents.config import AgentConfig, CacheConfig, ModelConfig, WorkloadConfig
+from agents.device import resolve_device, to_device, to_host
 from agents.model import build_model
 from agents.text import Windows, load_tokenizer
 from agents.topology import AgentSpec
@@ -39,7 +47,8 @@ class Agent:
             raise ValueError("an agent needs at least two levels (context, agent)")
         self.spec, self.cfg = spec, agent or AgentConfig()
         self.dynamics, self.circuits = dynamics or DynamicsConfig(), circuits or CircuitsConfig()
-        self.model = build_model(model)
+        self.device = resolve_device(self.cfg.device)
+        self.model = build_model(model, self.device)  # frozen base in model.dtype; levels below in levels.dtype
         self.tokenizer = load_tokenizer(model)
         check_vocab(self.tokenizer, self.model, model)
         self.stack = LevelStack.attach(self.model, levels)
@@ -70,9 +79,10 @@ class Agent:
     def step(self) -> dict[str, Any]:
         """One batch of the agent's own stream; returns the training bits per byte and events."""
         batch, boundary = self.workload.next_batch()  # ids (B, T+1)
+        batch = self._on_device(batch)
         promoted = self.context_boundary() if boundary and self.steps else 0
-        logits = self.model(batch.inputs).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
+        logits = self.model(batch.inputs).logits  # (B, T, V) in model.dtype
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())  # float32 whatever the base
         loss.backward()
         self.steps += 1
         grads = {}
@@ -88,11 +98,22 @@ class Agent:
         self.push_ready = self.push_ready or reason
         # the context level is tracked every step (it lives one context, so its circuits must age fast);
         # the agent level every track_every steps
-        self.trackers[self.fast].update({n: m.B[self.fast] for n, m in self.stack.modules.items()})
+        self.trackers[self.fast].update(self._blocks(self.fast))
         if self.steps % self.cfg.track_every == 0:
-            self.trackers[self.slow].update({n: m.B[self.slow] for n, m in self.stack.modules.items()})
+            self.trackers[self.slow].update(self._blocks(self.slow))
         return {"step": self.steps, "bpb": batch.loss_bits_per_byte(loss), "boundary": boundary,
                 "promoted": promoted, "push_ready": reason}
+
+    def _on_device(self, windows: Windows) -> Windows:
+        """``windows`` on the agent's device (the workload makes them on CPU)."""
+        if windows.ids.device == self.device:
+            return windows
+        return Windows(windows.ids.to(self.device), windows.target_bytes.to(self.device))
+
+    def _blocks(self, level: str) -> dict[str, Tensor]:
+        """One level's B (d_out, R) per module for the circuit trackers: on CPU (the trackers' SVDs of
+        small matrices and their scalar reads are host work; on a CPU agent these are the B themselves)."""
+        return {n: m.B[level].detach().cpu() for n, m in self.stack.modules.items()}
 
     def _adam_direction(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
         c, t = self.cfg, self.steps
@@ -115,12 +136,13 @@ class Agent:
 
     # ------------------------------------------------------------------ exchange with the level servers
     def take_push(self) -> dict[str, Any] | None:
-        """The accumulated gradient for the shared levels, once the sync gate fired; else None."""
+        """The accumulated gradient for the shared levels, once the sync gate fired; else None.
+        Its tensors (module -> (d_out, R), ``levels.dtype``) are CPU copies, whatever the device."""
         if not self.push_ready:
             return None
         self.seq += 1
         push = {"sender": self.id, "seq": self.seq, "reason": self.push_ready, "steps": self.gate.steps,
-                "tensors": {n: t.clone() for n, t in self.pending.items()}}
+                "tensors": {n: t.detach().to("cpu", copy=True) for n, t in self.pending.items()}}
         for t in self.pending.values():
             t.zero_()
         self.gate.reset()
@@ -128,43 +150,49 @@ class Agent:
         return push
 
     def load_shared(self, level: str, state: dict[str, Tensor]) -> None:
-        """Run with a pulled shared level (validated: unknown module, shape, dtype, NaN are refused)."""
+        """Run with a pulled shared level (validated: unknown module, shape, dtype, NaN are refused);
+        its tensors may be on any device and are copied onto the agent's."""
         if level not in self.shared:
             raise ValueError(f"{level!r} is not a shared level of this agent ({self.shared})")
         self.stack.load_level_state(level, state)
 
     def propose(self) -> list[Proposal]:
-        """Stable circuits of the agent level, as proposals for the swarm server."""
+        """Stable circuits of the agent level, as proposals for the swarm server (u, w on CPU: the
+        trackers work on CPU copies)."""
         return proposals_from(self.trackers[self.slow], self.id)
 
     def remove(self, module: str, u: Tensor, w: Tensor) -> float:
-        """Remove this agent's projection onto an accepted circuit from its agent level; returns it."""
+        """Remove this agent's projection onto an accepted circuit from its agent level; returns it.
+        ``u``, ``w`` may be on any device (moved to the level's)."""
         return remove_projection(self.stack.modules[module].B[self.slow], u, w)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything local needed to resume: the two fast levels, moments, optimizers, pending push,
         sync gate and stream position. Shared levels are not included (they are pulled); circuit
-        trackers restart empty (they re-converge within a tracking window)."""
-        return {"levels": {lvl: self.stack.level_state(lvl) for lvl in (self.fast, self.slow)},
-                "moments": {n: list(mv) for n, mv in self.moments.items()},
-                "optimizers": {lvl: opt.state_dict() for lvl, opt in self.optimizers.items()},
-                "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
-                "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
-                "push_ready": self.push_ready, "cache": self.cache.state_dict()}
+        trackers restart empty (they re-converge within a tracking window). Every tensor is on CPU
+        (:func:`agents.device.to_host`), so a checkpoint resumes on any device."""
+        state = {"levels": {lvl: self.stack.level_state(lvl) for lvl in (self.fast, self.slow)},
+                 "moments": {n: list(mv) for n, mv in self.moments.items()},
+                 "optimizers": {lvl: opt.state_dict() for lvl, opt in self.optimizers.items()},
+                 "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
+                 "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
+                 "push_ready": self.push_ready, "cache": self.cache.state_dict()}
+        return to_host(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (validated by the stack and the optimizers before use)."""
+        """Restore :meth:`state_dict` (validated by the stack and the optimizers before use), taken on
+        any device: tensors are copied onto this agent's."""
         for lvl in (self.fast, self.slow):
             self.stack.load_level_state(lvl, state["levels"][lvl])
         for lvl, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][lvl])
+            opt.load_state_dict(to_device(state["optimizers"][lvl], self.device))
         for n, (m, v) in state["moments"].items():
             self.moments[n][0].copy_(m)
             self.moments[n][1].copy_(v)
         for n, t in state["pending"].items():
             self.pending[n].copy_(t)
-        self.gate.load_state_dict(state["gate"])
+        self.gate.load_state_dict(to_device(state["gate"], self.device))
         self.workload.load_state_dict(state["workload"])
         self.steps, self.seq, self.push_ready = int(state["steps"]), int(state["seq"]), state["push_ready"]
         if "cache" in state:  # checkpoints from before the cache have none
@@ -174,8 +202,8 @@ class Agent:
         """Bits per byte (:func:`layers.eval.model_bits_per_byte`, pooled over the windows, per byte of
         text) with ``levels`` enabled (all by default) on ``windows``, by default this agent's own
         held-out windows (pass a teammate's to measure transfer; they must come from the same
-        tokenizer). The enabled levels are restored afterwards."""
-        windows = self.workload.held_out if windows is None else windows
+        tokenizer; on any device). The enabled levels are restored afterwards."""
+        windows = self._on_device(self.workload.held_out if windows is None else windows)
         with self.stack.using(levels if levels is not None else self.stack.levels):
             return windows.bits_per_byte(self.model)
 

@@ -6,11 +6,13 @@ Schemas only: importing this module loads neither torch nor transformers.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from layers.config import DTYPE_NAMES, check_fields
 
 ARCHS = ("llama", "gpt2", "gpt_neox")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what ``agent.device`` accepts
 
 
 @dataclass
@@ -183,6 +185,13 @@ class AgentConfig:
         beta1, beta2, eps: Adam moments of the shared gradient G.
         track_every: steps between circuit-tracker updates of the agent level (the context
             level is tracked every step).
+        device: where the agent computes (docs/gpu.md): ``auto`` (CUDA when torch sees a GPU,
+            else CPU; under Ray, when the cluster has GPUs), ``cpu``, ``cuda`` or ``cuda:N``.
+            The frozen base runs there in ``model.dtype``; levels and optimizer state keep
+            ``levels.dtype`` (float32 by default). Under Ray an agent on CUDA uses the GPU Ray
+            assigns it (``cuda:N`` is for a plain ``Agent``). Resolved by ``agents.device``.
+        gpus_per_agent: share of one GPU an agent actor asks Ray for when it runs on CUDA,
+            in (0, 1]: 0.25 puts four agents on a GPU. Unused on CPU.
     """
 
     lr_context: float = 3e-3
@@ -191,11 +200,21 @@ class AgentConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     track_every: int = 5
+    device: str = "cpu"
+    gpus_per_agent: float = 0.25
 
     def __post_init__(self) -> None:
         check_fields("agent", self, **{k: math.isfinite(getattr(self, k)) and getattr(self, k) > 0
                                        for k in ("lr_context", "lr_agent", "eps")},
                      beta1=0 <= self.beta1 < 1, beta2=0 <= self.beta2 < 1, track_every=self.track_every >= 1)
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"agent.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N "
+                             "(N the index of a GPU, e.g. cuda:0)")
+        share = self.gpus_per_agent
+        if isinstance(share, bool) or not isinstance(share, int | float) or not (math.isfinite(share)
+                                                                                and 0 < share <= 1):
+            raise ValueError(f"agent.gpus_per_agent: {share!r} is not a share of one GPU in (0, 1] "
+                             "(0.25: four agents per GPU)")
 
 
 @dataclass

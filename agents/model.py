@@ -31,8 +31,10 @@ def hf_config(cfg: ModelConfig) -> PretrainedConfig:
                          max_position_embeddings=cfg.max_positions, **common)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The base causal LM of ``cfg`` in eval mode (dropout off), on CPU."""
+def build_model(cfg: ModelConfig, device: torch.device | str | None = None) -> nn.Module:
+    """The base causal LM of ``cfg`` in eval mode (dropout off), its parameters in ``model.dtype``,
+    on ``device`` (default CPU). Built or loaded on CPU, then moved: same seed, same weights on
+    every device."""
     dtype = torch_dtype(cfg.dtype)
     if cfg.name_or_path:
         path = Path(cfg.name_or_path).expanduser()
@@ -43,5 +45,26 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = AutoModelForCausalLM.from_config(hf_config(cfg), dtype=dtype)
+    if device is not None:
+        model = model.to(device)
     return model.eval()
 
+
+def position_limit(cfg: ModelConfig) -> int:
+    """The most tokens one forward pass of ``cfg``'s model may hold (``max_position_embeddings``, GPT-2's
+    ``n_positions``; 1024 when a checkpoint's config names none), read without loading weights."""
+    if not cfg.name_or_path:
+        return cfg.max_positions
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(Path(cfg.name_or_path).expanduser()), local_files_only=True)
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024)
+
+
+def check_seq_len(model: ModelConfig, seq_len: int, what: str = "workload.seq_len") -> None:
+    """Refuse windows longer than the model's position limit before any agent starts."""
+    limit = position_limit(model)
+    if seq_len > limit:
+        source = model.name_or_path or "model.max_positions"
+        raise ValueError(f"{what}={seq_len} exceeds the position limit {limit} of {source}; "
+                         f"use {what}<={limit}")

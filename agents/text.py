@@ -58,6 +58,7 @@ class ByteTokenizer:
 
     vocab_size = 256
     bos_token_id = None
+    eos_token_id = None
 
     def encode(self, text: str | bytes) -> list[int]:
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
@@ -94,6 +95,7 @@ class HFTokenizer:
         self.hf = tokenizer
         self.vocab_size = len(tokenizer)
         self.bos_token_id = tokenizer.bos_token_id
+        self.eos_token_id = tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:
         return self.hf.backend_tokenizer.encode(text).ids
@@ -113,6 +115,21 @@ class HFTokenizer:
         ends = np.maximum.accumulate(ends) if ends.size else ends
         nbytes = np.diff(ends, prepend=0)  # bytes from the previous token's end to this one's
         return Encoded(torch.tensor(enc.ids, dtype=torch.long), torch.from_numpy(nbytes))
+
+
+def encode_bytes(tokenizer: Tokenizer, data: bytes) -> list[int]:
+    """Token ids of raw ``data``: the bytes themselves for the byte tokenizer (exact for any bytes),
+    else the text they decode to as UTF-8 (invalid sequences replaced)."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return list(data)
+    return tokenizer.encode(data.decode("utf-8", errors="replace"))
+
+
+def decode_bytes(tokenizer: Tokenizer, ids: Sequence[int] | Tensor) -> bytes:
+    """Inverse of :func:`encode_bytes`: the bytes of ``ids`` (special tokens dropped)."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return bytes(int(i) for i in (ids.tolist() if isinstance(ids, Tensor) else ids))
+    return tokenizer.decode(ids).encode("utf-8")
 
 
 def load_tokenizer(cfg: ModelConfig) -> Tokenizer:

@@ -5,17 +5,24 @@
 :class:`cluster.worker.AgentWorker`. Both are named actors in the run's namespace
 (``get_if_exists``), restarted by Ray without limit (calls in flight are retried), and
 their constructors recover from their stores, so a restart loses nothing acknowledged.
+
+Devices (docs/gpu.md): level servers always run on CPU and ask for no GPU. An agent actor
+asks Ray for ``agent.gpus_per_agent`` of a GPU when it runs on CUDA (``agent.device`` cuda,
+or auto on a cluster with GPUs); everything it sends or stores is on CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from typing import Any
 
 import ray
 import torch
 from torch import Tensor
 
+from agents.device import placement
 from cluster.build import LevelSpec, Shapes, build_core
 from cluster.config import RuntimeConfig
 from cluster.level.forwarding import LinkedLevel
@@ -154,8 +161,27 @@ class AgentActor:
         return self.worker.agent.workload.held_out
 
 
-def agent_actor(spec, *, namespace: str, num_cpus: float, **kwargs):
-    """Get or create the named actor of one agent (named by its id), spread over the cluster's nodes."""
+def agent_resources(configs: dict[str, Any], cluster_gpus: float) -> tuple[dict[str, Any], float]:
+    """``(configs, num_gpus)`` of an agent actor: ``configs`` with ``agent.device`` fixed to the device
+    the actor will use (:func:`agents.device.placement`: ``auto`` decided by ``cluster_gpus``, a CUDA
+    agent on the GPU Ray assigns it) and the share of a GPU it asks Ray for (0 on CPU)."""
+    agent = configs.get("agent")
+    if agent is None:
+        return configs, 0.0
+    device, gpus = placement(agent.device, agent.gpus_per_agent, cluster_gpus)
+    return {**configs, "agent": dataclasses.replace(agent, device=device)}, gpus
+
+
+def agent_actor(spec, *, namespace: str, num_cpus: float, configs: dict[str, Any], **kwargs):
+    """Get or create the named actor of one agent (named by its id), spread over the cluster's nodes;
+    on CUDA it asks for ``agent.gpus_per_agent`` of a GPU (:func:`agent_resources`)."""
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    configs, gpus = agent_resources(configs, cluster_gpus)
+    if gpus and not cluster_gpus:
+        warnings.warn(f"agent {spec.id}: agent.device={configs['agent'].device} asks Ray for {gpus} GPU but the "
+                      "cluster has none now; the actor waits until a GPU node joins (an autoscaler's "
+                      "gpu_agents node type, infra/cluster.yaml) - use agent.device=auto or cpu otherwise",
+                      stacklevel=2)
     return AgentActor.options(name=f"agent/{spec.id}", namespace=namespace, get_if_exists=True,
-                              num_cpus=num_cpus, scheduling_strategy="SPREAD").remote(
-        spec, namespace=namespace, **kwargs)
+                              num_cpus=num_cpus, num_gpus=gpus, scheduling_strategy="SPREAD").remote(
+        spec, configs=configs, namespace=namespace, **kwargs)

@@ -153,12 +153,14 @@ class AgentWorker:
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The worker's progress record (JSON values): step, evaluations (bits per byte), versions held,
-        counters, seconds in server calls and in local compute, bytes sent, cache stats; plus ``extra``."""
+        counters, seconds in server calls and in local compute, bytes sent, cache stats, the device the
+        agent computes on; plus ``extra``."""
         return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
                 "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
                 "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
-                "resumed_from": self.resumed_from, "cache": self.agent.cache.stats()}
+                "resumed_from": self.resumed_from, "cache": self.agent.cache.stats(),
+                "device": str(getattr(self.agent, "device", "cpu"))}
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> int:

@@ -20,6 +20,11 @@ class LevelLinear(nn.Module):
     the number of enabled levels, the forward pass does one low-rank matmul pair:
     the enabled B_l are summed first (d_out x R, cheap), so every level receives
     the same gradient ``G = dL/d(sum_l B_l)``.
+
+    Dtypes, as PEFT and torchtune do: P and B keep ``dtype`` (float32 by default) whatever the
+    base's dtype (e.g. bfloat16). The input is cast to P's dtype for the low-rank path, and
+    the base output and the delta are added in the wider of the two dtypes, then rounded
+    once to the base output's dtype. P and B live on the base layer's device.
     """
 
     def __init__(
@@ -77,9 +82,10 @@ class LevelLinear(nn.Module):
         b = self.write_matrix()
         if b is None:
             return y
-        h = F.linear(x.to(self.P.dtype), self.P)  # (..., R)
+        h = F.linear(x.to(self.P.dtype), self.P)  # (..., R) in the levels' dtype
         delta = F.linear(h, b)  # (..., d_out)
-        return torch.add(y, delta.to(y.dtype), alpha=self.scale)
+        wide = torch.promote_types(y.dtype, delta.dtype)  # one rounding, to y's dtype (no-op when equal)
+        return torch.add(y.to(wide), delta.to(wide), alpha=self.scale).to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, levels={list(self.B)}"

@@ -145,7 +145,8 @@ def read_adapter(directory: str | Path) -> tuple[dict, dict[str, tuple[torch.Ten
 
 def project_peft(stack: LevelStack, directory: str | Path) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """A PEFT LoRA adapter's delta projected onto each read space, in level units: per module
-    ``(s_src B_src A_src) P^T / s`` (d_out, R), float64, so that adding it to a level's B adds the
+    ``(s_src B_src A_src) P^T / s`` (d_out, R), float64 on CPU whatever the model's device (the
+    caller moves it onto the level's), so that adding it to a level's B adds the
     projected delta to the model. Any rank, any alpha (and rsLoRA, rank_pattern, alpha_pattern).
 
     Raises:
@@ -174,7 +175,7 @@ def project_peft(stack: LevelStack, directory: str | Path) -> tuple[dict[str, to
                 f"import_peft: module {name!r} has (in, out) = ({a.shape[1]}, {b.shape[0]}) in the adapter "
                 f"but ({module.in_features}, {module.out_features}) in the model: wrong base architecture?"
             )
-        projected = s_src * (b64 @ (a64 @ module.P.double().T))  # (d_out, r) @ (r, R) -> (d_out, R)
+        projected = s_src * (b64 @ (a64 @ module.P.double().cpu().T))  # (d_out, r) @ (r, R) -> (d_out, R), on CPU
         part = float(projected.pow(2).sum())
         kept += part
         per_module[name] = part / energy if energy > 0 else 1.0

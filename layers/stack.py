@@ -176,12 +176,14 @@ class LevelStack:
 
     # ------------------------------------------------------------------ state
     def level_state(self, level: str) -> dict[str, torch.Tensor]:
-        """Detached copies of one level's B, keyed by module name (each d_out x R)."""
+        """Detached CPU copies of one level's B, keyed by module name (each d_out x R, the levels'
+        dtype), whatever device the model is on: state for the wire and for disk."""
         self.check_level(level)
-        return {name: m.B[level].detach().clone() for name, m in self.modules.items()}
+        return {name: m.B[level].detach().to("cpu", copy=True) for name, m in self.modules.items()}
 
     def load_level_state(self, level: str, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
-        """Overwrite one level's B from ``state`` (module name -> d_out x R tensor).
+        """Overwrite one level's B from ``state`` (module name -> d_out x R tensor, on any device:
+        copied onto the level's).
 
         Everything is validated before anything is written, so a rejected state
         leaves the level untouched.

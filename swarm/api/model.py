@@ -18,7 +18,7 @@ from agents.config import ModelConfig
 from agents.model import build_model
 from agents.text import load_tokenizer
 from layers import LevelsConfig, LevelStack
-from layers.eval import bits_per_byte
+from layers.eval import Tally, token_bits
 
 
 class MemoryModel:
@@ -41,28 +41,54 @@ class MemoryModel:
         """True when ``slot`` already holds ``server``'s level at ``version`` (no reload needed)."""
         return self.loaded.get(slot) == (server, version)
 
+    @property
+    def context(self) -> int:
+        """The most tokens one forward pass may hold: the model's position limit (``max_position_embeddings``,
+        GPT-2's ``n_positions``), 1024 when the config names none."""
+        config = self.model.config
+        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024)
+
     def bits_per_byte(self, text: str, slots: list[str]) -> tuple[float, int]:
-        """Bits per byte (:func:`layers.eval.bits_per_byte`) of ``text`` under the base plus ``slots``;
-        and the text's UTF-8 byte count. The first token is context only: its successors are scored,
-        over the bytes they cover (the tokenizer's own offsets)."""
+        """Bits per byte (:mod:`layers.eval`) of ``text`` under the base plus ``slots``; and the text's
+        UTF-8 byte count. The first token is context only: its successors are scored, over the bytes they
+        cover (the tokenizer's own offsets).
+
+        A text longer than the model's context (:attr:`context`) is scored in strided windows: the first
+        window scores all it holds, each later one scores the next ``context // 2`` tokens with the
+        ``context`` tokens before them as context; every token is scored once.
+
+        Raises:
+            ValueError: the text is one token, or its scored tokens cover no bytes.
+        """
         enc = self.tokenizer.encode_with_bytes(text)
         n_bytes = len(text.encode("utf-8"))
         if len(enc) < 2 or int(enc.nbytes[1:].sum()) < 1:
-            raise ValueError("text: needs at least 2 tokens to score")
-        ids = enc.ids[None]  # (1, T)
+            raise ValueError(f"needs at least 2 tokens to score; the model's tokenizer makes {len(enc)} of it")
+        ids, nbytes, n = enc.ids, enc.nbytes, len(enc)
+        limit = self.context
+        total = Tally()
+        pos = 1  # the next token to score
         with self.stack.using(slots), torch.no_grad():
-            logits = self.model(ids[:, :-1]).logits  # (1, T-1, V)
-        return bits_per_byte(logits, ids[:, 1:], target_bytes=enc.nbytes[None, 1:]), n_bytes
+            while pos < n:
+                end = min(n, pos + (limit if pos == 1 else max(1, limit // 2)))  # score ids[pos:end]
+                start = max(0, end - 1 - limit)  # the window ids[start:end-1] holds at most `limit` tokens
+                logits = self.model(ids[None, start:end - 1]).logits[:, pos - 1 - start:]  # (1, end-pos, V)
+                bits = token_bits(logits, ids[None, pos:end])
+                total += Tally(float(bits.double().sum()), float(nbytes[pos:end].sum()))
+                pos = end
+        return total.bits_per_byte, n_bytes
 
     def generate(self, prompt: str, slots: list[str], max_new_tokens: int, temperature: float, seed: int,
                  should_stop=lambda: False) -> str:
-        """Sample (or greedy when temperature is 0) ``max_new_tokens`` after ``prompt``."""
+        """Sample (or greedy when temperature is 0) up to ``max_new_tokens`` tokens after ``prompt``, decoded
+        by the model's tokenizer; generation ends early at the tokenizer's end-of-text token (not returned).
+        An empty prompt starts from the tokenizer's BOS (token 0 for the byte tokenizer)."""
         start = getattr(self.tokenizer, "bos_token_id", None)
+        eos = getattr(getattr(self.tokenizer, "hf", None), "eos_token_id", None)
         prompt_ids = self.tokenizer.encode(prompt) if prompt else []
-        ids = torch.tensor([prompt_ids or [start or 0]], dtype=torch.long)  # (1, T): an empty prompt starts at BOS
+        ids = torch.tensor([prompt_ids or [start or 0]], dtype=torch.long)  # (1, T)
         gen = torch.Generator().manual_seed(seed)
-        limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
-            self.model.config, "n_positions", 1024)
+        limit = self.context
         out = []
         with self.stack.using(slots), torch.no_grad():
             for _ in range(max_new_tokens):
@@ -73,6 +99,8 @@ class MemoryModel:
                     nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
                 else:
                     nxt = logits.argmax(-1, keepdim=True)
+                if eos is not None and int(nxt) == eos:
+                    break
                 out.append(int(nxt))
                 ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
         return self.tokenizer.decode(out)

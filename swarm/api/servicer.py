@@ -278,7 +278,10 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         async with self.lock:
             versions = await self._load(names)
             slots = {n: self.levels.specs[n].level for n in names}
-            full, n_bytes = await asyncio.to_thread(self.memory.bits_per_byte, text, list(slots.values()))
+            try:
+                full, n_bytes = await asyncio.to_thread(self.memory.bits_per_byte, text, list(slots.values()))
+            except ValueError as e:  # a text of several bytes may still be one token of the model's tokenizer
+                raise _invalid("text", str(e)) from None
             contributions = {}
             for name, slot in slots.items():
                 without, _ = await asyncio.to_thread(self.memory.bits_per_byte, text,

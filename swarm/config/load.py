@@ -188,6 +188,8 @@ def config_hash(cfg: SwarmConfig) -> str:
     # cache: it shapes learning only when agents are asked; left out so runs from before it still resume
     for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb", "cache"):
         data.pop(key, None)
+    for key in ("device", "gpus_per_agent"):  # where it runs, not what it learns: a run may resume elsewhere
+        data.get("agent", {}).pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

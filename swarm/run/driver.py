@@ -28,6 +28,7 @@ import ray
 from rich.console import Console
 from rich.live import Live
 
+from agents.model import check_seq_len
 from agents.sources import check_workload
 from cluster.actors import agent_actor, level_server
 from cluster.build import level_shapes, level_specs
@@ -223,8 +224,10 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         cfg = load_config(run_dir.config, overrides)
         _check_resumable(load_config(run_dir.config), cfg, run_dir.path)
         check_workload(cfg.workload)
+        check_seq_len(cfg.model, cfg.workload.seq_len)
     else:
         check_workload(cfg.workload)  # bad data is refused before a run directory or Ray exists
+        check_seq_len(cfg.model, cfg.workload.seq_len)
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
         run_dir.config.write_text(to_yaml(cfg))
     with Run.open(cfg, run_dir, console) as run:

@@ -45,3 +45,15 @@ def test_byte_tokenizer_round_trip():
     text = "def f(x):\n    return 'é'\n"
     ids = tok.encode(text)
     assert max(ids) < 256 and tok.decode(ids) == text
+
+
+def test_windows_longer_than_the_position_limit_are_refused(tmp_path):
+    from agents.model import check_seq_len
+
+    check_seq_len(ModelConfig(max_positions=64), 64)
+    with pytest.raises(ValueError, match="workload.seq_len=65 exceeds the position limit 64 of model.max_positions"):
+        check_seq_len(ModelConfig(max_positions=64), 65)
+    build_model(ModelConfig(arch="gpt2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                            max_positions=48)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"exceeds the position limit 48 of {tmp_path}"):
+        check_seq_len(ModelConfig(name_or_path=str(tmp_path)), 100)
