@@ -32,11 +32,11 @@ class PretrainConfig:
     enabled: bool = False
     packages: list[str] = field(default_factory=_default_packages)
     vocab_size: int = 2048
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 8
     seq_len: int = 128
     lr: float = 2e-3
-    warmup: int = 40
+    warmup: int = 30
     weight_decay: float = 0.01
     eval_windows: int = 64
     seed: int = 0
