@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PretrainedConfig
+from transformers.utils import logging as hf_logging
 
 from agents.config import ModelConfig
 from layers.config import torch_dtype
@@ -40,6 +41,7 @@ def build_model(cfg: ModelConfig, device: torch.device | str | None = None) -> n
         path = Path(cfg.name_or_path).expanduser()
         if not path.is_dir():
             raise ValueError(f"model.name_or_path: {str(path)!r} is not a local directory (nothing is downloaded)")
+        hf_logging.disable_progress_bar()  # a local checkpoint loads at once: no bar in run tables and logs
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     else:
         with torch.random.fork_rng(devices=[]):
