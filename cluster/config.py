@@ -26,8 +26,12 @@ class ServerConfig:
         lr: the level's step size (the merged gradient is scaled to unit RMS first).
         checkpoint_every: merges between checkpoints.
         propose_every: merges between upward circuit proposals (servers with a parent).
-        forward_every: at most this many merges between forwards to the parent (earlier when
-            the merged gradients are coherent; the sync gate's ``max_interval`` for servers).
+        forward_every: at most this many merges between forwards to the parent (the server's sync
+            gate's ``max_interval``); earlier, from ``forward_min`` merges on, when the gate finds the
+            merged gradients summed since the last forward coherent (``dynamics.sync.alpha``). With
+            ``dynamics.sync.enabled: false``, exactly every ``forward_every`` merges.
+        forward_min: the fewest merges a coherent forward sums (the gate's ``min_interval``, capped
+            at ``forward_every``; the test needs 2).
 
     Raises ``ValueError`` naming the first invalid field (``server.<field>``).
     """
@@ -38,13 +42,15 @@ class ServerConfig:
     lr: float = 1e-3
     checkpoint_every: int = 10
     propose_every: int = 5
-    forward_every: int = 2
+    forward_every: int = 4
+    forward_min: int = 2
     upper_window: int | None = None
 
     def __post_init__(self) -> None:
         check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
                      checkpoint_every=self.checkpoint_every >= 1,
                      propose_every=self.propose_every >= 1, forward_every=self.forward_every >= 1,
+                     forward_min=self.forward_min >= 1,
                      upper_window=self.upper_window is None or self.upper_window >= 1,
                      max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
                      lr=math.isfinite(self.lr) and self.lr > 0)

@@ -27,7 +27,6 @@ propose them upward; removals it gets back are journaled too.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections import deque
@@ -40,7 +39,7 @@ from torch import Tensor
 
 from cluster.config import ServerConfig
 from cluster.level.admission import check_delta, check_proposals, check_push
-from cluster.level.forwarding import Uplink
+from cluster.level.forwarding import Uplink, forwarding_gate
 from cluster.level.protocol import CircuitRef, ProposeResult, PullReply, PushResult, Refusal
 from cluster.level.records import (
     AbsorbRecord,
@@ -91,9 +90,7 @@ class LevelCore:
         self._window: list[PushRecord] = []
         self._counters = LevelCounters()
         # the level above: merged gradients are forwarded when the gate fires, at most every forward_every merges
-        gate = dataclasses.replace(dynamics.sync, max_interval=self.cfg.forward_every,
-                                   min_interval=min(dynamics.sync.min_interval, self.cfg.forward_every))
-        self._uplink = Uplink(name, self.shapes, gate) if parent else None
+        self._uplink = Uplink(name, self.shapes, forwarding_gate(dynamics.sync, self.cfg)) if parent else None
         self._tracker = CircuitTracker(self.circuits)  # its own circuits: to list, and to propose upward
         self._events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self._event_seq = 0

@@ -3,10 +3,11 @@ delivers it (:class:`LinkedLevel`).
 
 A swarm server forwards to its domain server and a domain server to the foundation "the
 same way" agents push: the merged gradient of every merge is summed into ``pending`` and
-fed to a ``SyncGate``; when the gate fires, the sum becomes an outbox entry ``(seq,
-base_version, tensors)``. The uplink is part of its level's state: it is checkpointed with
-it, and replay recreates outbox entries deterministically, so nothing is lost or counted
-twice across a restart (the parent refuses a seq it already holds).
+fed to a ``SyncGate`` (:func:`forwarding_gate`: the agents' test over windows of
+``server.forward_min`` to ``server.forward_every`` merges); when the gate fires, the sum
+becomes an outbox entry ``(seq, base_version, tensors)``. The uplink is part of its level's
+state: it is checkpointed with it, and replay recreates outbox entries deterministically, so
+nothing is lost or counted twice across a restart (the parent refuses a seq it already holds).
 
 :class:`LinkedLevel` sends the outbox, synchronously inside the push that produced it
 (servers form a tree: no cycles), and every ``propose_every`` merges proposes the level's
@@ -17,6 +18,7 @@ other directly, so both run the very same protocol code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cluster.config import ServerConfig
 from cluster.level.protocol import LevelClient, ProposeResult, PullReply, PushResult
 from cluster.level.status import ForwardCounters
 from layers.circuits import Proposal
@@ -32,6 +35,16 @@ from layers.dynamics.config import SyncConfig
 
 if TYPE_CHECKING:  # the core owns an Uplink: importing it here at run time would be circular
     from cluster.level.core import LevelCore
+
+
+def forwarding_gate(sync: SyncConfig, server: ServerConfig) -> SyncConfig:
+    """The sync gate of a server's uplink: the agents' test (``sync.alpha``) over windows of
+    ``server.forward_min`` (capped at ``forward_every``) to ``server.forward_every`` merges. With the
+    gate disabled (the fixed-interval ablation), a forward every ``forward_every`` merges."""
+    top = server.forward_every
+    if not sync.enabled:
+        return dataclasses.replace(sync, min_interval=top, max_interval=top)
+    return dataclasses.replace(sync, min_interval=min(server.forward_min, top), max_interval=top)
 
 
 @dataclass(frozen=True)

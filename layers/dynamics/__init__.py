@@ -14,7 +14,9 @@ _EXPORTS = {  # public name -> the module that defines it
     "spectral_entropy": "layers.dynamics.homeostasis",
     "LevelOptimizer": "layers.dynamics.optimizer",
     "SyncGate": "layers.dynamics.sync",
-    "effective_samples": "layers.dynamics.sync",
+    "drift_pvalue": "layers.dynamics.sync",
+    "drift_statistic": "layers.dynamics.sync",
+    "null_tail": "layers.dynamics.sync",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -88,18 +88,20 @@ class MassConfig:
 
 @dataclass
 class SyncConfig:
-    """Event-driven push: coherence sum|EMA(u)| / sum EMA(|u|) above z / sqrt(N_eff(t)),
-    within [``min_interval``, ``max_interval``] steps since the last push; EMA rate 1 - ``rho``.
+    """Event-driven push (``layers/dynamics/sync.py``): after each update, a test of "the sum of the
+    updates since the last push is more than noise" whose false-positive rate on pure noise is
+    ``alpha`` at every step, whatever the number of coordinates. Push when it passes and at least
+    ``min_interval`` steps passed (the test needs 2 updates), or at ``max_interval`` steps regardless.
+    Disabled: a push every ``min_interval`` steps (the fixed-interval ablation).
     """
 
     enabled: bool = True
-    rho: float = 0.9
-    z: float = 1.645
+    alpha: float = 0.01
     min_interval: int = 1
     max_interval: int = 100
 
     def __post_init__(self) -> None:
-        check_fields("dynamics.sync", self, rho=0 <= self.rho < 1, z=self.z >= 0, min_interval=self.min_interval >= 1,
+        check_fields("dynamics.sync", self, alpha=0 < self.alpha < 1, min_interval=self.min_interval >= 1,
                max_interval=self.max_interval >= self.min_interval)
 
 

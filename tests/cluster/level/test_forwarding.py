@@ -5,7 +5,7 @@ import torch
 
 from cluster.config import ServerConfig
 from cluster.level.core import LevelCore
-from cluster.level.forwarding import LinkedLevel
+from cluster.level.forwarding import LinkedLevel, forwarding_gate
 from cluster.level.protocol import CircuitRef, ProposeResult, PushResult, RejectCode
 
 SHAPES = {"m.q": (8, 4), "m.v": (6, 4)}
@@ -18,7 +18,7 @@ def grad(seed: int) -> dict[str, torch.Tensor]:
 
 def test_a_level_with_a_parent_queues_merged_gradients_when_its_gate_fires():
     server = LevelCore("swarm/red", SHAPES, server=ServerConfig(window=1), parent="domain/x")
-    for i in range(1, 4):
+    for i in range(1, 6):  # forward_every 4: the gate fires by the 4th merge
         server.push("a", i, server.version, grad(i))
     outbox = server.uplink.outbox
     assert outbox and outbox[0].seq == 1 and set(outbox[0].tensors) == set(SHAPES)
@@ -98,3 +98,51 @@ def test_a_link_must_match_the_cores_parent():
         LinkedLevel(LevelCore("swarm/red", SHAPES, parent="domain/x"))
     with pytest.raises(ValueError, match="parent"):
         LinkedLevel(LevelCore("domain/x", SHAPES), LinkedLevel(LevelCore("foundation", SHAPES)))
+
+
+BIG = {"m.q": (64, 8), "m.v": (48, 8)}  # 896 coordinates
+
+
+def forwards(stream, cfg, merges):
+    """(reason, merges summed) of every forward a team server queues over ``merges`` merges of ``stream``."""
+    server = LevelCore("swarm/red", BIG, server=cfg, parent="domain/x")
+    out, last = [], 0
+    for i in range(1, merges + 1):
+        server.push("a", i, server.version, stream())
+        if len(server.uplink.outbox) > len(out):
+            out.append((server.uplink.outbox[-1].reason, i - last))
+            last = i
+    return out
+
+
+def test_a_server_forwards_early_when_the_merged_gradients_are_coherent():
+    """forward_every 10: pushes carrying a common direction at 0.5 noise standard deviations are forwarded
+    after 2-4 merges, as coherent (the first window waits for the gate to measure its stream's noise: 4
+    merges); pure noise is forwarded at forward_every."""
+    gen = torch.Generator().manual_seed(0)
+    drift = {m: 0.5 * torch.randn(s, generator=gen).sign() for m, s in BIG.items()}
+    cfg = ServerConfig(window=1, forward_every=10)
+
+    def steady():
+        return {m: drift[m] + torch.randn(s, generator=gen) for m, s in BIG.items()}
+
+    def noise():
+        return {m: torch.randn(s, generator=gen) for m, s in BIG.items()}
+
+    early = forwards(steady, cfg, 30)
+    assert {r for r, _ in early} == {"coherent"} and early[0][1] == 4 and max(n for _, n in early[1:]) <= 3, early
+    assert len(early) >= 9  # against 3 at forward_every
+    assert forwards(noise, cfg, 30) == [("max_interval", 10)] * 3
+
+
+def test_the_forwarding_gate_takes_the_agents_test_between_forward_min_and_forward_every():
+    from layers.dynamics import SyncConfig
+
+    sync = SyncConfig(alpha=0.05, min_interval=1, max_interval=100)
+    gate = forwarding_gate(sync, ServerConfig(forward_every=6, forward_min=3))
+    assert (gate.enabled, gate.alpha, gate.min_interval, gate.max_interval) == (True, 0.05, 3, 6)
+    assert forwarding_gate(sync, ServerConfig(forward_every=1)).min_interval == 1  # forward_min capped
+    off = forwarding_gate(SyncConfig(enabled=False, min_interval=5), ServerConfig(forward_every=6))
+    assert (off.enabled, off.min_interval, off.max_interval) == (False, 6, 6)  # a clock at forward_every
+    with pytest.raises(ValueError, match="server.forward_min"):
+        ServerConfig(forward_min=0)
