@@ -3,6 +3,7 @@
 from layers.lazy import lazy_exports
 
 _EXPORTS = {  # public name -> the module that defines it
+    "ConsolidationConfig": "layers.dynamics.config",
     "DynamicsConfig": "layers.dynamics.config",
     "HomeostasisConfig": "layers.dynamics.config",
     "MassConfig": "layers.dynamics.config",

@@ -55,7 +55,9 @@ class TemperatureConfig:
 class PhaseConfig:
     """Activity a = EMA (rate ``rate``) of 1[|drive| > noise floor]; the level's noise floor is
     ``noise_factor`` x the EMA of the level's drive RMS. SCREENED when a > ``theta_on``, FREE when a < ``theta_off``
-    (hysteresis). Each step FREE parameters shrink by ``free_decay``, SCREENED by ``screened_decay``.
+    (hysteresis). Each step the decaying part of a parameter (its unconsolidated part with
+    consolidation on, all of it with consolidation off) shrinks by ``free_decay`` when FREE and by
+    ``screened_decay`` when SCREENED (0: screened parameters hold; DESIGN section 6).
     """
 
     enabled: bool = True
@@ -64,12 +66,31 @@ class PhaseConfig:
     theta_on: float = 0.5
     theta_off: float = 0.2
     free_decay: float = 0.01
-    screened_decay: float = 1e-4
+    screened_decay: float = 0.0
 
     def __post_init__(self) -> None:
         check_fields("dynamics.phase", self, rate=0 < self.rate <= 1, noise_factor=self.noise_factor > 0,
                theta_on=0 < self.theta_on < 1, theta_off=0 <= self.theta_off < self.theta_on,
                free_decay=0 <= self.free_decay < 1, screened_decay=0 <= self.screened_decay < 1)
+
+
+@dataclass
+class ConsolidationConfig:
+    """What a level learned while SCREENED is kept (needs ``phase``; without it nothing decays anyway).
+
+    Each parameter is an anchor (consolidated) plus an unconsolidated part: the optimizer's own
+    moves enter the unconsolidated part, each SCREENED step moves a fraction ``rate`` of it into
+    the anchor, and the phase decay shrinks only the unconsolidated part, so a FREE parameter
+    decays toward its anchor, not toward zero. Writes to the level from outside the optimizer
+    (promotions, absorbs, removals) change the anchor: they are consolidated as they are.
+    Disabled: the anchor stays zero and every parameter decays toward zero.
+    """
+
+    enabled: bool = True
+    rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_fields("dynamics.consolidation", self, rate=0 < self.rate <= 1)
 
 
 @dataclass
@@ -134,6 +155,7 @@ class DynamicsConfig:
     viscosity: ViscosityConfig = field(default_factory=ViscosityConfig)
     temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
     phase: PhaseConfig = field(default_factory=PhaseConfig)
+    consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
     mass: MassConfig = field(default_factory=MassConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     homeostasis: HomeostasisConfig = field(default_factory=HomeostasisConfig)

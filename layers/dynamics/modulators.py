@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from layers.dynamics.config import MassConfig, PhaseConfig, TemperatureConfig, ViscosityConfig
+from layers.dynamics.config import ConsolidationConfig, MassConfig, PhaseConfig, TemperatureConfig, ViscosityConfig
 
 EPS = 1e-12
 
@@ -63,7 +63,7 @@ class Temperature:
 
 
 class Phase:
-    """SCREENED / FREE with hysteresis on activity; FREE parameters decay toward zero."""
+    """SCREENED / FREE with hysteresis on activity; the decaying part of a FREE parameter shrinks."""
 
     def __init__(self, cfg: PhaseConfig) -> None:
         self.cfg = cfg
@@ -80,8 +80,37 @@ class Phase:
         state["screened"] = torch.where(state["screened"], a >= theta_off, a > theta_on)
 
     def decay(self, param: Tensor, state: dict[str, Tensor], free_decay: float) -> None:
-        factor = torch.where(state["screened"], 1 - self.cfg.screened_decay, 1 - free_decay)
-        param.mul_(factor.to(param.dtype))
+        """Shrink the unconsolidated part ``state["free"]`` of ``param`` (with consolidation), else all of it."""
+        rate = torch.where(state["screened"], self.cfg.screened_decay, free_decay).to(param.dtype)
+        if "free" not in state:  # no consolidation: everything decays toward zero
+            param.mul_(1 - rate)
+            return
+        shrink = state["free"] * rate  # (d_out, R): toward the anchor param - free
+        param.sub_(shrink)
+        state["free"].sub_(shrink)
+
+
+class Consolidation:
+    """Anchor + unconsolidated part per parameter; SCREENED steps move the latter into the former.
+
+    State ``free`` (the block's shape) is the unconsolidated part; the anchor is ``B - free`` and
+    is never stored, so anything written to B from outside the optimizer is anchored as it is.
+    """
+
+    def __init__(self, cfg: ConsolidationConfig) -> None:
+        self.cfg = cfg
+
+    def init(self, like: Tensor) -> dict[str, Tensor]:
+        return {"free": torch.zeros_like(like)}
+
+    def track(self, u: Tensor, state: dict[str, Tensor]) -> None:
+        """The optimizer's own move ``u`` is not consolidated yet."""
+        state["free"].add_(u)
+
+    def consolidate(self, state: dict[str, Tensor]) -> None:
+        """A SCREENED parameter hands ``rate`` of its unconsolidated part to its anchor (B unchanged)."""
+        keep = torch.where(state["screened"], 1 - self.cfg.rate, 1.0).to(state["free"].dtype)
+        state["free"].mul_(keep)
 
 
 class Mass:

@@ -5,10 +5,14 @@
     u = u / (1 + r_opposite)                                  viscosity (two sign buckets)
     u = u * (floor + (1 - floor) T)  [/ crystal_divisor]      temperature (and crystallisation)
         T <- (1 - heat) T + heat * min(1, |drive| / level drive RMS)
-    B += u
-    B *= 1 - (screened_decay if SCREENED else free_decay)     phase (hysteresis on activity)
+    B += u;  F += u                                           F: unconsolidated part, B - F the anchor
+    d = screened_decay if SCREENED else free_decay            phase (hysteresis on activity)
+    B -= d F;  F *= 1 - d                                     decay toward the anchor, not toward zero
+    F *= 1 - rate  if SCREENED                                consolidation (F = B, anchor 0, when off)
 
 ``drive`` is the proposed change of B (a negative gradient step, or a merged update).
+What is written to B outside :meth:`LevelOptimizer.step` (promotions, absorbs, removals)
+moves the anchor B - F: it is consolidated as it is.
 All state is in tensors: ``state_dict`` / ``load_state_dict`` restore it exactly.
 """
 
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor
 
 from layers.dynamics.config import DynamicsConfig
-from layers.dynamics.modulators import Mass, Phase, Temperature, Viscosity
+from layers.dynamics.modulators import Consolidation, Mass, Phase, Temperature, Viscosity
 
 
 class LevelOptimizer:
@@ -37,7 +41,10 @@ class LevelOptimizer:
         self.viscosity = Viscosity(c.viscosity) if c.viscosity.enabled else None
         self.temperature = Temperature(c.temperature) if c.temperature.enabled else None
         self.phase = Phase(c.phase) if c.phase.enabled else None
-        self.modulators = [m for m in (self.mass, self.viscosity, self.temperature, self.phase) if m is not None]
+        # without phase nothing decays, so there is nothing to consolidate against
+        self.consolidation = Consolidation(c.consolidation) if c.phase.enabled and c.consolidation.enabled else None
+        self.modulators = [m for m in (self.mass, self.viscosity, self.temperature, self.phase, self.consolidation)
+                           if m is not None]
         self.state = {name: self._init_block(p) for name, p in self.params.items()}
         # adjustable by homeostasis, hence state rather than config
         self.thresholds = {"theta_on": c.phase.theta_on, "theta_off": c.phase.theta_off,
@@ -91,10 +98,14 @@ class LevelOptimizer:
                 if self.temperature:
                     u = self.temperature.apply(u, drive, st, refs["temperature"])
                 p.add_(u)
+                if self.consolidation:
+                    self.consolidation.track(u, st)
                 if self.phase:
                     self.phase.update(drive, st, refs["noise"], self.thresholds["theta_on"],
                                       self.thresholds["theta_off"])
                     self.phase.decay(p, st, self.thresholds["free_decay"])
+                if self.consolidation:
+                    self.consolidation.consolidate(st)
         self.steps += 1
         h = self.config.homeostasis
         if h.enabled and self.steps % h.window == 0:
@@ -124,12 +135,24 @@ class LevelOptimizer:
             return 0.0
         return sum(self.temperature.crystallised(st) for st in self.state.values()) / len(self.state)
 
+    def consolidated_norms(self) -> tuple[float, float]:
+        """Level-wide Frobenius norms (consolidated anchor B - F, unconsolidated part F); (0, |B|) when off."""
+        anchor = free = 0.0
+        for name, p in self.params.items():
+            f = self.state[name]["free"] if self.consolidation else p.detach()
+            anchor += float((p.detach() - f).double().pow(2).sum())
+            free += float(f.double().pow(2).sum())
+        return anchor**0.5, free**0.5
+
     def report(self) -> dict[str, float]:
-        """Level-wide numbers: screened and crystallised fractions, the growth trigger, means."""
+        """Level-wide numbers: screened and crystallised fractions, the growth trigger, means, and
+        (with consolidation) the norms of the consolidated and unconsolidated parts."""
         out = {"steps": float(self.steps), "screened_fraction": self.screened_fraction(),
                "crystallised_fraction": self.crystallised_fraction(), **self.thresholds}
         out["growth_needed"] = float(bool(self.temperature) and
                                      out["crystallised_fraction"] > self.config.temperature.growth_fraction)
+        if self.consolidation:
+            out["consolidated_norm"], out["unconsolidated_norm"] = self.consolidated_norms()
         for key in ("temperature", "mass", "activity"):
             values = [st[key] for st in self.state.values() if key in st]
             if values:
@@ -142,8 +165,16 @@ class LevelOptimizer:
                 "blocks": {n: {k: v.clone() for k, v in st.items()} for n, st in self.state.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore exactly; a state for other blocks, modulators or shapes is refused (ValueError)."""
-        blocks = state.get("blocks", {})
+        """Restore exactly; a state for other blocks, modulators or shapes is refused (ValueError).
+
+        A checkpoint from before consolidation (no ``free`` entry, all else matching) is upgraded:
+        nothing in it counts as consolidated (F = B, the former rule), so load B first.
+        """
+        blocks = dict(state.get("blocks", {}))
+        if self.consolidation:
+            blocks = {n: {**st, "free": self.params[n].detach().clone()}
+                      if "free" not in st and n in self.params and set(st) | {"free"} == set(self.state[n]) else st
+                      for n, st in blocks.items()}
         if set(blocks) != set(self.state):
             raise ValueError(f"LevelOptimizer state: blocks differ (extra {sorted(set(blocks) - set(self.state))}, "
                              f"missing {sorted(set(self.state) - set(blocks))})")

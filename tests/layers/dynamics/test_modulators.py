@@ -1,13 +1,22 @@
 import pytest
 import torch
 
-from layers.dynamics import DynamicsConfig, LevelOptimizer, MassConfig, PhaseConfig, TemperatureConfig, ViscosityConfig
+from layers.dynamics import (
+    ConsolidationConfig,
+    DynamicsConfig,
+    LevelOptimizer,
+    MassConfig,
+    PhaseConfig,
+    TemperatureConfig,
+    ViscosityConfig,
+)
 
 
 def only(name: str, **kwargs) -> DynamicsConfig:
-    """A config with one modulator switched on."""
+    """A config with one modulator switched on (``phase``: the phase without consolidation)."""
     off = dict(viscosity=ViscosityConfig(enabled=False), temperature=TemperatureConfig(enabled=False),
-               phase=PhaseConfig(enabled=False), mass=MassConfig(enabled=False))
+               phase=PhaseConfig(enabled=False), mass=MassConfig(enabled=False),
+               consolidation=ConsolidationConfig(enabled=False))
     cls = {"viscosity": ViscosityConfig, "temperature": TemperatureConfig, "phase": PhaseConfig, "mass": MassConfig}
     off[name] = cls[name](**kwargs)
     return DynamicsConfig(**off)
