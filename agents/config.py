@@ -62,8 +62,8 @@ def _default_topology() -> dict[str, dict[str, list[str]]]:
     return {"python": {"text": ["json", "email"], "net": ["http", "urllib"]}}
 
 
-KINDS = ("stdlib", "synthetic", "files", "jsonl", "dataset")
-DATA_KINDS = ("files", "jsonl", "dataset")  # kinds whose topology the data can define
+KINDS = ("stdlib", "synthetic", "code", "files", "jsonl", "dataset")
+DATA_KINDS = ("code", "files", "jsonl", "dataset")  # kinds whose topology the data can define
 PARTITIONS = ("key", "iid", "dirichlet")
 
 
@@ -72,7 +72,8 @@ class WorkloadConfig:
     """The ``workload`` config group: where each agent's documents come from (``agents/sources/``, docs/data.md).
 
     Attributes:
-        kind: ``stdlib`` (stdlib packages), ``synthetic`` (generated streams), ``files`` (the
+        kind: ``stdlib`` (stdlib packages), ``synthetic`` (generated streams), ``code`` (source code
+            installed in the environment: languages, projects, their parts), ``files`` (the
             user's folders or globs), ``jsonl`` (JSON Lines records), ``dataset`` (a
             ``save_to_disk`` directory or Parquet files).
         topology: domain -> swarm (team) -> agent names. None: stdlib/synthetic use two teams of

@@ -214,24 +214,43 @@ def sample_windows(doc: Encoded, batch_size: int, seq_len: int, generator: torch
     return Windows(ids[idx], nbytes[idx][:, 1:])
 
 
+def eval_positions(lengths: Sequence[int], seq_len: int, max_windows: int) -> list[tuple[int, int]]:
+    """Deterministic window starts spread evenly through a set of documents: ``(document, start)`` pairs.
+
+    A window takes ``seq_len + 1`` tokens, so document ``d`` of ``lengths[d]`` tokens offers
+    ``lengths[d] - seq_len`` starts (none when shorter). The starts of all documents, one after
+    another, are cut into ``n = min(max_windows, total starts)`` equal strata and window ``k`` takes
+    the middle of stratum ``k`` (offset ``floor((k + 1/2) * total / n)``). So a file gets windows in
+    proportion to its length, every part of every file (not only its top) is read, no start repeats,
+    and the windows overlap only when the documents hold fewer than ``n * (seq_len + 1)`` tokens.
+    Ordered by document, then start.
+
+    Raises:
+        ValueError: ``seq_len`` or ``max_windows`` < 1, or no document is longer than ``seq_len`` tokens.
+    """
+    if seq_len < 1 or max_windows < 1:
+        raise ValueError(f"eval_positions: seq_len and max_windows must be >= 1, got {seq_len} and {max_windows}")
+    starts = np.array([max(0, int(n) - seq_len) for n in lengths], dtype=np.int64)  # (D,) starts per document
+    total = int(starts.sum())
+    if total == 0:
+        raise ValueError(f"no evaluation window of {seq_len + 1} tokens fits in the held-out documents "
+                         f"({len(starts)} documents, longest {max(lengths, default=0)} tokens)")
+    n = min(max_windows, total)
+    offsets = (np.arange(n, dtype=np.int64) * 2 + 1) * total // (2 * n)  # (n,) strictly increasing in [0, total)
+    ends = np.cumsum(starts)  # (D,) one past the last global start of each document
+    docs = np.searchsorted(ends, offsets, side="right")  # (n,) the document holding each offset
+    return [(int(d), int(o - (ends[d] - starts[d]))) for d, o in zip(docs, offsets, strict=True)]
+
+
 def eval_windows(docs: Sequence[Encoded], seq_len: int, max_windows: int) -> Windows:
-    """Deterministic non-overlapping windows spread over ``docs``: at most ``max_windows // len(docs)``
-    (at least one) from the start of each document, ``max_windows`` in all.
+    """Deterministic evaluation windows spread through ``docs`` (:func:`eval_positions`): ``max_windows``
+    windows of ``seq_len + 1`` tokens (fewer only when the documents offer fewer starts).
 
     Raises:
         ValueError: no document is longer than ``seq_len`` tokens.
     """
-    per_doc = max(1, max_windows // max(1, len(docs)))
-    ids: list[Tensor] = []
-    nbytes: list[Tensor] = []
-    for doc in docs:
-        n = min(per_doc, (len(doc) - 1) // seq_len)
-        for i in range(n):
-            span = slice(i * seq_len, i * seq_len + seq_len + 1)
-            ids.append(doc.ids[span])
-            nbytes.append(doc.nbytes[span][1:])
-        if len(ids) >= max_windows:
-            break
-    if not ids:
-        raise ValueError(f"no evaluation window of {seq_len + 1} tokens fits in the held-out documents")
-    return Windows(torch.stack(ids[:max_windows]), torch.stack(nbytes[:max_windows]))
+    docs = list(docs)  # every document is read: positions depend on all their lengths
+    positions = eval_positions([len(d) for d in docs], seq_len, max_windows)
+    ids = torch.stack([docs[d].ids[s:s + seq_len + 1] for d, s in positions])  # (N, T+1)
+    nbytes = torch.stack([docs[d].nbytes[s + 1:s + seq_len + 1] for d, s in positions])  # (N, T)
+    return Windows(ids, nbytes)

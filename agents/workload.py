@@ -12,40 +12,33 @@ seed, in every process.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 
 from agents.config import WorkloadConfig
-from agents.sources import Document, documents_for
+from agents.sources import AgentDocuments, documents_for
 from agents.text import ByteTokenizer, Encoded, Tokenizer, Windows, eval_windows, sample_windows
 from agents.topology import AgentSpec
 
 
-class _Encoding(Sequence[Encoded]):
-    """``docs`` encoded on access (evaluation windows stop reading once they have enough)."""
-
-    def __init__(self, docs: Sequence[Document], tokenizer: Tokenizer) -> None:
-        self.docs, self.tokenizer = docs, tokenizer
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def __getitem__(self, i):  # noqa: ANN001 - Sequence protocol
-        return self.tokenizer.encode_with_bytes(self.docs[i].text)
-
-
 class Workload:
-    """One agent's stream: contexts of training windows, and fixed held-out windows."""
+    """One agent's stream: contexts of training windows, and fixed held-out windows.
 
-    def __init__(self, cfg: WorkloadConfig, spec: AgentSpec, tokenizer: Tokenizer | None = None) -> None:
+    ``documents`` replaces the agent's own (``documents_for(cfg, spec)``), e.g. the union of several
+    agents' documents for a central oracle. The held-out windows are ``cfg.eval_windows`` windows of
+    ``cfg.seq_len + 1`` tokens spread through all held-out documents (:func:`agents.text.eval_positions`).
+    """
+
+    def __init__(self, cfg: WorkloadConfig, spec: AgentSpec, tokenizer: Tokenizer | None = None,
+                 documents: AgentDocuments | None = None) -> None:
         self.cfg, self.spec = cfg, spec
         self.tokenizer = tokenizer or ByteTokenizer()
         digest = hashlib.sha256(f"{cfg.seed}/{spec.id}".encode()).digest()  # stable across processes
         self.gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-        self.documents = documents_for(cfg, spec)
-        self.held_out: Windows = eval_windows(_Encoding(self.documents.held_out, self.tokenizer), cfg.seq_len,
-                                              cfg.eval_windows)
+        self.documents = documents or documents_for(cfg, spec)
+        encoded = [self.tokenizer.encode_with_bytes(d.text) for d in self.documents.held_out]
+        self.held_out: Windows = eval_windows(encoded, cfg.seq_len, cfg.eval_windows)
         self.context = -1
         self.step_in_context = cfg.steps_per_context  # the first next_batch opens context 0
         self._data: Encoded | None = None

@@ -160,3 +160,31 @@ def check_text(value: object, where: str, field: str) -> str:
     if not value.strip():
         raise WorkloadError(f"{where}: field {field!r} is empty")
     return value
+
+
+class InterleavedDocuments(LazyDocuments):
+    """Several agents' documents as one stream, one document of each in turn (a central learner's data).
+
+    Document ``i`` is document ``(i // k) % len(parts[i % k])`` of part ``i % k`` (k parts): every part
+    gets every k-th context, and a shorter part starts over while a longer one goes on, so each part's
+    share of the contexts is 1/k whatever its size. ``len`` is ``k * max(len(part))``.
+    """
+
+    def __init__(self, parts: Sequence[Sequence[Document]]) -> None:
+        if not parts or any(len(p) == 0 for p in parts):
+            raise ValueError(f"InterleavedDocuments: every part needs a document, got sizes {[len(p) for p in parts]}")
+        self.parts = list(parts)
+
+    def __len__(self) -> int:
+        return len(self.parts) * max(len(p) for p in self.parts)
+
+    def _load(self, index: int) -> Document:
+        part = self.parts[index % len(self.parts)]
+        return part[(index // len(self.parts)) % len(part)]
+
+
+def union_documents(parts: Sequence[AgentDocuments]) -> AgentDocuments:
+    """The documents of several agents as one agent's: train interleaved (:class:`InterleavedDocuments`),
+    held out one after another (disjoint from train, as each part's are)."""
+    held: list[Document] = [d for p in parts for d in p.held_out]
+    return AgentDocuments(train=InterleavedDocuments([p.train for p in parts]), held_out=held)

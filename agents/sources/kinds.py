@@ -8,6 +8,7 @@ imports pyarrow (and ``datasets`` for a saved dataset) only when it runs.
 from __future__ import annotations
 
 from agents.config import WorkloadConfig
+from agents.sources.code import check_code, code_documents, code_topology
 from agents.sources.dataset import check_dataset, dataset_documents, dataset_topology
 from agents.sources.document import AgentDocuments, WorkloadError, check_split, decode
 from agents.sources.files import check_files, files_documents, files_topology
@@ -17,19 +18,22 @@ from agents.sources.stdlib import stdlib_documents
 from agents.sources.synthetic import synthetic_documents
 from agents.topology import AgentSpec
 
-UNITS = {"stdlib": "files", "files": "text files", "jsonl": "records", "dataset": "rows"}
+UNITS = {"stdlib": "files", "code": "files", "files": "text files", "jsonl": "records", "dataset": "rows"}
 
 
 def topology_of(cfg: WorkloadConfig) -> dict[str, dict[str, list[str]]]:
     """The topology in use (domain -> team -> agents).
 
     ``stdlib`` and ``synthetic``: ``cfg.teams`` (the configured one or the built-in default).
+    ``code``: the configured one (or the built-in code topology), checked for languages and overlaps.
     ``files``, ``jsonl``, ``dataset``: the configured one, checked against the data (every agent
     it names has data), else the one the data defines (see each kind's module).
 
     Raises:
         WorkloadError: the data is missing or unusable, or the topology names an agent the data lacks.
     """
+    if cfg.kind == "code":
+        return code_topology(cfg)
     if cfg.kind == "files":
         return files_topology(cfg)
     if cfg.kind == "jsonl":
@@ -49,6 +53,8 @@ def documents_for(cfg: WorkloadConfig, spec: AgentSpec) -> AgentDocuments:
         return synthetic_documents(spec, cfg.seed)
     if cfg.kind == "stdlib":
         docs = stdlib_documents([spec.name], cfg.held_out_every)
+    elif cfg.kind == "code":
+        docs = code_documents(cfg, spec.name)
     elif cfg.kind == "files":
         docs = files_documents(cfg, spec.name)
     elif cfg.kind == "jsonl":
@@ -97,7 +103,8 @@ def check_workload(cfg: WorkloadConfig) -> None:
         raise WorkloadError("workload.topology: no agents")
     if cfg.kind == "synthetic":
         return
-    checks = {"stdlib": _check_stdlib, "files": check_files, "jsonl": check_jsonl, "dataset": check_dataset}
+    checks = {"stdlib": _check_stdlib, "code": check_code, "files": check_files, "jsonl": check_jsonl,
+              "dataset": check_dataset}
     problems = checks[cfg.kind](cfg, agents)
     if problems:
         lines = "\n  ".join(problems)

@@ -4,6 +4,11 @@ An arm is a list of config overrides (the same syntax as the command line) plus 
 a config cannot say: which scope each shared level has (a flat level shared by everyone)
 and whether its servers run the plain optimizer (FedAvg: ``B += lr * mean``, none of the
 section-6 mechanisms on the server). Agents learn their own levels the same way in every arm.
+
+The ``oracle_*`` arms are not ways to share but the ceilings sharing is measured against
+(docs/experiments.md, headroom): one learner per team, domain or for everyone, with the isolated
+arm's two local levels, trained centrally on the union of its scope's agents' train files; every
+agent of the scope is evaluated with its scope's learner.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from layers.merge.config import AGGREGATOR_NAMES
 
 NO_PROPOSALS = ("run.propose_every=1000000000", "server.propose_every=1000000000")  # no circuits reach a shared level
-MECHANISMS = ("viscosity", "temperature", "phase", "mass", "sync", "homeostasis")  # DESIGN section 6
+MECHANISMS = ("viscosity", "temperature", "phase", "consolidation", "mass", "sync", "homeostasis")  # DESIGN 6
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Arm:
     overrides: tuple[str, ...] = ()
     scopes: tuple[str, ...] | None = None  # None: team, domain, all
     plain_servers: bool = False  # servers run with every section-6 mechanism off
+    oracle: str | None = None  # team | domain | all: one central learner per scope instead of the agents
 
 
 def _mechanism_off(m: str) -> tuple[str, ...]:
@@ -43,6 +49,9 @@ def _arms() -> dict[str, Arm]:
         Arm("full", "the full system: hierarchy, resonance, promotion, every section-6 mechanism"),
         Arm("no_promotion", "full, with promotion switched off everywhere", ("circuits.promote=false",)),
     ]
+    arms += [Arm(f"oracle_{scope}", f"central oracle: one learner per {what} on the union of its agents' train "
+                 "files (context + agent levels, nothing shared)", ("levels.names=[context,agent]",), oracle=scope)
+             for scope, what in (("team", "team"), ("domain", "domain"), ("all", "everyone"))]
     arms += [Arm(f"no_{m}", f"full, with {m} switched off", _mechanism_off(m)) for m in MECHANISMS]
     arms += [Arm(f"agg_{a}", f"full, with resonance replaced by {a}", (f"merge.aggregator={a}",))
              for a in sorted(AGGREGATOR_NAMES) if a != "resonance"]
@@ -52,3 +61,4 @@ def _arms() -> dict[str, Arm]:
 ARMS: dict[str, Arm] = _arms()
 ABLATIONS = ["no_promotion", *[f"no_{m}" for m in MECHANISMS]]
 BASELINE_AGGREGATORS = [a for a in ARMS if a.startswith("agg_")]
+ORACLES = ["oracle_team", "oracle_domain", "oracle_all"]

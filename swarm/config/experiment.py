@@ -117,6 +117,11 @@ class ExperimentConfig:
         probe_every: agent steps between snapshots of every level (timescales, screened fraction).
         workers: processes running jobs side by side (None: one per CPU).
         out_dir, name: the run directory is ``out_dir/name`` (None: a timestamp).
+        oracle_steps: the steps of an ``oracle_*`` arm's central learner (one per team, domain or for
+            everyone, trained on the union of its agents' train files): ``agent``, ``steps``, the
+            same steps and batch as one agent (its data diluted k-fold for a scope of k agents);
+            ``scope``, ``k * steps``, the compute of its k agents together.
+        headroom_factor: the headroom check's bar: team headroom >= this x its seed std.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -132,6 +137,8 @@ class ExperimentConfig:
     workers: int | None = None
     out_dir: str = "runs/experiments"
     name: str | None = None
+    oracle_steps: str = "agent"
+    headroom_factor: float = 5.0
 
     def __post_init__(self) -> None:
         from swarm.config.arms import ARMS
@@ -141,9 +148,16 @@ class ExperimentConfig:
                    if a not in ARMS]
         if unknown:
             raise ValueError(f"experiment: unknown arm {unknown[0]!r}; known: {sorted(ARMS)}")
+        oracles = [a for a in [*self.join.arms, *self.switch.arms, *self.attack.arms, self.sweep.arm,
+                               *self.sweep.server_lr_arms] if a.startswith("oracle_")]
+        if oracles:
+            raise ValueError(f"experiment: the oracle arm {oracles[0]!r} belongs in experiment.arms only (it is "
+                             "the team scenario's ceiling, not a way to share that joins, switches or is attacked)")
+        if self.oracle_steps not in ("agent", "scope"):
+            raise ValueError(f"experiment.oracle_steps: {self.oracle_steps!r} is not one of ['agent', 'scope']")
         bad = [s for s in self.scenarios if s not in SCENARIOS]
         if bad:
             raise ValueError(f"experiment.scenarios: {bad[0]!r} is not one of {list(SCENARIOS)}")
         check_fields("experiment", self, seeds=len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                      steps=self.steps >= 1, eval_every=self.eval_every >= 1, probe_every=self.probe_every >= 1,
-                     workers=self.workers is None or self.workers >= 1)
+                     workers=self.workers is None or self.workers >= 1, headroom_factor=self.headroom_factor > 0)

@@ -88,6 +88,11 @@ def plan(cfg) -> list[Job]:
                                    *(exp.switch.arms if "switch" in exp.scenarios else [])]))
         for arm in arms:
             phases = ["team"]
+            if ARMS[arm].oracle:
+                for seed in exp.seeds:
+                    jobs.append(Job(f"team/{arm}/s{seed}", "team", arm, seed, phases=("team",),
+                                    agent_steps=oracle_steps(cfg, ARMS[arm].oracle)))
+                continue
             if "join" in exp.scenarios and arm in join_arms:
                 phases.append("join")
             if "switch" in exp.scenarios and arm in exp.switch.arms:
@@ -112,6 +117,16 @@ def plan(cfg) -> list[Job]:
     if "sweeps" in exp.scenarios:
         jobs += _sweeps(cfg, n_agents)
     return sorted(jobs, key=lambda j: -j.agent_steps)
+
+
+def oracle_steps(cfg, scope: str) -> int:
+    """Agent steps of one oracle job: ``steps`` per learner (one per team, domain or in all), or, with
+    ``experiment.oracle_steps=scope``, ``steps`` per agent of its scope (the agents' steps together)."""
+    teams = cfg.workload.teams
+    if cfg.experiment.oracle_steps == "scope":
+        return sum(len(a) for s in teams.values() for a in s.values()) * cfg.experiment.steps
+    learners = {"team": sum(len(s) for s in teams.values()), "domain": len(teams), "all": 1}[scope]
+    return learners * cfg.experiment.steps
 
 
 def _sweeps(cfg, n_agents: int) -> list[Job]:

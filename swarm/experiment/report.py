@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.config.arms import ABLATIONS, ARMS, BASELINE_AGGREGATORS
-from swarm.experiment import plots
+from swarm.experiment import headroom, plots
 from swarm.experiment.metrics import average, mean_std, steps_to_target
 from swarm.experiment.report_sweeps import MAIN, SweepSections, fmt, team_metric
 
@@ -127,7 +127,7 @@ class Report(SweepSections):
         self.plot(plots.curves(self.dir / "team_curves.png", "own held-out bits per byte while learning",
                                "bits/byte", {a: [j["team"]["curve"] for j in self.team[a]] for a in main}),
                   "learning curves")
-        others = [a for a in arms if a not in MAIN]
+        others = [a for a in arms if a not in MAIN and not ARMS[a].oracle]  # oracles: the headroom section
         if others:
             full = self.arm_stat("full", "team")[0]
             self.w("### Ablations and baseline aggregators", "",
@@ -312,8 +312,9 @@ class Report(SweepSections):
         self.w("# Team-learning experiments", "", f"Command: `{command}`", "",
                f"Base: `{st.get('base', '?')}` (pre-trained by `swarm pretrain-base`, cached). ", "",
                f"{len(self.jobs)} jobs, seeds {self.exp['seeds']}, {self.exp['steps']} team-phase steps per agent; "
-               f"{seconds / 60:.1f} CPU-minutes of jobs. Config: `config.yaml`.", "",
-               "## Targets", "")
+               f"{seconds / 60:.1f} CPU-minutes of jobs. Config: `config.yaml`.", "")
+        self.w(*headroom.section(self.team, float(self.exp.get("headroom_factor", 5.0))))
+        self.w("## Targets", "")
         self.table(["target", "measured", "met"], [list(t) for t in self.targets])
         self.lines += body
         path = self.dir / "report.md"

@@ -40,17 +40,47 @@ def _work(config: str, overrides: list[str], job: Job) -> dict:
 
 
 def check_packages(cfg) -> None:
-    """Every package an experiment's agents read must be disjoint from the base's pretraining corpus."""
+    """Every file an experiment's agents read must be outside the base's pretraining corpus: stdlib
+    agents by package name (none inside another), code agents (site-packages) by path and content."""
     from swarm.tools.pretrain import packages_overlap
 
     exp = cfg.experiment
-    used = {a for s in cfg.workload.teams.values() for x in s.values() for a in x}
-    used |= {exp.join.agent, *exp.switch.packages} | {a for s in exp.attack.topology.values() for x in s.values()
+    used = {exp.join.agent, *exp.switch.packages} | {a for s in exp.attack.topology.values() for x in s.values()
                                                       for a in x}
+    if cfg.workload.kind == "code":
+        check_code_disjoint(cfg)
+    else:
+        used |= {a for s in cfg.workload.teams.values() for x in s.values() for a in x}
     clash = sorted((p, a) for p in cfg.pretrain.packages for a in used if packages_overlap(p, a))
     if clash:
         raise ValueError(f"experiment: the agent package {clash[0][1]!r} overlaps the pretraining package "
                          f"{clash[0][0]!r}; the base must not have seen any agent's files")
+
+
+def check_code_disjoint(cfg) -> int:
+    """Refuse a code workload that shares a file (same path or same bytes) with the pretraining corpus;
+    returns the number of workload files checked."""
+    import hashlib
+
+    from agents.sources import stdlib_documents
+    from agents.sources.code import code_files
+
+    pre = stdlib_documents(cfg.pretrain.packages)
+    corpus = {p.resolve(): hashlib.sha256(p.read_bytes()).hexdigest() for part in (pre.train, pre.held_out)
+              for p in part.paths}
+    digests = {d: p for p, d in corpus.items()}
+    n = 0
+    for domain, teams in cfg.workload.teams.items():
+        for agents in teams.values():
+            for agent in agents:
+                for path in code_files(domain, agent):
+                    n += 1
+                    twin = corpus.get(path.resolve()) and path or digests.get(hashlib.sha256(path.read_bytes())
+                                                                               .hexdigest())
+                    if twin:
+                        raise ValueError(f"experiment: {path} (agent {agent!r}) is in the base's pretraining corpus "
+                                         f"({twin}); the base must not have seen any agent's files")
+    return n
 
 
 def run_dir_for(cfg) -> Path:

@@ -23,13 +23,13 @@ from swarm.experiment.sim import Simulation
 
 
 def team(sim: Simulation, steps: int, eval_every: int, probe_every: int, progress=None) -> dict[str, Any]:
-    ids = list(sim.workers)
+    ids = sim.agent_ids
     curve = [(0, average(sim.evaluate(a) for a in ids))]
     sim.probe()
     for t in range(1, steps + 1):
-        sim.step()
+        taken = sim.step()
         if progress:
-            progress(len(ids))
+            progress(taken)
         if t % probe_every == 0:
             sim.probe()
         if t % eval_every == 0 or t == steps:
@@ -42,24 +42,60 @@ def team(sim: Simulation, steps: int, eval_every: int, probe_every: int, progres
     return out
 
 
+GROUPS = ("own", "team", "domain", "others", "other_domains")
+
+
+def groups(sim: Simulation, a: str) -> dict[str, list[str]]:
+    """Whose held-out files agent ``a`` is scored on: ``own``; ``team`` (teammates); ``domain``
+    (domain-mates in other teams); ``others`` (every other team, any domain); ``other_domains``."""
+    spec, specs = sim.specs[a], sim.specs
+    ids = sim.agent_ids
+    same_team = {b for b in ids if (specs[b].domain, specs[b].swarm) == (spec.domain, spec.swarm)}
+    return {"own": [a], "team": [b for b in ids if b in same_team and b != a],
+            "domain": [b for b in ids if b not in same_team and specs[b].domain == spec.domain],
+            "others": [b for b in ids if b not in same_team],
+            "other_domains": [b for b in ids if specs[b].domain != spec.domain]}
+
+
+def spread(windows: Windows, n: int) -> Windows:
+    """``n`` of ``windows`` at evenly spread indices (all of them when there are not more than ``n``)."""
+    total = len(windows)
+    if total <= n:
+        return windows
+    return windows[torch.tensor([(2 * k + 1) * total // (2 * n) for k in range(n)])]
+
+
+def group_windows(sim: Simulation, members: list[str], cap: int) -> Windows:
+    """The held-out windows of ``members`` together: all of one member's; of several, ``cap // len``
+    spread windows of each (so a group costs what one agent's own windows cost)."""
+    if len(members) == 1:
+        return sim.held_out(members[0])
+    share = max(1, cap // len(members))
+    return Windows.cat([spread(sim.held_out(b), share) for b in members])
+
+
 def transfer(sim: Simulation) -> dict[str, dict[str, float]]:
-    """Per agent: own / team / others held-out bits per byte with every level but context (``key``),
-    with its agent level alone (``key_local``) and with the base alone (``key_base``)."""
-    ids = list(sim.workers)
-    team_of = {a: sim.workers[a].agent.spec.swarm for a in ids}
+    """Per agent and group of :func:`groups` (``key``): held-out bits per byte with every level but
+    context (``key``), with its agent level alone (``key_local``) and with the base alone
+    (``key_base``). Identical evaluations (the base on the same windows; isolated and oracle arms,
+    whose two level sets coincide; agents sharing an oracle) are computed once."""
     local = sim.cfg.levels.names[1:2]
+    cap = sim.cfg.workload.eval_windows
+    cache: dict[tuple, float] = {}
     out = {}
-    for a in ids:
-        sets = {"own": [a], "team": [b for b in ids if b != a and team_of[b] == team_of[a]],
-                "others": [b for b in ids if team_of[b] != team_of[a]]}
+    for a in sim.agent_ids:
         rec = {}
-        for key, members in sets.items():
+        for key, members in groups(sim, a).items():
             if not members:
                 continue
-            w = Windows.cat([sim.held_out(b) for b in members])
-            rec[key] = sim.evaluate(a, w)
-            rec[f"{key}_local"] = sim.evaluate(a, w, local)
-            rec[f"{key}_base"] = sim.evaluate(a, w, [])
+            w = None
+            for suffix, levels in (("", sim.knowledge), ("_local", local), ("_base", [])):
+                model = sim.model_of[a] if levels else "base"
+                memo = (model, tuple(levels), tuple(members))
+                if memo not in cache:
+                    w = w if w is not None else group_windows(sim, members, cap)
+                    cache[memo] = sim.evaluate(a, w, levels)
+                rec[key + suffix] = cache[memo]
         out[a] = rec
     return out
 

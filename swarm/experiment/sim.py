@@ -6,6 +6,10 @@ the agents take one step each in turn (round-robin), so a run is deterministic g
 seed and every arm gets exactly the same agent steps. ``swarm run`` runs the same protocol
 over Ray actors; the experiments leave Ray out so that 60+ runs fit an hour on 2 cores.
 
+Oracle arms (``Arm.oracle``) replace the agents by one central learner per scope (team,
+domain or everyone) trained on the union of its agents' train documents; every agent of the
+scope is then evaluated with that learner (:attr:`Simulation.model_of`).
+
 Attackers (scenario d) are omniscient senders at a server: after every round of honest
 pushes to it they push crafted gradients built from that round (``layers.merge.attacks``).
 """
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 
 from agents.agent import Agent
+from agents.sources import documents_for, union_documents
 from agents.text import Windows
 from agents.topology import AgentSpec
 from agents.workload import Workload
@@ -103,10 +108,17 @@ class Simulation:
             if bad:
                 honest = sum(1 for a, n in first.items() if n == name and a not in attackers)
                 self.attackers[name] = Attackers(self.servers[name], bad, honest, attack_kind, seed)
+        self.specs = {spec.id: spec for spec in self.topology.agents}
+        self.agent_ids = [spec.id for spec in self.topology.agents if spec.id not in attackers]  # evaluated agents
         self.workers: dict[str, AgentWorker] = {}
-        for spec in self.topology.agents:
-            if spec.id not in attackers:
-                self.workers[spec.id] = self.make_worker(spec)
+        self.model_of: dict[str, str] = {a: a for a in self.agent_ids}  # agent -> the worker that evaluates it
+        self.steps_per_round: dict[str, int] = {}  # worker -> agent steps per round (default 1)
+        if arm.oracle:
+            self._make_oracles(arm.oracle)
+        else:
+            for a in self.agent_ids:
+                self.workers[a] = self.make_worker(self.specs[a])
+        self._held: dict[str, Windows] = {}
         self.probes: dict[str, list[torch.Tensor]] = {}
         self.screened: dict[str, list[float]] = {}
         self._index: dict[str, torch.Tensor] = {}
@@ -120,9 +132,34 @@ class Simulation:
         clients = {lvl: self.attackers.get(name) or self.servers[name] for lvl, name in route.items()}
         return AgentWorker(agent, clients, cfg.run)
 
-    def step(self) -> None:
-        for worker in self.workers.values():
-            worker.run(1)
+    def _make_oracles(self, scope: str) -> None:
+        """One learner per ``scope`` (team | domain | all) on the union of its agents' train documents.
+
+        ``experiment.oracle_steps``: ``agent``, a learner takes one step per round like one agent;
+        ``scope``, one per agent of its scope (the scope's agents' steps together)."""
+        groups: dict[tuple[str, str], list[AgentSpec]] = {}
+        for a in self.agent_ids:
+            spec = self.specs[a]
+            key = {"team": (spec.domain, spec.swarm), "domain": (spec.domain, "all"), "all": ("all", "all")}[scope]
+            groups.setdefault(key, []).append(spec)
+        per_agent = getattr(getattr(self.cfg, "experiment", None), "oracle_steps", "agent") == "scope"
+        for (domain, swarm), members in groups.items():
+            oracle = AgentSpec("oracle", swarm, domain)
+            worker = self.make_worker(members[0])  # the oracle arm has no shared levels: nothing to route
+            docs = union_documents([documents_for(self.cfg.workload, m) for m in members])
+            worker.agent.workload = Workload(self.cfg.workload, oracle, worker.agent.tokenizer, documents=docs)
+            self.workers[oracle.id] = worker
+            self.steps_per_round[oracle.id] = len(members) if per_agent else 1
+            self.model_of.update({m.id: oracle.id for m in members})
+
+    def step(self) -> int:
+        """One round: every worker takes its steps (one, or an oracle's share); returns the agent steps taken."""
+        taken = 0
+        for wid, worker in self.workers.items():
+            n = self.steps_per_round.get(wid, 1)
+            worker.run(n)
+            taken += n
+        return taken
 
     # ------------------------------------------------------------------ probes
     def _sample(self, key: str, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -146,7 +183,14 @@ class Simulation:
 
     # ------------------------------------------------------------------ evaluation
     def held_out(self, aid: str) -> Windows:
-        return self.workers[aid].agent.workload.held_out
+        """Agent ``aid``'s held-out windows: its worker's current stream's, or (oracle arms) its own,
+        made once with the evaluating learner's tokenizer."""
+        if aid in self.workers:
+            return self.workers[aid].agent.workload.held_out
+        if aid not in self._held:
+            agent = self.workers[self.model_of[aid]].agent
+            self._held[aid] = Workload(self.cfg.workload, self.specs[aid], agent.tokenizer).held_out
+        return self._held[aid]
 
     @property
     def knowledge(self) -> list[str]:
@@ -157,7 +201,8 @@ class Simulation:
     def evaluate(self, aid: str, windows: Windows | None = None, levels: list[str] | None = None) -> float:
         """Bits per byte of agent ``aid`` on ``windows`` (its own held-out files by default) with
         ``levels`` (by default :attr:`knowledge`)."""
-        return self.workers[aid].agent.evaluate(self.knowledge if levels is None else levels, windows)
+        windows = self.held_out(aid) if windows is None else windows
+        return self.workers[self.model_of[aid]].agent.evaluate(self.knowledge if levels is None else levels, windows)
 
     def switch(self, aid: str, package: str) -> None:
         """The agent's stream moves to another package (a context switch; its identity stays)."""

@@ -50,7 +50,8 @@ def test_check_workload_stdlib_lists_every_bad_agent():
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    (dict(kind="csv"), r"workload.kind: 'csv' is not one of \['stdlib', 'synthetic', 'files', 'jsonl', 'dataset'\]"),
+    (dict(kind="csv"),
+     r"workload.kind: 'csv' is not one of \['stdlib', 'synthetic', 'code', 'files', 'jsonl', 'dataset'\]"),
     (dict(kind="files"), "workload.files: kind 'files' needs"),
     (dict(kind="files", files={"a": []}), "workload.files: agent 'a' has no"),
     (dict(kind="jsonl"), "workload.paths: kind 'jsonl' needs"),

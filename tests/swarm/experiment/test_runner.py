@@ -11,7 +11,8 @@ from swarm.experiment.runner import run_experiment
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ["## Targets", "## (a) Team learning", "### Ablations and baseline aggregators",
+SECTIONS = ["## Headroom check", "## Fraction of headroom captured", "## Targets", "## (a) Team learning",
+            "### Ablations and baseline aggregators",
             "## (b) A new agent joins a trained team", "## (c) Context switches: forgetting",
             "## (d) Conflicting and adversarial agents", "## Timescales, promotions, screening",
             "## The seed's open questions", "### Which autocorrelation window works best",

@@ -88,3 +88,40 @@ def test_the_same_seed_gives_the_same_run():
     b = scenarios.team(sim_for("full"), steps=6, eval_every=3, probe_every=2)
     assert a["curve"] == b["curve"] and a["agents"] == b["agents"]
     assert set(a["timescales"]) == {"context", "agent", "swarm", "domain", "foundation"}
+
+
+def test_a_team_oracle_is_one_learner_per_team_on_its_agents_interleaved_files():
+    sim = sim_for("oracle_team")
+    assert sorted(sim.workers) == ["toy/blue/oracle", "toy/red/oracle"] and sim.servers == {}
+    assert sim.model_of == {"toy/red/a1": "toy/red/oracle", "toy/red/a2": "toy/red/oracle",
+                            "toy/blue/b1": "toy/blue/oracle", "toy/blue/b2": "toy/blue/oracle"}
+    train = sim.workers["toy/red/oracle"].agent.workload.documents.train
+    assert [train[i].source.split(":")[1][:8] for i in range(4)] == ["toy/red/", "toy/red/"] * 2
+    assert [train[i].source.split("[")[0].rsplit("/", 1)[1] for i in range(4)] == ["a1", "a2", "a1", "a2"]
+    assert sim.step() == 2 and all(w.agent.steps == 1 for w in sim.workers.values())
+    # every agent is evaluated on its own held-out windows with its team's learner
+    own = sim.held_out("toy/red/a2")
+    assert torch.equal(own.ids, sim_for("isolated").held_out("toy/red/a2").ids)
+    assert sim.evaluate("toy/red/a2") == sim.workers["toy/red/oracle"].agent.evaluate(["agent"], own)
+
+
+def test_oracle_scopes_and_steps():
+    assert list(sim_for("oracle_domain").workers) == ["toy/all/oracle"]
+    assert list(sim_for("oracle_all").workers) == ["all/all/oracle"]
+    sim = sim_for("oracle_team", "experiment.oracle_steps=scope")
+    assert sim.step() == 4 and all(w.agent.steps == 2 for w in sim.workers.values())  # its 2 agents' steps
+
+
+def test_transfer_scores_every_agent_on_each_group_of_files():
+    sim = sim_for("isolated")
+    groups = scenarios.groups(sim, "toy/red/a1")
+    assert groups == {"own": ["toy/red/a1"], "team": ["toy/red/a2"], "domain": ["toy/blue/b1", "toy/blue/b2"],
+                      "others": ["toy/blue/b1", "toy/blue/b2"], "other_domains": []}
+    out = scenarios.transfer(sim)
+    rec = out["toy/red/a1"]
+    assert set(rec) == {f"{g}{s}" for g in ("own", "team", "domain", "others") for s in ("", "_local", "_base")}
+    assert rec["own"] == sim.evaluate("toy/red/a1") and rec["team"] == sim.evaluate("toy/red/a1", sim.held_out(
+        "toy/red/a2"))
+    assert rec["team_base"] == out["toy/red/a2"]["own_base"]  # the same windows, the same base
+    both = scenarios.group_windows(sim, ["toy/blue/b1", "toy/blue/b2"], 2)
+    assert len(both) == 2 and torch.equal(both.ids[1], sim.held_out("toy/blue/b2").ids[1])
