@@ -79,8 +79,8 @@ class LevelServerActor:
         return self.core.pull(since_version)
 
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
-        """:meth:`LevelCore.propose`."""
-        return self.core.propose(sender, proposals)
+        """:meth:`LinkedLevel.propose`: consensus here, and what it added goes upward at once."""
+        return self.level.propose(sender, proposals)
 
     def seen(self, sender: str) -> int:
         """:meth:`LevelCore.seen`."""

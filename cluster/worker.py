@@ -3,11 +3,14 @@
 Every step the agent learns locally. When its sync gate fires it pushes the accumulated
 gradient to its swarm server, with the swarm version it last pulled as ``base_version``.
 Every ``pull_every`` steps it pulls each shared level ``since`` the version it holds
-and runs with what changed. Every ``propose_every`` steps it proposes its stable
-agent-level circuits to the swarm server and removes its projection onto circuits that
-server accepted. Every ``checkpoint_every`` steps (and on request) its local state goes
-to an atomic checkpoint; a restarted worker resumes from it, pulls the shared levels
-and continues its sequence numbers above what the server has already accepted.
+and runs with what changed. Held-out bits per byte are measured every ``eval_every`` steps, at the
+run's last step (``steps``) and at the end of the first chunk after a resume, each with the step it
+was measured at (``eval_step`` in the record). Every ``propose_every`` steps it proposes its stable
+agent-level circuits (with its agent-level matrix of each such module) to the swarm
+server, removes from its agent level exactly what that server took from it, and pulls.
+Every ``checkpoint_every`` steps (and on request) its local state goes to an atomic
+checkpoint; a restarted worker resumes from it, pulls the shared levels and continues
+its sequence numbers above what the server has already accepted.
 
 Time spent in server calls is measured separately from local compute, which is what
 ``bench/system.py`` reports as the communication overhead.
@@ -26,6 +29,7 @@ from cluster.config import RuntimeConfig
 from cluster.level.protocol import LevelClient, ProposeResult, PushResult, RejectCode
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
+from layers.circuits import remove_projection
 
 
 class AgentWorker:
@@ -49,12 +53,15 @@ class AgentWorker:
         self.comm_by_kind: dict[str, float] = {}
         self.bytes_sent = 0
         self.last_eval: float | None = None
+        self.last_eval_step: int | None = None  # the step last_eval was measured at
         self.eval_start: float | None = None  # held-out bits per byte before any learning
         self.resumed_from: int | None = None
+        self._eval_after_chunk = False  # a resumed worker evaluates at the end of its first chunk
         if self.store is not None:
             self._restore()
         if self.eval_start is None:
             self.eval_start = self.last_eval = agent.evaluate()
+            self.last_eval_step = agent.steps
         self.pull()
 
     @property
@@ -112,17 +119,19 @@ class AgentWorker:
         proposals = self.agent.propose()
         self.counters["proposed"] += len(proposals)
         out = self._call("propose", self.servers[self.up].propose, self.id, proposals)
-        for r in out.removals:
-            self.agent.remove(r.module, r.u, r.w)
+        for r in out.removals:  # exactly what the team level added (r.coefficient), so our sum of levels holds
+            remove_projection(self.agent.stack.modules[r.module].B[self.agent.slow], r.u, r.w, r.coefficient)
             self.agent.trackers[self.agent.slow].forget_near(r.module, r.u, r.w)
             self.counters["removed"] += 1
+        if out.removals:  # take the team level that holds them now: the function is what it was before
+            self.pull()
         return out
 
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int) -> dict[str, Any]:
         """``steps`` agent steps with their exchanges; returns a summary record of the chunk."""
         bpbs = []
-        for _ in range(steps):
+        for i in range(steps):
             start = time.perf_counter()
             out = self.agent.step()
             self.compute_s += time.perf_counter() - start
@@ -138,9 +147,12 @@ class AgentWorker:
                 self.pull()
             if t % self.cfg.propose_every == 0:
                 self.propose()
-            if t % self.cfg.eval_every == 0:
+            # every eval_every steps, at the run's last step, and once right after a resume, so the
+            # figure shown is never older than the learning it reports on
+            if t % self.cfg.eval_every == 0 or t == self.cfg.steps or (self._eval_after_chunk and i == steps - 1):
                 start = time.perf_counter()
-                self.last_eval = self.agent.evaluate()
+                self.last_eval, self.last_eval_step = self.agent.evaluate(), t
+                self._eval_after_chunk = False
                 self.compute_s += time.perf_counter() - start
             if self.store is not None and t % self.cfg.checkpoint_every == 0:
                 self.checkpoint()
@@ -156,7 +168,7 @@ class AgentWorker:
         counters, seconds in server calls and in local compute, bytes sent, cache stats, the device the
         agent computes on; plus ``extra``."""
         return {"agent": self.id, "step": self.agent.steps, "eval_bpb": self.last_eval,
-                "eval_start": self.eval_start, **extra,
+                "eval_step": self.last_eval_step, "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
                 "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
                 "resumed_from": self.resumed_from, "cache": self.agent.cache.stats(),
@@ -172,6 +184,7 @@ class AgentWorker:
             tensors, skeleton = flatten(self.agent.state_dict())
             self.store.checkpoint(self.agent.steps, tensors, {"state": skeleton, "counters": self.counters,
                                                               "last_eval": self.last_eval,
+                                                              "last_eval_step": self.last_eval_step,
                                                               "eval_start": self.eval_start})
         return self.agent.steps
 
@@ -181,8 +194,10 @@ class AgentWorker:
             self.agent.load_state_dict(unflatten(rec.tensors, rec.checkpoint.meta["state"]))
             self.counters.update(rec.checkpoint.meta["counters"])
             self.last_eval = rec.checkpoint.meta["last_eval"]
+            self.last_eval_step = rec.checkpoint.meta.get("last_eval_step")  # absent in older checkpoints
             self.eval_start = rec.checkpoint.meta["eval_start"]
             self.resumed_from = self.agent.steps
+            self._eval_after_chunk = True
         # pushes after the checkpoint may have been accepted already: continue above them
         if self.up is not None:
             self.agent.seq = max(self.agent.seq, self._call("seen", self.servers[self.up].seen, self.id))

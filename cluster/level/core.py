@@ -17,10 +17,13 @@ records through that same method, so it reaches the same version and the same te
 (The only other change is the window flush :meth:`LevelCore.checkpoint` does right before
 it writes, which the checkpoint itself then holds.)
 
-Circuits: proposers (agents, or the levels below) send their stable circuits; once
-``children`` distinct proposers are buffered, the consensus function decides. Accepted
-circuits are journaled, added to the level, and each majority proposer finds its removal
-in a mailbox it empties on its next ``propose``. A level with a ``parent`` feeds its merged
+Circuits: proposers (agents, or the levels below) send, per module with a stable circuit,
+their write matrix; once ``children`` distinct proposers are buffered, the joint consensus
+(:func:`layers.circuits.consensus`) decides. Accepted circuits pass the boundary's token
+bucket (``tokens_per_window`` per ``window`` merges of this level; a circuit whose carriers'
+lowest score reaches ``bypass_threshold`` passes an empty bucket), are journaled, added to
+the level, and each carrier finds its removal (``sigma u w^T``, exactly what the level
+added) in a mailbox it empties on its next ``propose``. A level with a ``parent`` feeds its merged
 gradients to an :class:`~cluster.level.forwarding.Uplink` and tracks its own circuits to
 propose them upward; removals it gets back are journaled too.
 """
@@ -53,7 +56,16 @@ from cluster.level.records import (
 from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus, stats_dict
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
-from layers.circuits import CircuitsConfig, CircuitTracker, Proposal, consensus, proposals_from, remove_projection
+from layers.circuits import (
+    CircuitsConfig,
+    CircuitTracker,
+    ModuleTest,
+    Proposal,
+    TokenBucket,
+    consensus,
+    proposals_from,
+    remove_projection,
+)
 from layers.dynamics import DynamicsConfig, LevelOptimizer
 from layers.merge import MergeConfig, build_aggregator
 
@@ -98,6 +110,12 @@ class LevelCore:
         self._proposals: dict[str, list[Proposal]] = {}  # proposer -> its latest proposals, until consensus runs
         self._mailbox: dict[str, list[CircuitRef]] = {}  # proposer -> removals it has not collected yet
         self._rejections: dict[str, list[tuple[str, str]]] = {}  # proposer -> (module, why) not yet told
+        # the bandwidth limit of the boundary below: clocked by this level's merges, spent in apply()
+        self._bucket = TokenBucket(self.circuits.tokens_per_window, self.circuits.window)
+        self.last_consensus: list[ModuleTest] = []  # the latest round's joint tests (for diagnosis; not durable)
+        # module -> the latest circuit consensus added here: stable by its carriers' detectors, so it is
+        # eligible upward at once (this level's own tracker would need min_age merges to vouch for it)
+        self._inherited: dict[str, AcceptedCircuit] = {}
         self._store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         if self._store is not None:
             self._recover()
@@ -150,8 +168,19 @@ class LevelCore:
                  "age": int(c.age), "u": c.u.float().clone(), "w": c.w.float().clone()} for c in self._tracker.all()]
 
     def proposals_up(self) -> list[Proposal]:
-        """This level's stable circuits, as proposals to the level above (empty without a parent)."""
-        return proposals_from(self._tracker, self.name) if self.parent else []
+        """This level's stable circuits, as proposals to the level above (empty without a parent): one
+        per module where its tracker has a candidate or where consensus added a circuit (stability
+        inherited from the carriers' detectors), each carrying this level's matrix of the module."""
+        if not self.parent or not self.circuits.promote:
+            return []
+        out = proposals_from(self._tracker, self.name)
+        have = {p.module for p in out}
+        for module, c in sorted(self._inherited.items()):
+            if module not in have:
+                s = float(c.u @ self.B[module] @ c.w)  # its current strength here
+                out.append(Proposal(self.name, module, abs(s), c.u.clone() * math.copysign(1.0, s), c.w.clone(),
+                                    c.score, self.B[module].detach().clone()))
+        return out
 
     # ------------------------------------------------------------------ commands
     def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor]) -> PushResult:
@@ -176,13 +205,35 @@ class LevelCore:
         if len(self._proposals) >= self.children:
             batch = [p for props in self._proposals.values() for p in props]
             self._proposals = {}
-            result = consensus(batch, self.shapes, self.circuits)
-            if result.accepted:
-                self._commit(ConsensusRecord(tuple(
-                    AcceptedCircuit(c.module, float(c.sigma), tuple(c.agents), c.u.float(), c.w.float())
-                    for c in result.accepted)))
+            self._bucket.refill(self.merges)
+            tokens, taken = self._bucket.tokens, []
+            if tokens <= 0 and all(p.score < self.circuits.bypass_threshold for p in batch):
+                # nothing could be taken: spare the tests; the members keep their circuits and propose again
+                for p in batch:
+                    self._rejections.setdefault(p.agent_id, []).append((p.module, "deferred: bandwidth limit"))
+                self._event("consensus", f"{len(batch)} proposals deferred: no tokens until "
+                                         f"{self._bucket.last_refill + self._bucket.window} merges")
+                return ProposeResult(True, self._version, tuple(self._mailbox.pop(sender, [])),
+                                     tuple(self._rejections.pop(sender, [])))
+            result = consensus(batch, self.shapes, self.circuits, seed=self._version)
+            self.last_consensus = result.tests
+            for c in sorted(result.accepted, key=lambda c: c.score * c.sigma, reverse=True):  # best first
+                bypass = tokens <= 0
+                if bypass and c.score < self.circuits.bypass_threshold:
+                    self._counters.deferred += 1  # its carriers keep it and propose it again
+                    for a in c.agents:
+                        self._rejections.setdefault(a, []).append((c.module, "deferred: bandwidth limit"))
+                    continue
+                tokens -= not bypass
+                taken.append(AcceptedCircuit(c.module, float(c.sigma), tuple(c.agents), c.u.float(), c.w.float(),
+                                             bypass, score=float(c.score)))
+            if taken:
+                self._commit(ConsensusRecord(tuple(taken)))
             for p, why in result.rejected:
                 self._rejections.setdefault(p.agent_id, []).append((p.module, why))
+            accepted = sum(t.accepted for t in result.tests)
+            self._event("consensus", f"{len(batch)} proposals, {len(result.tests)} joint tests, {accepted} accepted, "
+                                     f"{len(taken)} taken")
         return ProposeResult(True, self._version, tuple(self._mailbox.pop(sender, [])),
                              tuple(self._rejections.pop(sender, [])))
 
@@ -216,8 +267,11 @@ class LevelCore:
                  "uplink": up.state_dict() if up is not None else None, "version": self._version,
                  "last_seq": self._last_seq,
                  "stats": stats_dict(self._counters, up.counters if up is not None else ForwardCounters()),
-                 "mailbox": {a: [{"module": r.module, "u": r.u, "w": r.w} for r in rs]
-                             for a, rs in self._mailbox.items()}}
+                 "mailbox": {a: [{"module": r.module, "u": r.u, "w": r.w, "coefficient": r.coefficient} for r in rs]
+                             for a, rs in self._mailbox.items()},
+                 "bucket": {"tokens": self._bucket.tokens, "last_refill": self._bucket.last_refill},
+                 "inherited": {m: {"sigma": c.sigma, "u": c.u, "w": c.w, "score": c.score}
+                               for m, c in self._inherited.items()}}
         tensors, skeleton = flatten(state)
         self._store.checkpoint(self._version, tensors, {"state": skeleton})
 
@@ -234,17 +288,25 @@ class LevelCore:
             if len(self._window) >= self.cfg.window:
                 self._merge()
         elif isinstance(record, ConsensusRecord):
+            self._bucket.refill(self.merges)
             for c in record.circuits:
                 self.B[c.module].add_(c.sigma * torch.outer(c.u, c.w).float())  # (d_out, R)
-                for agent in c.agents:
-                    self._mailbox.setdefault(agent, []).append(CircuitRef(c.module, c.u.clone(), c.w.clone()))
+                for agent in c.agents:  # each carrier removes exactly what was added (old records: its projection)
+                    self._mailbox.setdefault(agent, []).append(
+                        CircuitRef(c.module, c.u.clone(), c.w.clone(), float(c.sigma) if c.exact else None))
+                self._inherited[c.module] = c
+                if c.bypassed:
+                    self._counters.bypassed += 1
+                else:
+                    self._bucket.take()
             self._version += 1
             self._counters.promotions += len(record.circuits)
             for c in record.circuits:
                 self._event("promotion", f"{c.module}: sigma {c.sigma:.3g} from {', '.join(c.agents)}")
         elif isinstance(record, RemovalRecord):
             for r in record.removals:
-                remove_projection(self.B[r.module], r.u, r.w)
+                remove_projection(self.B[r.module], r.u, r.w, r.coefficient)
+                self._inherited.pop(r.module, None)  # the level above took this module's shared part
                 self._tracker.forget_near(r.module, r.u, r.w)
             self._version += 1
             self._counters.removed += len(record.removals)
@@ -317,8 +379,13 @@ class LevelCore:
                 if state["uplink"] is not None:
                     self._uplink.load_state_dict(state["uplink"])
                 self._uplink.restore_counters(ForwardCounters.from_stats(state["stats"]))
-            self._mailbox = {a: [CircuitRef(r["module"], r["u"], r["w"]) for r in rs]
+            self._mailbox = {a: [CircuitRef(r["module"], r["u"], r["w"], r.get("coefficient")) for r in rs]
                              for a, rs in state["mailbox"].items()}
+            if "bucket" in state:  # checkpoints from before the level's bucket start full
+                self._bucket.tokens = int(state["bucket"]["tokens"])
+                self._bucket.last_refill = int(state["bucket"]["last_refill"])
+            self._inherited = {m: AcceptedCircuit(m, float(c["sigma"]), (), c["u"], c["w"], score=float(c["score"]))
+                               for m, c in state.get("inherited", {}).items()}
         for tensors, meta in rec.records:  # replay through apply, without re-journaling
             self.apply(from_journal(tensors, meta))
 

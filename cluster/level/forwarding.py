@@ -10,8 +10,9 @@ state: it is checkpointed with it, and replay recreates outbox entries determini
 nothing is lost or counted twice across a restart (the parent refuses a seq it already holds).
 
 :class:`LinkedLevel` sends the outbox, synchronously inside the push that produced it
-(servers form a tree: no cycles), and every ``propose_every`` merges proposes the level's
-circuits upward and removes those the parent accepted. The Ray actor wraps one with a
+(servers form a tree: no cycles), and every ``propose_every`` merges, and right after a
+consensus round added circuits to the level, proposes the level's circuits upward and
+removes what the parent took. The Ray actor wraps one with a
 ``RemoteLevel`` parent; the in-process experiments wire ``LinkedLevel`` objects to each
 other directly, so both run the very same protocol code.
 """
@@ -148,7 +149,12 @@ class LinkedLevel:
         merges = core.merges
         if merges and merges % core.cfg.propose_every == 0 and merges != self._proposed_at:
             self._proposed_at = merges
-            core.remove(self.parent.propose(core.name, core.proposals_up()).removals)
+            self.propose_up()
+
+    def propose_up(self) -> None:
+        """Propose this level's circuits to the parent and remove (journaled) what it took."""
+        if self.parent is not None:
+            self.core.remove(self.parent.propose(self.core.name, self.core.proposals_up()).removals)
 
     def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
         """:meth:`LevelCore.push`, then forward what an accepted push produced."""
@@ -162,8 +168,14 @@ class LinkedLevel:
         return self.core.pull(since_version)
 
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
-        """:meth:`LevelCore.propose`."""
-        return self.core.propose(sender, proposals)
+        """:meth:`LevelCore.propose`; when the round added circuits here, they go up at once (the parent
+        waits for every child, and a level merges too rarely for ``propose_every`` merges to line its
+        children up: in a 120-step run the two teams of a domain never proposed after both had circuits)."""
+        before = self.core.status().counters.promotions
+        out = self.core.propose(sender, proposals)
+        if self.parent is not None and self.core.status().counters.promotions > before:
+            self.propose_up()
+        return out
 
     def seen(self, sender: str) -> int:
         """:meth:`LevelCore.seen`."""

@@ -96,12 +96,15 @@ class PushResult:
 
 @dataclass(frozen=True)
 class CircuitRef:
-    """A rank-1 direction ``u w^T`` in ``module``: a circuit the level above accepted, which
-    its proposers give up (they remove their projection onto it). ``u``: (d_out,), ``w``: (R,)."""
+    """A rank-1 direction ``u w^T`` in ``module``: a circuit the level above accepted, which a
+    carrier gives up. ``u``: (d_out,), ``w``: (R,), unit. ``coefficient``: what the level above
+    added, ``coefficient * u w^T``, which the carrier removes exactly (so the sum of its levels
+    is unchanged); None (records from before the joint consensus): it removes its whole projection."""
 
     module: str
     u: Tensor
     w: Tensor
+    coefficient: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,14 @@ raw tensors); the meta keys are the ones journals have always held, so old journ
 kind       meta                                                    tensors
 =========  ======================================================  ==========================
 push       ``sender, seq, base_version`` (no ``kind`` key)         module -> (d_out, R)
-circuits   ``kind, circuits: [{module, sigma, agents}]``           ``i/u`` (d_out,), ``i/w`` (R,)
-removals   ``kind, modules: [module]``                             ``i/u`` (d_out,), ``i/w`` (R,)
+circuits   ``kind, circuits: [{module, sigma, agents, ...}]`` (1)  ``i/u`` (d_out,), ``i/w`` (R,)
+removals   ``kind, modules: [module], coefficients`` (2)           ``i/u`` (d_out,), ``i/w`` (R,)
 absorb     ``kind, source, modules: [module] (sorted)``            module -> (d_out, R)
 =========  ======================================================  ==========================
+
+(1) plus ``bypassed``, ``exact`` and ``score`` per circuit; (2) one float (or None) per removal. Both are
+absent from journals written before the joint consensus, which read as ``exact`` False and
+coefficients None: those removals take the receiver's whole projection, as they did then.
 """
 
 from __future__ import annotations
@@ -50,14 +54,17 @@ class PushRecord:
 
 @dataclass(frozen=True)
 class AcceptedCircuit:
-    """One circuit a consensus round accepted: ``sigma u w^T`` joins ``module``; ``agents`` (the
-    majority) each remove their projection onto ``u w^T``. ``u``: (d_out,), ``w``: (R,), float32."""
+    """One circuit a consensus round accepted: ``sigma u w^T`` joins ``module``; ``agents`` (its
+    carriers) each remove ``sigma u w^T`` from their own level. ``u``: (d_out,), ``w``: (R,), float32."""
 
     module: str
     sigma: float
     agents: tuple[str, ...]
     u: Tensor
     w: Tensor
+    bypassed: bool = False  # taken by the emergency bypass (no token spent)
+    exact: bool = True  # carriers remove exactly sigma (False: records from before, their whole projection)
+    score: float = 0.0  # the carriers' lowest stability score: the level proposes it upward with it
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,16 @@ class ConsensusRecord:
         for i, c in enumerate(self.circuits):
             tensors[f"{i}/u"], tensors[f"{i}/w"] = c.u, c.w
         return tensors, {"kind": self.kind, "circuits": [{"module": c.module, "sigma": float(c.sigma),
-                                                          "agents": list(c.agents)} for c in self.circuits]}
+                                                          "agents": list(c.agents), "bypassed": c.bypassed,
+                                                          "exact": c.exact, "score": float(c.score)}
+                                                         for c in self.circuits]}
 
     @classmethod
     def from_journal(cls, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> ConsensusRecord:
         """Inverse of :meth:`to_journal`; raises ``KeyError`` for a missing key or tensor."""
         return cls(tuple(AcceptedCircuit(c["module"], float(c["sigma"]), tuple(c["agents"]),
-                                         tensors[f"{i}/u"], tensors[f"{i}/w"])
+                                         tensors[f"{i}/u"], tensors[f"{i}/w"], bool(c.get("bypassed", False)),
+                                         bool(c.get("exact", False)), float(c.get("score", 0.0)))
                          for i, c in enumerate(meta["circuits"])))
 
 
@@ -91,14 +101,18 @@ class RemovalRecord:
     removals: tuple[CircuitRef, ...]
 
     def to_journal(self) -> Journal:
-        """``(tensors, meta)``: ``i/u``, ``i/w`` per circuit; the modules in the meta."""
+        """``(tensors, meta)``: ``i/u``, ``i/w`` per circuit; the modules and coefficients in the meta."""
         tensors = {f"{i}/{k}": getattr(r, k) for i, r in enumerate(self.removals) for k in ("u", "w")}
-        return tensors, {"kind": self.kind, "modules": [r.module for r in self.removals]}
+        return tensors, {"kind": self.kind, "modules": [r.module for r in self.removals],
+                         "coefficients": [r.coefficient for r in self.removals]}
 
     @classmethod
     def from_journal(cls, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> RemovalRecord:
-        """Inverse of :meth:`to_journal`; raises ``KeyError`` for a missing key or tensor."""
-        return cls(tuple(CircuitRef(m, tensors[f"{i}/u"], tensors[f"{i}/w"]) for i, m in enumerate(meta["modules"])))
+        """Inverse of :meth:`to_journal` (journals without ``coefficients``: None each); raises
+        ``KeyError`` for a missing key or tensor."""
+        coefs = meta.get("coefficients") or [None] * len(meta["modules"])
+        return cls(tuple(CircuitRef(m, tensors[f"{i}/u"], tensors[f"{i}/w"], None if c is None else float(c))
+                         for i, (m, c) in enumerate(zip(meta["modules"], coefs, strict=True))))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ The JSON form is what ``status.json``, ``metrics.jsonl``, the run summary and th
 ``Stats`` read, and what a checkpoint stores (so a restart resumes the counts):
 ``{"name", "version", "pending", "stats": {...}, "last_seq", "warnings", "outbox", **optimizer report}``
 with ``stats`` = ``accepted, merges, promotions, removed, forwarded, rejected, rejected_proposals``
-plus ``absorbed`` once something was absorbed and ``forward_rejected`` once the parent refused a
-forward. Refusal counts are keyed by ``RejectCode`` values.
+plus ``absorbed`` once something was absorbed, ``deferred`` and ``bypassed`` once the bandwidth
+limit deferred (or its bypass let through) a consensus circuit, and ``forward_rejected`` once the
+parent refused a forward. Refusal counts are keyed by ``RejectCode`` values.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import Any
 @dataclass
 class LevelCounters:
     """What a level did since it was created (restored across restarts): pushes accepted, merges,
-    circuits promoted into it and removed from it, absorbs, refusals by code value."""
+    circuits promoted into it and removed from it, absorbs, consensus circuits the bandwidth limit
+    deferred or let through by the bypass, refusals by code value."""
 
     accepted: int = 0
     merges: int = 0
     promotions: int = 0
     removed: int = 0
     absorbed: int = 0
+    deferred: int = 0
+    bypassed: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     rejected_proposals: dict[str, int] = field(default_factory=dict)
 
@@ -35,7 +39,8 @@ class LevelCounters:
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any]) -> LevelCounters:
         """Read back from a ``stats`` dict (missing keys count 0)."""
-        return cls(*(int(stats.get(k, 0)) for k in ("accepted", "merges", "promotions", "removed", "absorbed")),
+        return cls(*(int(stats.get(k, 0)) for k in ("accepted", "merges", "promotions", "removed", "absorbed",
+                                                    "deferred", "bypassed")),
                    rejected=dict(stats.get("rejected", {})),
                    rejected_proposals=dict(stats.get("rejected_proposals", {})))
 
@@ -63,8 +68,9 @@ def stats_dict(counters: LevelCounters, forwarding: ForwardCounters) -> dict[str
                            "promotions": counters.promotions, "removed": counters.removed,
                            "forwarded": forwarding.forwarded, "rejected": dict(counters.rejected),
                            "rejected_proposals": dict(counters.rejected_proposals)}
-    if counters.absorbed:
-        out["absorbed"] = counters.absorbed
+    for key in ("absorbed", "deferred", "bypassed"):  # only once they happened
+        if getattr(counters, key):
+            out[key] = getattr(counters, key)
     if forwarding.rejected:
         out["forward_rejected"] = dict(forwarding.rejected)
     return out

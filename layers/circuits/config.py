@@ -30,7 +30,10 @@ class CircuitsConfig:
     max_missing: updates a tracked circuit may go unseen before it is dropped.
     tokens_per_window, window: the token bucket of each level boundary.
     bypass_threshold: a score that passes even with an empty bucket (emergency bypass).
-    consensus_z, consensus_min_agents: circuit-level coherence test across agents.
+    consensus_min_agents: k, the members (agents of a team, teams of a domain) that must carry a
+        circuit for a shared level to take it.
+    alpha: false-acceptance rate of the shared levels' joint test, per module and round.
+    null_draws: rotations drawn for the joint test's null; alpha (null_draws + 1) must be >= 1.
     promote: False switches promotion off everywhere (context -> agent inside an agent, and
         every proposal upward); circuits are still tracked. The experiments' ablation.
     """
@@ -51,8 +54,9 @@ class CircuitsConfig:
     tokens_per_window: int = 4
     window: int = 50
     bypass_threshold: float = 0.98
-    consensus_z: float = 1.0
     consensus_min_agents: int = 2
+    alpha: float = 0.05
+    null_draws: int = 99
     promote: bool = True
 
     def __post_init__(self) -> None:
@@ -67,7 +71,8 @@ class CircuitsConfig:
             score_threshold=0 <= self.score_threshold <= 1, min_age=self.min_age >= 0,
             max_missing=self.max_missing >= 0, tokens_per_window=self.tokens_per_window >= 0,
             window=self.window >= 1, bypass_threshold=self.score_threshold <= self.bypass_threshold <= 1,
-            consensus_z=self.consensus_z >= 0, consensus_min_agents=self.consensus_min_agents >= 1,
+            consensus_min_agents=self.consensus_min_agents >= 1, alpha=0 < self.alpha < 1,
+            null_draws=self.null_draws >= 1 and self.alpha * (self.null_draws + 1) >= 1 - 1e-9,
         )
 
     def timescales(self) -> list[float]:

@@ -90,6 +90,7 @@ class CircuitTracker:
         self.config = config or CircuitsConfig()
         self.rates = torch.tensor([1.0 / t for t in self.config.timescales()], dtype=torch.float64)  # (K,)
         self.circuits: dict[str, list[Circuit]] = {}
+        self.blocks: dict[str, Tensor] = {}  # module -> the matrix last seen (not a copy): what a proposal sends
         self._ids = itertools.count()
         self.updates = 0
 
@@ -97,6 +98,7 @@ class CircuitTracker:
         """Extract, match, and advance every trace bank by one update."""
         c = self.config
         for module, b in blocks.items():
+            self.blocks[module] = b
             found = extract(b, min_energy=c.min_energy, noise_floor=c.noise_floor, max_components=c.max_per_module)
             tracked = self.circuits.setdefault(module, [])
             sims = _similarities(tracked, found).tolist()  # (tracked, found)

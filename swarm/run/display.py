@@ -3,6 +3,15 @@
 The driver keeps a snapshot (agents' latest records, servers' statuses) and writes it to
 ``<run dir>/status.json`` atomically on every refresh, so ``swarm status`` can show a
 running (or finished) swarm from any shell without joining its Ray cluster.
+
+Every figure says when it was measured: held-out bits per byte carry the step of their
+evaluation (``6.170 @40``), train bits per byte are the mean of the agent's last chunk, and a
+figure not measured yet is ``-``. One name per concept in every table (the summary's too):
+
+- ``ctx->agent``: context-level circuits promoted into the agent's own level (inside the agent);
+- ``circuits up``: circuits of an agent (or level) that the level above adopted by consensus
+  and that were then removed where they came from;
+- ``circuits in``: circuits a level server adopted by consensus from its children.
 """
 
 from __future__ import annotations
@@ -10,14 +19,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Group
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.text import Text
 
+from swarm.console import FitTable
 from swarm.rundir import RunDir
 
+AGENT_HEADERS = ("agent", "step", "steps/s", "train bpb (last chunk)", "held-out bpb @step", "pushes",
+                 "pushes refused", "ctx->agent", "circuits up", "comm %")
+CACHE_HEADERS = ("cache hits", "internalised")
+SERVER_HEADERS = ("level server", "version", "merges", "pushes in", "pushes refused", "forwards up", "circuits in",
+                  "circuits up", "proposals refused", "screened")
+SHORT_SERVER_COLUMNS = 5  # level server .. circuits in: what a short terminal shows while the run goes
 
-def _fmt(x: float | None, spec: str = ".3f") -> str:
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    """``x`` formatted, ``-`` when not measured (None)."""
     return "-" if x is None else format(x, spec)
+
+
+def held_out(rec: dict[str, Any]) -> str:
+    """An agent's latest held-out bits per byte with the step it was measured at, ``-`` before any."""
+    if rec.get("eval_bpb") is None:
+        return "-"
+    step = rec.get("eval_step")
+    return f"{rec['eval_bpb']:.3f} @{'?' if step is None else step}"
+
+
+def comm_percent(comm_s: float, compute_s: float) -> str:
+    """Share of an agent's busy time spent in server calls; ``-`` before it has computed a step
+    (its first pull alone is not a share of anything)."""
+    return "-" if compute_s <= 0 else f"{100 * comm_s / (comm_s + compute_s):.1f}"
 
 
 def _cache(c: dict[str, Any] | None) -> str:
@@ -32,36 +64,93 @@ def _internalised(c: dict[str, Any] | None) -> str:
     return f"{c['internalised']}" + (f" ({c['failed']} failed)" if c.get("failed") else "")
 
 
-def render(snap: dict[str, Any]) -> Group:
-    """Tables of agents and servers for a snapshot (see :class:`Snapshot`)."""
-    elapsed = max(1e-9, snap.get("updated", time.time()) - snap["started"])
-    agents = Table(title=f"agents ({snap['state']}, {elapsed:.0f} s)", title_justify="left")
-    for col in ("agent", "step", "steps/s", "train bpb", "held-out bpb", "pushes", "refused", "promoted", "removed",
-                "comm %", "cache hits", "internalised"):
-        agents.add_column(col, justify="left" if col == "agent" else "right")
+def agents_table(snap: dict[str, Any], now: float | None = None) -> FitTable:
+    """The agents of a snapshot as of ``now`` (default: its last write); the cache columns only once
+    some agent's cache was asked. steps/s counts from when the agents were ready (startup excluded)."""
+    now = snap.get("updated", time.time()) if now is None else now
+    elapsed = max(1e-9, now - snap["started"])
+    stepping = max(1e-9, now - snap.get("ready", snap["started"]))
+    cached = any((r.get("cache") or {}).get("lookups") for r in snap["agents"].values())
+    rows = []
     for aid, r in sorted(snap["agents"].items()):
-        busy = r.get("compute_s", 0) + r.get("comm_s", 0)
         done = r["step"] - snap.get("start_steps", {}).get(aid, 0)
-        agents.add_row(aid, f"{r['step']}/{snap['steps']}", f"{done / elapsed:.2f}", _fmt(r.get("train_bpb")),
-                       _fmt(r.get("eval_bpb")), str(r.get("pushes", 0)), str(r.get("rejected", 0)),
-                       str(r.get("promoted", 0)), str(r.get("removed", 0)),
-                       f"{100 * r.get('comm_s', 0) / busy:.1f}" if busy else "-", _cache(r.get("cache")),
-                       _internalised(r.get("cache")))
-    servers = Table(title="level servers", title_justify="left")
-    for col in ("level", "version", "merges", "accepted", "refused", "promotions", "removed", "forwarded",
-                "screened"):
-        servers.add_column(col, justify="left" if col == "level" else "right")
-    for name, s in snap["servers"].items():
+        row = [aid, f"{r['step']}/{snap['steps']}", f"{done / stepping:.2f}", fmt(r.get("train_bpb")), held_out(r),
+               str(r.get("pushes", 0)), str(r.get("rejected", 0)), str(r.get("promoted", 0)), str(r.get("removed", 0)),
+               comm_percent(r.get("comm_s", 0.0), r.get("compute_s", 0.0))]
+        rows.append(row + ([_cache(r.get("cache")), _internalised(r.get("cache"))] if cached else []))
+    headers = AGENT_HEADERS + (CACHE_HEADERS if cached else ())
+    return FitTable(f"agents ({snap['state']}, {elapsed:.0f} s)", headers, rows)
+
+
+def servers_table(servers: dict[str, dict[str, Any]], title: str = "level servers", short: bool = False) -> FitTable:
+    """The level servers of a snapshot (their ``status`` dicts by name); ``short``: the first
+    :data:`SHORT_SERVER_COLUMNS` columns only (version, merges, pushes in, circuits in)."""
+    rows = []
+    for name, s in servers.items():
         st = s.get("stats", {})
-        refused = sum(st.get("rejected", {}).values()) + sum(st.get("rejected_proposals", {}).values())
-        servers.add_row(name, str(s.get("version", "-")), str(st.get("merges", 0)), str(st.get("accepted", 0)),
-                        str(refused), str(st.get("promotions", 0)), str(st.get("removed", 0)),
-                        str(st.get("forwarded", 0)), _fmt(s.get("screened_fraction"), ".2f"))
-    return Group(agents, servers)
+        rows.append([name, str(s.get("version", "-")), str(st.get("merges", 0)), str(st.get("accepted", 0)),
+                     str(sum(st.get("rejected", {}).values())), str(st.get("forwarded", 0)),
+                     str(st.get("promotions", 0)), str(st.get("removed", 0)),
+                     str(sum(st.get("rejected_proposals", {}).values())), fmt(s.get("screened_fraction"), ".2f")])
+    if short:
+        keep = [0, 1, 2, 3, 6][:SHORT_SERVER_COLUMNS]
+        return FitTable(title + " (all columns: swarm status)", [SERVER_HEADERS[i] for i in keep],
+                        [[r[i] for i in keep] for r in rows])
+    return FitTable(title, SERVER_HEADERS, rows)
+
+
+def render(snap: dict[str, Any]) -> Group:
+    """Tables of agents and servers for a snapshot (see :class:`Snapshot`); they fit any width."""
+    return Group(agents_table(snap), servers_table(snap["servers"]))
+
+
+def progress_line(snap: dict[str, Any]) -> str:
+    """One plain line of progress (pipes, log files, ``--quiet``): steps done, mean train bits per
+    byte of the last chunks, mean held-out bits per byte with the step(s) they were measured at,
+    and the servers' versions."""
+    recs = list(snap["agents"].values())
+    elapsed = snap.get("updated", time.time()) - snap["started"]
+    done = sum(r["step"] for r in recs)
+    parts = [f"[{elapsed:5.0f} s] steps {done}/{snap['steps'] * len(recs)}"]
+    train = [r["train_bpb"] for r in recs if r.get("train_bpb") is not None]
+    if train:
+        parts.append(f"train bpb {sum(train) / len(train):.3f}")
+    evals = [r for r in recs if r.get("eval_bpb") is not None]
+    if evals:
+        steps = sorted({-1 if r.get("eval_step") is None else r["eval_step"] for r in evals})
+        at = "?" if steps[0] < 0 else str(steps[0]) if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+        parts.append(f"held-out bpb {sum(r['eval_bpb'] for r in evals) / len(evals):.3f} @{at}")
+    versions = ", ".join(f"{n} v{s.get('version')}" for n, s in snap["servers"].items())
+    return ", ".join(parts) + (f"; {versions}" if versions else "")
+
+
+class LiveView:
+    """What ``swarm run`` redraws on a terminal: :func:`render`, or, when that is taller than the
+    terminal (which would crop it), the agents and fewer server columns, or the agents and one line
+    of server versions."""
+
+    def __init__(self, snap: dict[str, Any]) -> None:
+        self.snap = snap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        height = options.size.height - 1  # the cursor's line
+        agents = agents_table(self.snap, time.time())
+        versions = Text("level servers: " + ", ".join(f"{n} v{s.get('version')}"
+                                                      for n, s in self.snap["servers"].items()))
+        for view in (Group(agents, servers_table(self.snap["servers"])),
+                     Group(agents, servers_table(self.snap["servers"], short=True)), Group(agents, versions)):
+            if len(console.render_lines(view, options.update(height=None), pad=False)) <= height:
+                break
+        yield view
 
 
 class Snapshot(dict):
-    """The run's live state; ``write`` puts it in the run directory's ``status.json``."""
+    """The run's live state; ``write`` puts it in the run directory's ``status.json``.
+
+    Keys: ``started`` (the run object made), ``ready`` (its agents built; absent while starting),
+    ``updated`` (last write), all Unix seconds; ``state``; ``steps`` (per agent); ``agents``: id ->
+    the worker's latest record (``eval_bpb`` measured at ``eval_step``); ``start_steps``: id -> step
+    at this invocation's start; ``servers``: name -> status (:mod:`cluster.level.status`)."""
 
     def __init__(self, run_dir: RunDir, steps: int) -> None:
         super().__init__(run_dir=str(run_dir.path), started=time.time(), updated=time.time(), state="starting",

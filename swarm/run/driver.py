@@ -9,6 +9,11 @@ finish, checkpoints every agent and server, and exits; ``swarm run --resume RUN_
 continues from those checkpoints (the run directory holds the resolved config; its layout
 is owned by :mod:`swarm.rundir`).
 
+Output: the startup phases as they happen, each with the seconds since the run began;
+then, on a terminal, live tables redrawn every 2 s, and anywhere else (a pipe, a log file,
+``--quiet``) a plain progress line whenever every agent finished another chunk (at most one
+per 5 s); then the summary (:mod:`swarm.run.summary`).
+
 Lifecycle: ``with Run.open(cfg, run_dir) as run:`` starts Ray when none is running,
 launches the actors and opens the metrics log; ``run.drive()`` steps the agents,
 ``run.poll()`` refreshes the server statuses, ``run.finish()`` checkpoints and summarises;
@@ -18,6 +23,7 @@ leaving the block stops the actors (and the Ray this run started).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -36,11 +42,13 @@ from cluster.topology import Topology
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
 from swarm.console import wide_console
 from swarm.ray_session import start_ray
-from swarm.run.display import Snapshot, render
+from swarm.run.display import LiveView, Snapshot, progress_line
 from swarm.run.summary import summarize
 from swarm.rundir import RunDir, new_run_dir
 
 HEAD_RESOURCE = "swarm_head"
+LINE_EVERY_S = 5.0  # progress lines: at most one per this many seconds ...
+HEARTBEAT_S = 60.0  # ... and one at least this often, even when no chunk completed
 
 
 def agent_share(node_cpus: list[float], agents: int) -> float:
@@ -70,6 +78,11 @@ class Run:
         self.agents: dict[str, Any] = {}
         self.snap = Snapshot(self.rundir, cfg.run.steps)
         self._metrics: TextIO | None = None
+        self.t0 = time.time()
+
+    def phase(self, what: str) -> None:
+        """Print a startup phase as it begins, with the seconds since the run object was made."""
+        self.console.print(f"[{time.time() - self.t0:5.1f} s] {what}", highlight=False)
 
     @classmethod
     @contextmanager
@@ -78,6 +91,9 @@ class Run:
         metrics log open for appending, every level server and agent actor up. On leaving the block the
         actors are stopped, the log closed, and a Ray started here shut down."""
         run = cls(cfg, run_dir, console)
+        address = os.environ.get("RAY_ADDRESS")
+        if not ray.is_initialized():
+            run.phase(f"joining the Ray cluster at {address}" if address else "starting a local Ray")
         started_ray = start_ray(run.namespace)
         try:
             run.dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +115,7 @@ class Run:
                                              for n in ray.nodes() if n.get("Alive")) else {}
         specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
                             circuits=cfg.circuits, stores=self.rundir.level_store, config_hash=self.hash)
+        self.phase(f"starting {len(specs)} level servers")
         for spec in specs:  # parents first: a server looks its parent up by name
             handle = level_server(spec, namespace=self.namespace, shapes=shapes, resources=head)
             self.snap["servers"][spec.name] = ray.get(handle.status.remote())
@@ -106,6 +123,7 @@ class Run:
         n = len(self.topology.agents)
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
+        self.phase(f"building {n} agents ({cpus:.2g} CPU each): base model, data, first held-out evaluation")
         configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
                    "dynamics": cfg.dynamics, "circuits": cfg.circuits, "cache": cfg.cache}
         for spec in self.topology.agents:
@@ -116,6 +134,8 @@ class Run:
         for aid, rec in zip(self.agents, ray.get([h.status.remote() for h in self.agents.values()]), strict=True):
             self.snap["agents"][aid] = rec
             self.snap["start_steps"][aid] = rec["step"]
+        self.snap["ready"] = time.time()  # steps/s counts from here
+        self.phase(f"{n} agents ready; " + progress_line(self.snap).partition(", ")[2])
 
     # ------------------------------------------------------------------ drive
     def _log(self, record: dict[str, Any]) -> None:
@@ -143,7 +163,8 @@ class Run:
         for aid in self.agents:
             submit(aid)
         self.snap["state"] = "running"
-        last_poll, quiet_next = 0.0, 0.0
+        last_poll, last_line = 0.0, time.time()
+        lined = min((r["step"] for r in self.snap["agents"].values()), default=0)  # no line before a chunk
         try:
             while inflight:
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
@@ -158,10 +179,14 @@ class Run:
                     self.snap.write()
                     last_poll = time.time()
                     if live is not None:
-                        live.update(render(self.snap))
-                    elif time.time() >= quiet_next:
-                        self._quiet_line()
-                        quiet_next = time.time() + 15
+                        live.update(LiveView(self.snap))
+                    else:  # a line when every agent has done another chunk, or as a heartbeat
+                        least = min(r["step"] for r in self.snap["agents"].values())
+                        now = time.time()
+                        if (least > lined and now - last_line >= LINE_EVERY_S) or now - last_line >= HEARTBEAT_S \
+                                or not inflight:
+                            self.console.print(progress_line(self.snap), highlight=False)
+                            last_line, lined = now, least
         except KeyboardInterrupt:
             self.snap["state"] = "interrupted"
             self.console.print("[yellow]Ctrl-C: finishing the steps in flight, then checkpointing "
@@ -170,15 +195,6 @@ class Run:
                 self.snap["agents"][aid] = ray.get(ref)
             return False
         return True
-
-    def _quiet_line(self) -> None:
-        recs = self.snap["agents"].values()
-        done = sum(r["step"] for r in recs)
-        evals = [r["eval_bpb"] for r in recs if r.get("eval_bpb") is not None]
-        versions = ", ".join(f"{n} v{s.get('version')}" for n, s in self.snap["servers"].items())
-        elapsed = time.time() - self.snap["started"]
-        self.console.print(f"[{elapsed:5.0f} s] steps {done}/{self.cfg.run.steps * len(recs)}"
-                           + (f", held-out bpb {sum(evals) / len(evals):.3f}" if evals else "") + f"; {versions}")
 
     def checkpoint(self) -> None:
         """Checkpoint every agent, then every server (so the children's last forwards are in)."""
@@ -216,8 +232,9 @@ def _check_resumable(original: SwarmConfig, cfg: SwarmConfig, run_dir: Path) -> 
 
 def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
               progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
-    """``swarm run``: start (or resume) a run; returns the summary dict. ``serve``: the gRPC query
-    service runs next to it (``serve.address``) until the run ends."""
+    """``swarm run``: start (or resume) a run; returns the summary dict. ``progress``: live tables
+    when ``console`` is a terminal (else, and with False, plain progress lines). ``serve``: the gRPC
+    query service runs next to it (``serve.address``) until the run ends."""
     console = wide_console(console)
     if resume is not None:
         run_dir = RunDir(resume).require_run()
@@ -230,10 +247,11 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         check_seq_len(cfg.model, cfg.workload.seq_len)
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
         run_dir.config.write_text(to_yaml(cfg))
+    topology = Topology(cfg.workload, cfg.levels.names[2:])
+    console.print(f"[bold]swarm run[/bold] {run_dir.path}: {len(topology.agents)} agents, "
+                  f"{len(topology.servers)} level servers, {cfg.run.steps} steps each"
+                  + (" (resumed)" if resume else ""), highlight=False)
     with Run.open(cfg, run_dir, console) as run:
-        n = len(run.topology.agents)
-        console.print(f"[bold]swarm run[/bold] {run_dir.path}: {n} agents, {len(run.topology.servers)} level servers, "
-                      f"{cfg.run.steps} steps each" + (" (resumed)" if resume else ""))
         service = None
         if serve:
             from swarm.api.server import MemoryServer
@@ -243,7 +261,8 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
             port = service.start()
             console.print(f"query service on {cfg.serve.address.rpartition(':')[0]}:{port} "
                           "(swarm query --address ... stats)")
-        with Live(render(run.snap), console=console, refresh_per_second=2) if progress else nullcontext() as live:
+        live_tables = progress and console.is_terminal  # a pipe or a file gets plain lines
+        with Live(LiveView(run.snap), console=console, refresh_per_second=2) if live_tables else nullcontext() as live:
             completed = run.drive(live)
         summary = run.finish(completed)
         if service is not None:

@@ -121,8 +121,11 @@ U, W = torch.ones(8) / 8**0.5, torch.ones(4) / 2
 
 
 def circuit(agent: str, module: str = "m.q", sigma: float = 1.0) -> Proposal:
+    """``agent``'s proposal of ``module``: its matrix holds ``sigma u W^T`` plus its own small noise."""
     u = U if module == "m.q" else torch.ones(6) / 6**0.5
-    return Proposal(agent, module, sigma, u, W, 0.9)
+    gen = torch.Generator().manual_seed(sum(map(ord, agent + module)))
+    b = sigma * torch.outer(u, W) + 0.02 * torch.randn(SHAPES[module], generator=gen)
+    return Proposal(agent, module, sigma, u, W, 0.9, b)
 
 
 def test_consensus_waits_for_every_child_then_adds_circuits_and_mails_removals():
@@ -132,12 +135,17 @@ def test_consensus_waits_for_every_child_then_adds_circuits_and_mails_removals()
     server.propose("a1", [circuit("a1")])
     out = server.propose("a2", [circuit("a2")])
     assert server.version == 1 and server.status().counters.promotions == 1
-    assert float(U @ server.B["m.q"] @ W) == pytest.approx(1.0, rel=1e-5)
-    assert [r.module for r in out.removals] == ["m.q"]
+    (r,) = out.removals
+    sigma = float(r.u @ server.B["m.q"] @ r.w)
+    assert sigma == pytest.approx(1.0, abs=0.05) and abs(float(r.u @ U)) > 0.99
+    # each carrier removes exactly what the level added (so its sum of levels is unchanged)
+    assert (r.module, r.coefficient) == ("m.q", pytest.approx(sigma, rel=1e-5))
     later = server.propose("a0", [])  # a0 collects its removal and its rejection on its next call
     assert [r.module for r in later.removals] == ["m.q"]
-    assert any(m == "m.v" and "only 1 distinct agent" in why for m, why in later.rejected)
+    assert ("m.v", "only 1 member(s) proposed 'm.v'; a shared level needs >= 2") in later.rejected
     assert server.propose("a1", []).removals  # a1's too
+    first, second = [t for t in server.last_consensus if t.module == "m.q"]  # then nothing shared is left
+    assert first.accepted and set(first.coefficients) == {"a0", "a1", "a2"} and not second.accepted
 
 
 @pytest.mark.parametrize("sender, proposals, code", [
@@ -154,11 +162,17 @@ def test_bad_proposals_are_refused_with_a_code(sender, proposals, code):
 
 def test_consensus_rejects_malformed_circuits_without_touching_the_level():
     server = LevelCore("swarm/red", SHAPES, children=2)
-    server.propose("a0", [Proposal("a0", "m.q", 1.0, torch.ones(5), W, 0.9)])
-    out = server.propose("a1", [Proposal("a1", "nope", 1.0, U, W, 0.9)])
+    good = circuit("a0")
+    server.propose("a0", [Proposal("a0", "m.q", 1.0, U, W, 0.9, good.b.double())])
+    out = server.propose("a1", [Proposal("a1", "nope", 1.0, U, W, 0.9, good.b)])
     assert server.version == 0 and all(torch.count_nonzero(b) == 0 for b in server.B.values())
-    assert any("unknown module" in why for _, why in out.rejected)
-    assert any("shape" in why for _, why in server.propose("a0", []).rejected)
+    assert out.rejected == (("nope", "unknown module 'nope'"),)
+    assert server.propose("a0", []).rejected == (("m.q", "b of 'm.q' must be a float32 tensor"),)
+    server.propose("a0", [Proposal("a0", "m.q", 1.0, U, W, 0.9, torch.full((8, 4), float("inf")))])
+    out = server.propose("a1", [Proposal("a1", "m.q", 1.0, U, W, 0.9, good.b[:5])])
+    assert out.rejected == (("m.q", "b of 'm.q' is (5, 4), expected (8, 4)"),)
+    assert server.propose("a0", []).rejected == (("m.q", "b of 'm.q' contains NaN or Inf"),)
+    assert server.version == 0 and server.status().counters.promotions == 0
 
 
 def test_restart_keeps_circuits_removals_and_the_outbox(tmp_path):

@@ -19,8 +19,8 @@ U, W = torch.ones(8) / 8**0.5, torch.ones(4) / 2
 RECORDS = [
     PushRecord("a0", 3, 1, {"m.q": torch.randn(8, 4), "m.v": torch.randn(6, 4)}),
     ConsensusRecord((AcceptedCircuit("m.q", 1.5, ("a0", "a1"), U, W),
-                     AcceptedCircuit("m.v", -0.25, ("a2",), torch.ones(6) / 6**0.5, W))),
-    RemovalRecord((CircuitRef("m.q", U, W), CircuitRef("m.v", torch.ones(6) / 6**0.5, W))),
+                     AcceptedCircuit("m.v", -0.25, ("a2",), torch.ones(6) / 6**0.5, W, bypassed=True))),
+    RemovalRecord((CircuitRef("m.q", U, W, 0.5), CircuitRef("m.v", torch.ones(6) / 6**0.5, W))),
     AbsorbRecord("adapters/a,adapters/b", {"m.v": torch.randn(6, 4), "m.q": torch.randn(8, 4)}),
 ]
 
@@ -50,11 +50,20 @@ def test_a_record_round_trips_through_its_journal_form_and_the_wire(record):
 def test_journal_meta_keeps_the_keys_old_journals_have():
     push, circuits, removals, absorb = (r.to_journal()[1] for r in RECORDS)
     assert push == {"sender": "a0", "seq": 3, "base_version": 1}  # no kind: a push
-    assert circuits == {"kind": "circuits", "circuits": [{"module": "m.q", "sigma": 1.5, "agents": ["a0", "a1"]},
-                                                         {"module": "m.v", "sigma": -0.25, "agents": ["a2"]}]}
-    assert removals == {"kind": "removals", "modules": ["m.q", "m.v"]}
+    assert circuits == {"kind": "circuits", "circuits": [
+        {"module": "m.q", "sigma": 1.5, "agents": ["a0", "a1"], "bypassed": False, "exact": True, "score": 0.0},
+        {"module": "m.v", "sigma": -0.25, "agents": ["a2"], "bypassed": True, "exact": True, "score": 0.0}]}
+    assert removals == {"kind": "removals", "modules": ["m.q", "m.v"], "coefficients": [0.5, None]}
     assert absorb == {"kind": "absorb", "source": "adapters/a,adapters/b", "modules": ["m.q", "m.v"]}
     assert sorted(RECORDS[1].to_journal()[0]) == ["0/u", "0/w", "1/u", "1/w"]
+
+
+def test_journals_from_before_the_joint_consensus_read_as_whole_projection_removals():
+    (tensors, meta), (rt, rmeta) = RECORDS[1].to_journal(), RECORDS[2].to_journal()
+    old = {"kind": "circuits", "circuits": [{k: c[k] for k in ("module", "sigma", "agents")} for c in meta["circuits"]]}
+    assert [(c.exact, c.bypassed) for c in from_journal(tensors, old).circuits] == [(False, False)] * 2
+    removals = from_journal(rt, {"kind": "removals", "modules": rmeta["modules"]}).removals
+    assert [r.coefficient for r in removals] == [None, None]
 
 
 def test_records_replay_from_the_store_in_order(tmp_path):

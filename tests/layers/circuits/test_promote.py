@@ -95,3 +95,17 @@ def test_promote_false_switches_every_promotion_path_off():
     tracker.config = off
     assert proposals_from(tracker, "a") == []
     assert Promoter("context", "agent", off).step(None, tracker, 1) == []
+
+
+def test_a_proposal_carries_the_matrix_of_each_module_with_a_stable_circuit():
+    from layers.circuits import CircuitsConfig, CircuitTracker, proposals_from
+
+    tracker = CircuitTracker(CircuitsConfig(min_age=2))
+    gen = torch.Generator().manual_seed(0)
+    stable = torch.outer(torch.randn(8, generator=gen), torch.randn(4, generator=gen)).double()  # not float32
+    for i in range(80):  # "m" holds a constant circuit; "n" only noise that changes sign every update
+        tracker.update({"m": stable, "n": (-1) ** i * 1e-3 * torch.ones(6, 4)})
+    (p,) = proposals_from(tracker, "a")  # one per module, and only where a candidate is stable
+    assert p.module == "m" and p.agent_id == "a" and p.b.dtype == torch.float32
+    assert torch.equal(p.b, stable.float()) and p.b.data_ptr() != stable.data_ptr()  # a copy
+    assert p.sigma == pytest.approx(float(torch.linalg.svdvals(stable)[0]), rel=1e-4) and p.score >= 0.8
