@@ -3,7 +3,8 @@
     swarm run [CONFIG] [key=value | group=option ...]      # default CONFIG: swarm
     swarm run --resume RUN_DIR [key=value ...]
     swarm status [RUN_DIR]
-    swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service for a running swarm
+    swarm run --serve [--linger] [CONFIG] [key=value ...]  # also serve queries (--linger: after the run too)
+    swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service: live run, or from checkpoints
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
     swarm cluster up|down|status [infra/onebox.yaml]        # a multi-node Ray cluster on this machine
     swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
@@ -24,10 +25,29 @@ import sys
 import time
 from collections.abc import Sequence
 
-from swarm.config import ConfigError, load_config, to_yaml
+# no swarm.config (omegaconf), torch, transformers or Ray at import: `swarm --help`, `swarm status` and
+# `swarm query` start fast (tests/test_architecture.py, bench/cli_start.py); each command imports what it needs
+
+def experiment_help() -> str:
+    """The description of ``swarm experiment --help``: the default plan's and the CI plan's sizes, counted
+    from the plans themselves (so they cannot drift; this loads both configs, only for this help)."""
+    try:
+        from swarm.config import load_config
+        from swarm.experiment.jobs import plan
+
+        sizes = {name: f"{len(plan(load_config(name)))} jobs" for name in ("experiment/team", "experiment/ci")}
+    except Exception as e:  # the help must still print when a config is broken: say why the counts are missing
+        sizes = {name: f"? jobs ({type(e).__name__}: {e})" for name in ("experiment/team", "experiment/ci")}
+    return ("Team-learning experiments: arms x seeds x scenarios -> report.md (docs/experiments.md). "
+            f"The default plan (experiment/team) is {sizes['experiment/team']}, about 36-45 minutes on 2 cores "
+            f"(docs/experiments.md has the measured run); `swarm experiment experiment/ci` is "
+            f"{sizes['experiment/ci']}, a few minutes (what the tests run). Ctrl-C stops; the same command "
+            "resumes, skipping finished jobs.")
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    from swarm.config import ConfigError
+
     config = None
     overrides: list[str] = []
     for arg in args:
@@ -40,7 +60,9 @@ def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(experiment_description: str | None = None) -> argparse.ArgumentParser:
+    """The ``swarm`` parser; ``experiment_description``: the text of ``swarm experiment --help``
+    (:func:`experiment_help`, computed only when that help is asked for)."""
     parser = argparse.ArgumentParser(prog="swarm", description="Multi-timescale LoRA swarm on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="inspect configurations")
@@ -52,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
     run.add_argument("--quiet", action="store_true", help="a line every 15 s instead of live tables")
     run.add_argument("--serve", action="store_true", help="also serve the shared memory over gRPC (serve.address)")
-    serve = sub.add_parser("serve", help="serve a running swarm's shared memory over gRPC")
+    run.add_argument("--linger", action="store_true",
+                     help="with --serve: keep serving (from the checkpoints) after the run ends, until Ctrl-C")
+    serve = sub.add_parser("serve", help="serve a run's shared memory over gRPC (a live run, or a finished or "
+                                         "stopped one read-only from its checkpoints)")
     serve.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
     serve.add_argument("--address", help="HOST:PORT (default: serve.address of the run's config)")
     serve.add_argument("--follow", action="store_true",
@@ -62,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain-base", help="pre-train (once, cached by content) the tiny byte-level base")
     pre.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
-    exp = sub.add_parser("experiment", help="team-learning experiments: arms x seeds x scenarios -> report.md")
+    exp = sub.add_parser("experiment", help="team-learning experiments: arms x seeds x scenarios -> report.md",
+                         description=experiment_description)
     exp.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     exp.add_argument("--report", metavar="RUN_DIR", help="only rewrite RUN_DIR's report from its finished jobs")
     ab = sub.add_parser("absorb", help="pour PEFT LoRA adapters into a run's shared level (guarded, rollback)")
@@ -131,8 +157,20 @@ def _serve(args) -> int:
         return 1
     try:
         serve_run(path, overrides)
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+    except (FileNotFoundError, ValueError, OSError) as e:  # ValueError: ConfigError too
         print(f"swarm serve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _linger(run_dir: str, overrides: list[str]) -> int:
+    """``swarm run --serve --linger``: the run has ended; serve it from its checkpoints until Ctrl-C."""
+    from swarm.api.server import serve_run
+
+    try:
+        serve_run(run_dir, [o for o in overrides if o.startswith("serve.")])
+    except (FileNotFoundError, ValueError, OSError) as e:  # ValueError: ConfigError too
+        print(f"swarm run --linger: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -184,7 +222,7 @@ def _absorb(args) -> int:
     try:
         report = absorb(run_dir, adapters, level=args.level, server=args.server, dry_run=args.dry_run,
                         overrides=overrides, eval_file=args.eval)
-    except (ConfigError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ConfigError too
         print(f"swarm absorb: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -204,6 +242,8 @@ def _experiment(args) -> int:
             print(f"swarm experiment --report: {args.report}: {e}", file=sys.stderr)
             return 2
         return 0
+    from swarm.config import ConfigError, load_config
+
     try:
         config_name, overrides = _split(args.args)
         load_config(config_name or "experiment/team", overrides)  # fail fast, before any work
@@ -226,8 +266,10 @@ def _experiment(args) -> int:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; ``key=value`` overrides may also come after the options (``swarm run --quiet a.b=1``),
     which argparse alone refuses once the positional list has been read."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(list(argv))
+    argv = list(argv)
+    wants_help = argv[:1] == ["experiment"] and any(a in ("-h", "--help") for a in argv)
+    parser = build_parser(experiment_help() if wants_help else None)
+    args, extra = parser.parse_known_args(argv)
     target = next((n for n in ("args", "adapters", "overrides") if isinstance(getattr(args, n, None), list)), None)
     if extra:
         if target is None or not all("=" in e and not e.startswith("-") for e in extra):
@@ -243,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return query_main(argv[1:])
     args = parse(argv)
+    if args.command == "run" and args.linger and not args.serve:
+        print("swarm run: --linger keeps the query service up after the run: it needs --serve", file=sys.stderr)
+        return 2
     if args.command == "status":
         return _status(args.run_dir)
     if args.command == "serve":
@@ -253,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _experiment(args)
     if args.command == "absorb":
         return _absorb(args)
+    from swarm.config import ConfigError, load_config, to_yaml
+
     try:
         config_name, overrides = _split(args.args)
         if args.command == "run" and args.resume:
@@ -284,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             cfg, overrides = with_pretrained_base(cfg, lambda o: load_config(config_name or default, o), overrides,
                                                   progress=not args.quiet)
-        except (ConfigError, OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # ConfigError too
             print(f"swarm {args.command}: pretrained base: {e}", file=sys.stderr)
             return 2
     if args.command == "run":
@@ -293,10 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
                                 serve=args.serve)
-        except (ConfigError, OSError, ValueError) as e:  # bad config, run dir, or serve address
+        except (OSError, ValueError) as e:  # bad config (ConfigError), run dir, or serve address
             print(f"swarm run: {e}", file=sys.stderr)
             return 2
-        return 0 if summary["state"] == "finished" else 130
+        if summary["state"] != "finished":
+            return 130
+        return _linger(summary["run_dir"], overrides) if args.linger else 0
     from swarm.tools.demo import run_demo  # torch/transformers import only when needed
 
     run_demo(cfg, progress=not args.quiet)

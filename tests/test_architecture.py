@@ -20,13 +20,28 @@ def test_imports_only_go_down_and_siblings_have_no_cycles():
     assert "2 kept, 0 broken" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["status", "query"])
-def test_status_and_query_help_load_neither_torch_nor_transformers(command):
-    code = (f"import sys\nfrom swarm.cli import main\ntry:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n"
+@pytest.mark.parametrize("argv", [["--help"], ["status", "--help"], ["query", "--help"], ["serve", "--help"]])
+def test_help_loads_neither_torch_nor_transformers_nor_ray(argv):
+    """`swarm --help` and the light commands' help start without the heavy libraries (bench/cli_start.py
+    measures the time; this checks the cause). Not `swarm experiment --help`: it counts the plans' jobs."""
+    code = (f"import sys\nfrom swarm.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n"
             f"    pass\nprint('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "usage: swarm" in out.stdout
-    assert out.stderr.strip().splitlines()[-1] == "LOADED=", f"swarm {command} --help loaded {out.stderr!r}"
+    assert out.stderr.strip().splitlines()[-1] == "LOADED=", f"swarm {' '.join(argv)} loaded {out.stderr!r}"
+
+
+def test_status_of_a_run_loads_neither_torch_nor_ray(tmp_path):
+    """`swarm status RUN_DIR` renders a real snapshot without the heavy libraries."""
+    from swarm.rundir import RunDir
+
+    RunDir(tmp_path).write_status({"run_dir": str(tmp_path), "started": 0.0, "updated": 1.0, "state": "finished",
+                                   "steps": 10, "agents": {}, "servers": {}, "start_steps": {}})
+    code = (f"import sys\nfrom swarm.cli import main\nmain(['status', {str(tmp_path)!r}])\n"
+            f"print('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "finished" in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "LOADED=", out.stderr
 
 
 def test_config_schemas_load_without_torch():

@@ -7,8 +7,12 @@
     swarm query circuit ID
     swarm query generate PROMPT [--levels a,b] [--max-new-tokens N] [--temperature T] [--seed S]
     swarm query generate PROMPT --agent ID [--max-new-tokens N]   # as that agent, through its trajectory cache
-    swarm query score TEXT [--levels a,b]
+    swarm query score TEXT [--levels a,b | --agent ID]
     swarm query watch [--levels a,b] [--count N]
+
+Without ``--levels``, generate and score use the best-trained chain (the team server with the
+most merges and the servers above it), or with ``--agent`` that agent's team chain; they print
+the levels and versions they used.
 
 Address: ``--address`` (default 127.0.0.1:50051); token: ``--token`` or ``$SWARM_TOKEN``;
 TLS: ``--tls-ca CA.pem``. Every call has a deadline (``--timeout``, seconds).
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
@@ -117,14 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("id")
     gen = sub.add_parser("generate")
     gen.add_argument("prompt")
-    gen.add_argument("--levels")
+    gen.add_argument("--levels", help="server names, one per slot (default: the best-trained chain)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--agent", default="", help="answer as this running agent, through its trajectory cache")
+    gen.add_argument("--agent", default="", help="answer as this running agent, through its trajectory cache "
+                                                 "(a stopped run: with its team's shared levels)")
     sc = sub.add_parser("score")
     sc.add_argument("text")
-    sc.add_argument("--levels")
+    sc.add_argument("--levels", help="server names, one per slot (default: the best-trained chain)")
+    sc.add_argument("--agent", default="", help="score with this agent's team chain of shared levels")
     w = sub.add_parser("watch")
     w.add_argument("--levels")
     w.add_argument("--count", type=int, default=0, help="stop after N events (0: until Ctrl-C)")
@@ -164,9 +172,45 @@ def _out(console, args, data, table=None):
     return data
 
 
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def _ints(descriptor, data: dict) -> dict:
+    """``data`` (``MessageToDict`` of a message of ``descriptor``) with its 64-bit integers as ints again
+    (protobuf's JSON mapping writes them as strings), in nested messages, lists and maps too."""
+    for f in descriptor.fields:
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            inner = f.message_type.fields_by_name["value"]
+            if inner.type in _INT64:
+                data[f.name] = {k: int(v) for k, v in value.items()}
+            elif inner.message_type is not None:
+                for v in value.values():
+                    _ints(inner.message_type, v)
+        elif f.message_type is not None:
+            for v in value if isinstance(value, list) else [value]:
+                _ints(f.message_type, v)
+        elif f.type in _INT64:
+            data[f.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+    return data
+
+
+def as_dict(message) -> dict:
+    """A response as a JSON-ready dict: proto field names, every field present, integers as integers."""
+    return _ints(message.DESCRIPTOR, MessageToDict(message, preserving_proto_field_name=True,
+                                                   always_print_fields_with_no_presence=True))
+
+
+def versions_line(versions: dict, basis: str) -> str:
+    """The levels a Generate or Score used, readably: ``swarm/text v12, foundation v3 (why)``."""
+    used = ", ".join(f"{name} v{int(v)}" for name, v in sorted(versions.items())) or "none (the base alone)"
+    return f"levels: {used}" + (f" - {basis}" if basis else "")
+
+
 def _dispatch(client: Client, args, console: Console) -> Any:
-    as_dict = lambda m: MessageToDict(m, preserving_proto_field_name=True,  # noqa: E731
-                                      always_print_fields_with_no_presence=True)
     if args.what == "levels":
         rows = [as_dict(x) for x in client.call("ListLevels", pb.ListLevelsRequest()).levels]
         return _out(console, args, rows, _table("levels", rows, ["name", "slot", "version", "parent", "modules",
@@ -213,18 +257,28 @@ def _dispatch(client: Client, args, console: Console) -> Any:
                                                        agent=args.agent))
         data = as_dict(r)
         if not args.json:
-            console.print(f"[dim]{args.prompt}[/dim]{r.text}")
+            console.print(Text.assemble((args.prompt, "dim"), r.text))  # Text: no markup read in the model's output
             source = f"agent {r.agent}, {'from its cache' if r.cached else 'generated'}; " if r.agent else ""
-            console.print(f"[dim]{source}levels: {dict(r.versions)}[/dim]")
+            console.print(source + versions_line(dict(r.versions), r.basis), style="dim", markup=False,
+                          highlight=False)
         return _out(console, args, data)
     if args.what == "score":
-        r = as_dict(client.call("Score", pb.ScoreRequest(text=args.text, levels=_levels(args.levels))))
+        r = as_dict(client.call("Score", pb.ScoreRequest(text=args.text, levels=_levels(args.levels),
+                                                         agent=args.agent)))
         rows = [{"level": k, "bits/byte lost without it": v} for k, v in r.get("contributions", {}).items()]
         table = _table(f"bits per byte: {r.get('bits_per_byte', 0):.4f} over {r.get('bytes', 0)} bytes", rows,
                        ["level", "bits/byte lost without it"])
-        return _out(console, args, r, table)
+        _out(console, args, r, table)
+        if not args.json:
+            console.print(versions_line(r.get("versions", {}), r.get("basis", "")), style="dim", markup=False,
+                          highlight=False)
+        return r
     if args.what == "watch":
         events = []
+        what = ", ".join(_levels(args.levels)) or "every level"
+        until = f"{args.count} event{'s' * (args.count != 1)} or Ctrl-C" if args.count else "Ctrl-C"
+        print(f"watching {what} at {args.address} (merges, promotions, phase changes, rejections) until {until}",
+              file=sys.stderr, flush=True)  # stderr: stdout stays one event per line
         stream = client.call("Watch", pb.WatchRequest(levels=_levels(args.levels)), timeout=None)
         try:
             for e in stream:
@@ -242,6 +296,17 @@ def _dispatch(client: Client, args, console: Console) -> Any:
     raise AssertionError(args.what)
 
 
+def error_line(error: grpc.RpcError, address: str) -> str:
+    """One line for a failed call: its status code and details; when nothing answers at ``address``, a hint
+    instead of the transport's own words."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and ("failed to connect" in details or "Connection refused" in details
+                                                or "DNS resolution failed" in details):
+        return (f"swarm query: UNAVAILABLE: no query service answers at {address}; start one with "
+                "`swarm run --serve` (or `swarm serve RUN_DIR`), or check --address")
+    return f"swarm query: {code.name}: {details}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``swarm query ...``: 0 on success; 1 with the gRPC status and details on a failed call."""
     args = build_parser().parse_args(argv)
@@ -249,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_query(args, console)
     except grpc.RpcError as e:
-        print(f"swarm query: {e.code().name}: {e.details()}", file=sys.stderr)
+        print(error_line(e, args.address), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -105,10 +105,41 @@ class MemoryModel:
                 ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
         return self.tokenizer.decode(out)
 
-    def export(self, slot: str) -> dict[str, bytes]:
-        """The slot's level as PEFT adapter files: relative path -> bytes."""
+    @property
+    def base_path(self) -> str | None:
+        """The base checkpoint directory, absolute (what an export names as ``base_model_name_or_path``);
+        None for a base built from the config with random weights."""
+        path = self.model_cfg.name_or_path
+        return str(Path(path).expanduser().resolve()) if path else None
+
+    def export(self, slot: str, source: str = "") -> dict[str, bytes]:
+        """The slot's level as PEFT adapter files: relative path -> bytes. ``adapter_config.json`` names the
+        base checkpoint directory (:attr:`base_path`); ``README.md`` says how to load the adapter onto it
+        (``source``: where the level came from, e.g. ``swarm/text v12 of runs/first``)."""
         with tempfile.TemporaryDirectory() as tmp:
-            directory = self.stack.export_peft(slot, Path(tmp) / "adapter",
-                                               base_model_name_or_path=self.model_cfg.name_or_path)
-            return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-                    if p.is_file()}
+            directory = self.stack.export_peft(slot, Path(tmp) / "adapter", base_model_name_or_path=self.base_path)
+            files = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+                     if p.is_file()}
+        files["README.md"] = export_readme(self.base_path, source).encode()
+        return files
+
+
+def export_readme(base_path: str | None, source: str) -> str:
+    """The README of an exported adapter: what it is and the lines that load it with PEFT."""
+    if base_path:
+        base = (f"The base is the checkpoint directory `{base_path}` (also `base_model_name_or_path` in\n"
+                "`adapter_config.json`):\n\n```python\nimport json\nfrom pathlib import Path\n\n"
+                "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                "adapter = Path(\"ADAPTER_DIR\")  # this directory\n"
+                "base_dir = json.loads((adapter / \"adapter_config.json\").read_text())[\"base_model_name_or_path\"]\n"
+                "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter))\n"
+                "tokenizer = AutoTokenizer.from_pretrained(base_dir)  # a byte-level base has none: use bytes\n```\n")
+    else:
+        base = ("The base was built from the run's config with random weights (`pretrain.enabled=false`, no\n"
+                "`model.name_or_path`), so there is no checkpoint directory to name. Rebuild it with the\n"
+                "project's code:\n\n```python\nfrom peft import PeftModel\n\nfrom agents.model import "
+                "build_model\nfrom swarm.config import load_config\n\n"
+                "base = build_model(load_config(\"RUN_DIR/config.yaml\").model)\n"
+                "model = PeftModel.from_pretrained(base, \"ADAPTER_DIR\")\n```\n")
+    return ("# A shared level as a PEFT LoRA adapter\n\nExported by `swarm query export`"
+            + (f" from {source}" if source else "") + ".\n\n" + base)

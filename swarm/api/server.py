@@ -1,8 +1,10 @@
 """Starting the query service: ``grpc.aio`` with health, reflection, bearer auth, TLS and size limits.
 
-``swarm serve --run RUN_DIR`` attaches to the Ray cluster the run lives on (``RAY_ADDRESS``,
-else this machine's latest local cluster) and serves until stopped; ``swarm run --serve``
-starts the same service in a background thread next to the run (``MemoryServer``).
+``swarm serve RUN_DIR`` serves a live run by attaching to the Ray cluster it lives on
+(``RAY_ADDRESS``, else this machine's latest local cluster); a finished or stopped run (or one
+whose servers cannot be reached) is served read-only from its checkpoints, without Ray
+(:class:`swarm.api.backends.CheckpointLevels`). Either way it serves until Ctrl-C. ``swarm run
+--serve`` starts the same service in a background thread next to the run (``MemoryServer``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
 from swarm.api.rpcs import RPCS, SERVICE_NAME, Kind
 from swarm.config.serve import ServeConfig
-from swarm.ray_session import join_ray
-from swarm.rundir import RunDir
+from swarm.rundir import LIVE_STATES, RunDir
 
 OPEN_METHODS = ("/grpc.health.v1.Health/",)  # answered without a token (load balancers, probes)
 
@@ -246,9 +247,8 @@ class Follower:
             await asyncio.sleep(self.poll_s)
 
 
-def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None) -> None:
+def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None, uses_ray: bool = True) -> None:
     """Start the service, say where, serve until Ctrl-C (running ``background()`` alongside), leave Ray."""
-    import ray
 
     async def main() -> None:
         server, port = await start_server(make_service(), cfg)
@@ -267,13 +267,17 @@ def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None) -
     except KeyboardInterrupt:
         pass
     finally:
-        ray.shutdown()
+        if uses_ray:
+            import ray
+
+            ray.shutdown()
 
 
 def serve_follow(out_dir: str, overrides=()) -> None:
     """``swarm serve --follow``: serve whichever run under ``out_dir`` is newest and live."""
     from swarm.api.servicer import build_service
     from swarm.config import load_config
+    from swarm.ray_session import join_ray
 
     serve_cfg = load_config("swarm", list(overrides)).serve  # validated like any config
     join_ray()
@@ -286,13 +290,58 @@ def serve_follow(out_dir: str, overrides=()) -> None:
     _serve_forever(lambda: follower, serve_cfg, f"the newest run under {out_dir}", follower.watch_runs)
 
 
-def serve_run(run_dir, overrides=()) -> None:
-    """``swarm serve``: attach to the Ray cluster of ``run_dir``'s run and serve until Ctrl-C."""
+def live_service(cfg, run: RunDir):
+    """The service over ``run``'s live actors, or None with the reason why they cannot be reached (no Ray
+    cluster to join, or no servers of this run in it): then the run is served from its checkpoints."""
     from swarm.api.servicer import build_service
+    from swarm.ray_session import join_ray
+
+    try:
+        join_ray(run.namespace)
+    except ConnectionError as e:
+        return None, f"no Ray cluster to join ({str(e).splitlines()[0]})"
+    try:
+        return build_service(cfg, run.namespace), ""
+    except ValueError:  # ray.get_actor: no such actor in the namespace
+        import ray
+
+        ray.shutdown()
+        return None, f"its servers are not in Ray namespace {run.namespace}"
+
+
+def offline_service(cfg, run: RunDir, why: str):
+    """The read-only service over ``run``'s checkpoints and a line saying what is served and why."""
+    from swarm.api.servicer import build_service
+
+    service = build_service(cfg, run_dir=run.path)
+    levels = service.levels
+    versions = ", ".join(f"{n} v{v}" for n, v in levels.versions.items())
+    note = f"{run.path} is {why}: serving it read-only from its checkpoints ({versions}; no Ray, no events)"
+    return service, note + "".join(f"\n  warning: {w}" for w in levels.warnings)
+
+
+def serve_run(run_dir, overrides=(), echo=print) -> None:
+    """``swarm serve``: serve ``run_dir``'s run until Ctrl-C: its live actors over Ray while it runs,
+    else (finished, stopped, or unreachable) its checkpoints read-only, saying which (``echo``)."""
     from swarm.config import load_config
 
     run = RunDir(run_dir).require_run()
     cfg = load_config(run.config, list(overrides))
-    namespace = run.namespace
-    join_ray(namespace)
-    _serve_forever(lambda: build_service(cfg, namespace), cfg.serve, f"{run_dir} ({namespace})")
+    try:
+        state = run.read_status().get("state", "stopped")
+    except FileNotFoundError:
+        state = "stopped"
+    service, uses_ray = None, False
+    if state in LIVE_STATES:
+        service, why = live_service(cfg, run)
+        uses_ray = service is not None
+        why = f"marked {state} but {why}"
+    else:
+        why = state
+    if service is None:
+        service, note = offline_service(cfg, run, why)
+        echo(note, flush=True)
+        what = f"{run_dir} (from its checkpoints)"
+    else:
+        what = f"{run_dir} ({run.namespace}, live)"
+    _serve_forever(lambda: service, cfg.serve, what, uses_ray=uses_ray)

@@ -13,12 +13,12 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from cluster.topology import Topology
 from cluster.wire import encode
+from swarm.api.backends import CheckpointLevels, RayLevels
 from swarm.api.model import MemoryModel
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
@@ -37,33 +37,6 @@ def _invalid(field: str, why: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {why}")
 
 
-class RayLevels:
-    """The level servers of one run, by name (handles looked up in the run's namespace)."""
-
-    def __init__(self, topology: Topology, namespace: str) -> None:
-        import ray
-
-        self.specs = {s.name: s for s in topology.servers}
-        self.handles = {name: ray.get_actor(name, namespace=namespace) for name in self.specs}
-        self.namespace = namespace
-        self.agent_ids = [a.id for a in topology.agents]
-
-    async def call(self, name: str, method: str, *args: Any) -> Any:
-        """Await ``method(*args)`` on the level server actor ``name``; its return value (Ray errors propagate)."""
-        return await getattr(self.handles[name], method).remote(*args)
-
-    def agent(self, agent_id: str):
-        """The actor of a running agent, or None (unknown id, or not alive)."""
-        import ray
-
-        if agent_id not in self.agent_ids:
-            return None
-        try:
-            return ray.get_actor(f"agent/{agent_id}", namespace=self.namespace)
-        except ValueError:
-            return None
-
-
 class SharedMemoryService(pb_grpc.SharedMemoryServicer):
     """The ``swarm.v1.SharedMemory`` RPCs over one run's level servers and agents.
 
@@ -72,7 +45,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
     local model (Generate, Score, ExportAdapter) run one at a time. Bad requests raise
     :class:`RequestError` (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
     """
-    def __init__(self, levels: RayLevels, memory: MemoryModel, cfg: ServeConfig) -> None:
+    def __init__(self, levels: RayLevels | CheckpointLevels, memory: MemoryModel, cfg: ServeConfig) -> None:
         self.levels, self.memory, self.cfg = levels, memory, cfg
         self.lock = asyncio.Lock()  # one request at a time uses the model
         # name -> (version, tensors): a level moves over Ray only when its version changed
@@ -102,22 +75,46 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                f"{sorted(self.levels.specs)})")
         return name
 
-    def _chosen(self, names) -> list[str]:
-        """The requested levels (at most one per slot); none requested: every slot that has exactly
-        one server (e.g. a lone domain and the foundation; teams must be named)."""
-        if not names:
-            by_slot: dict[str, list[str]] = {}
-            for n, spec in self.levels.specs.items():
-                by_slot.setdefault(spec.level, []).append(n)
-            return sorted(ns[0] for ns in by_slot.values() if len(ns) == 1)
-        chosen = sorted({self._level(n, "levels") for n in names})
-        slots: dict[str, str] = {}
-        for n in chosen:
-            slot = self.levels.specs[n].level
-            if slot in slots:
-                raise _invalid("levels", f"{slots[slot]!r} and {n!r} both fill the {slot!r} level; pick one")
-            slots[slot] = n
-        return chosen
+    async def _chosen(self, names, agent: str = "") -> tuple[list[str], str]:
+        """The levels to run with (at most one per slot) and why they were chosen (a readable phrase).
+
+        Named ``names``: those. Else with ``agent``: the shared levels of that agent's team chain. Else
+        the best-trained chain: the lowest shared server with the most merges (ties: higher version,
+        then name) and every server above it, so the default team level is never an untrained one at
+        version 0 while a trained one exists (the levels above may still be at version 0 early on).
+        """
+        if names:
+            chosen = sorted({self._level(n, "levels") for n in names})
+            slots: dict[str, str] = {}
+            for n in chosen:
+                slot = self.levels.specs[n].level
+                if slot in slots:
+                    raise _invalid("levels", f"{slots[slot]!r} and {n!r} both fill the {slot!r} level; name one "
+                                             f"per slot with --levels (e.g. --levels {slots[slot]})")
+                slots[slot] = n
+            return chosen, "as requested"
+        if agent:
+            if agent not in self.levels.agent_ids:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"agent {agent!r}: no such agent "
+                                                              f"(agents: {', '.join(self.levels.agent_ids)})")
+            return self.levels.route(agent), f"the team chain of agent {agent}"
+        parents = {spec.parent for spec in self.levels.specs.values()}
+        leaves = sorted(n for n in self.levels.specs if n not in parents)
+        if not leaves:
+            return [], "no shared levels"
+        statuses = await asyncio.gather(*(self.levels.call(n, "status") for n in leaves))
+        trained = {n: (st.get("stats", {}).get("merges", 0), st.get("version", 0)) for n, st in
+                   zip(leaves, statuses, strict=True)}
+        best = max(leaves, key=trained.__getitem__)  # the first of equals: the smallest name
+        chain, node = [], best
+        while node is not None:
+            chain.append(node)
+            node = self.levels.specs[node].parent
+        merges = trained[best][0]
+        tied = [n for n in leaves if n != best and trained[n] == trained[best]]
+        why = f"the best-trained chain ({best}: {merges} merges"
+        why += f"; tied with {', '.join(tied)}: pick one with --levels)" if tied else ")"
+        return sorted(chain), why
 
     def _text(self, text: str, field: str) -> str:
         size = len(text.encode("utf-8"))
@@ -172,13 +169,14 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             yield chunk
 
     async def ExportAdapter(self, request, context) -> AsyncIterator[pb.FileChunk]:
-        """Stream the level as PEFT adapter files (``adapter_config.json``, ``adapter_model.safetensors``)
-        in chunks of ``serve.chunk_bytes``; ``last`` marks each file's final chunk.
+        """Stream the level as PEFT adapter files (``adapter_config.json``, ``adapter_model.safetensors``,
+        ``README.md`` with the loader lines) in chunks of ``serve.chunk_bytes``; ``last`` marks each file's final chunk.
         """
         name = self._level(request.name)
         async with self.lock:
-            await self._load([name])
-            files = await asyncio.to_thread(self.memory.export, self.levels.specs[name].level)
+            version = (await self._load([name]))[name]
+            files = await asyncio.to_thread(self.memory.export, self.levels.specs[name].level,
+                                            f"{name} v{version} of {self.levels.where}")
         step = self.cfg.chunk_bytes
         for path, data in files.items():
             for offset in range(0, max(len(data), 1), step):
@@ -226,9 +224,10 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                                       "list them again)")
 
     async def Generate(self, request, context):
-        """Continue ``prompt`` with the base plus the chosen shared levels (one per slot), or, with ``agent``,
-        as that running agent through its trajectory cache. RESOURCE_EXHAUSTED above ``serve.max_new_tokens``
-        or ``serve.max_text_bytes``; DEADLINE_EXCEEDED when the client's deadline passes mid-generation.
+        """Continue ``prompt`` with the base plus the chosen shared levels (one per slot; see :meth:`_chosen`),
+        or, with ``agent``, as that running agent through its trajectory cache (a stopped run's agent: its
+        team chain's shared levels). RESOURCE_EXHAUSTED above ``serve.max_new_tokens`` or
+        ``serve.max_text_bytes``; DEADLINE_EXCEEDED when the client's deadline passes mid-generation.
         """
         prompt = self._text(request.prompt, "prompt")
         if request.max_new_tokens < 0:
@@ -240,8 +239,14 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         if not math.isfinite(request.temperature) or request.temperature < 0:
             raise _invalid("temperature", f"must be finite and >= 0, got {request.temperature}")
         if request.agent:
-            return await self._agent_answer(request, prompt, n)
-        names = self._chosen(list(request.levels))
+            if request.levels or request.temperature:
+                raise _invalid("agent", "an agent answers greedily with its own levels: leave levels and "
+                                        "temperature unset")
+            if self.levels.agent(request.agent) is not None:
+                return await self._agent_answer(request, prompt, n)
+        names, basis = await self._chosen(list(request.levels), request.agent)
+        if request.agent:
+            basis = f"agent {request.agent} is not running; {basis}"
         deadline = context.time_remaining()
         stop_at = None if deadline is None else time.monotonic() + deadline
         async with self.lock:
@@ -252,29 +257,25 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                                request.seed, lambda: stop_at is not None and time.monotonic() > stop_at)
             except TimeoutError as e:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
-        return pb.GenerateResponse(text=text, versions=versions)
+        return pb.GenerateResponse(text=text, versions=versions, agent=request.agent, basis=basis)
 
     async def _agent_answer(self, request, prompt: str, n: int):
         """Generate as a running agent, through its trajectory cache (greedy, the agent's own levels)."""
-        if request.levels or request.temperature:
-            raise _invalid("agent", "an agent answers greedily with its own levels: leave levels and temperature "
-                                    "unset")
-        actor = self.levels.agent(request.agent)
-        if actor is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"agent {request.agent!r}: no such running agent "
-                                                          f"(agents: {', '.join(self.levels.agent_ids)})")
-        out = await actor.respond.remote(prompt.encode("utf-8"), n)
+        out = await self.levels.agent(request.agent).respond.remote(prompt.encode("utf-8"), n)
         return pb.GenerateResponse(text=out["answer"].decode("utf-8", errors="replace"), versions=out["versions"],
-                                   cached=out["cached"], agent=request.agent)
+                                   cached=out["cached"], agent=request.agent,
+                                   basis=f"agent {request.agent}'s own levels")
 
     async def Score(self, request, context):
-        """Bits per byte of ``text`` with the chosen levels, and each level's contribution (bits per byte
-        without it minus with it: positive means the level helps).
+        """Bits per byte of ``text`` with the chosen levels (see :meth:`_chosen`; ``agent``: that agent's team
+        chain), and each level's contribution (bits per byte without it minus with it: positive helps).
         """
         text = self._text(request.text, "text")
         if len(text.encode("utf-8")) < 2:
             raise _invalid("text", "needs at least 2 bytes to score")
-        names = self._chosen(list(request.levels))
+        if request.agent and request.levels:
+            raise _invalid("agent", "name levels or an agent, not both")
+        names, basis = await self._chosen(list(request.levels), request.agent)
         async with self.lock:
             versions = await self._load(names)
             slots = {n: self.levels.specs[n].level for n in names}
@@ -287,11 +288,13 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                 without, _ = await asyncio.to_thread(self.memory.bits_per_byte, text,
                                                      [s for s in slots.values() if s != slot])
                 contributions[name] = without - full
-        return pb.ScoreResponse(bits_per_byte=full, contributions=contributions, bytes=n_bytes, versions=versions)
+        return pb.ScoreResponse(bits_per_byte=full, contributions=contributions, bytes=n_bytes, versions=versions,
+                                basis=basis)
 
     async def Stats(self, request, context):
         """Counters of every level server (merges, accepted and refused pushes by reason, promotions,
-        forwards, screened fraction, pending pushes) and every running agent's trajectory cache.
+        forwards, screened fraction, pending pushes) and every running agent's trajectory cache; for a
+        stopped run, those of its last ``status.json``.
         """
         out = []
         statuses = await asyncio.gather(*(self.levels.call(n, "status") for n in self.levels.specs))
@@ -303,19 +306,25 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                      screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"]))
         agents = []
         for aid in self.levels.agent_ids:
-            actor = self.levels.agent(aid)
-            if actor is None:
+            record = await self.levels.agent_status(aid)
+            if not record or "cache" not in record:
                 continue
-            c = (await actor.status.remote()).get("cache", {})
+            c = record["cache"]
             agents.append(pb.AgentCacheStats(agent=aid, **{k: c.get(k, 0) for k in (
                 "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")}))
         return pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents)
 
     async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
         """Stream the level servers' events (merges, promotions, phase changes) from now on, polling every
-        0.2 s, until the client cancels; a restarted server's numbering is followed.
+        0.2 s, until the client cancels; a restarted server's numbering is followed. FAILED_PRECONDITION
+        for a stopped run (served from its checkpoints): nothing happens there to watch.
         """
         names = [self._level(n, "levels") for n in request.levels] or list(self.levels.specs)
+        if not self.levels.live:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"the run is {getattr(self.levels, 'state', 'stopped')} and served from its "
+                               "checkpoints: nothing happens there to watch (resume it with `swarm run --resume "
+                               "RUN_DIR --serve`)")
         seen = {}
         for name in names:  # only what happens from now on
             events = await self.levels.call(name, "events", 0)
@@ -372,8 +381,15 @@ def _handle_errors(service: SharedMemoryService) -> SharedMemoryService:
     return service
 
 
-def build_service(cfg, namespace: str) -> SharedMemoryService:
-    """The service for the run of ``cfg`` (a SwarmConfig) whose actors live in ``namespace``."""
-    topology = Topology(cfg.workload, cfg.levels.names[2:])
-    return _handle_errors(SharedMemoryService(RayLevels(topology, namespace), MemoryModel(cfg.model, cfg.levels),
-                                              cfg.serve))
+def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemoryService:
+    """The service for the run of ``cfg`` (a SwarmConfig): over its live actors in ``namespace``, or, with
+    ``run_dir`` instead, over that stopped run's checkpoints (:class:`CheckpointLevels`, no Ray)."""
+    if (namespace is None) == (run_dir is None):
+        raise ValueError("build_service: give namespace (a live run) or run_dir (a stopped one)")
+    if run_dir is not None:
+        from swarm.rundir import RunDir
+
+        levels = CheckpointLevels(cfg, RunDir(run_dir))
+    else:
+        levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), namespace)
+    return _handle_errors(SharedMemoryService(levels, MemoryModel(cfg.model, cfg.levels), cfg.serve))

@@ -56,17 +56,30 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+def known_configs() -> list[str]:
+    """Names of the primary configs: ``configs/*.yaml`` and those of the primary directories
+    (``experiment/team``, ...)."""
+    root = config_dir()
+    names = [p.stem for p in root.glob("*.yaml")]
+    names += [f"{d}/{p.stem}" for d in PRIMARY_DIRS for p in (root / d).glob("*.yaml")]
+    return sorted(names)
+
+
 def resolve_path(config: str | Path | None) -> Path:
-    """The YAML file of a config given by path or by name under ``configs/``."""
+    """The YAML file of a config given by path or by name under ``configs/`` (``swarm``,
+    ``experiment/ci``; a name may also carry its ``.yaml``). ``ConfigError`` naming what was looked
+    for and the known names when there is none."""
     name = DEFAULT_CONFIG if config is None else str(config)
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
+    is_file_name = path.suffix in (".yaml", ".yml")
+    if is_file_name and path.is_file():
         return path
-    candidate = config_dir() / f"{name}.yaml"
+    candidate = config_dir() / (name if is_file_name else f"{name}.yaml")
     if candidate.is_file():
         return candidate
-    available = sorted(p.stem for p in config_dir().glob("*.yaml"))
-    raise ConfigError(f"config {name!r} not found: neither a YAML file nor {candidate} (available: {available})")
+    where = f"{path} is not a file and there is no {candidate}" if is_file_name else \
+        f"neither a YAML file nor {candidate}"
+    raise ConfigError(f"config {name!r} not found: {where} (available: {known_configs()})")
 
 
 def _load_yaml(path: Path) -> DictConfig:

@@ -164,5 +164,6 @@ def with_pretrained_base(cfg, load: Callable[[list[str]], object], overrides: Se
     if not cfg.pretrain.enabled or cfg.model.name_or_path:
         return cfg, list(overrides)
     base = pretrain_base(cfg, progress=progress, echo=echo)
-    overrides = [*overrides, f"model.name_or_path={base}"]
+    # absolute: a run directory is served and resumed from any working directory
+    overrides = [*overrides, f"model.name_or_path={Path(base).resolve()}"]
     return load(overrides), overrides

@@ -45,3 +45,37 @@ def test_overrides_may_follow_the_options():
     assert parse(["absorb", "a", "--level", "domain", "absorb.strength=0.5"]).adapters == ["a", "absorb.strength=0.5"]
     with pytest.raises(SystemExit):
         parse(["run", "--quiet", "--bogus"])
+
+
+def test_experiment_help_states_the_plans_it_runs(capsys):
+    """The sizes `swarm experiment --help` quotes are those the plans have (so the help cannot drift)."""
+    import re
+
+    from swarm.config import load_config
+    from swarm.experiment.jobs import plan
+
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    team = int(re.search(r"experiment/team\) is (\d+) jobs", text).group(1))
+    ci = int(re.search(r"experiment/ci` is (\d+) jobs", text).group(1))
+    assert team == len(plan(load_config("experiment/team"))) and ci == len(plan(load_config("experiment/ci")))
+    assert "minutes" in text
+
+
+@pytest.mark.parametrize("name", ["nope", "nope.yaml", "sub/nope.yml"])
+def test_a_missing_config_is_named_once_with_every_known_config(name, capsys):
+    assert main(["config", "show", name]) == 2
+    err = capsys.readouterr().err
+    assert ".yaml.yaml" not in err and ".yml.yaml" not in err and repr(name) in err
+    assert "experiment/ci" in err and "experiment/team" in err and "swarm" in err
+
+
+def test_a_config_name_may_carry_its_suffix(capsys):
+    assert main(["config", "show", "experiment/ci.yaml"]) == 0
+    assert "experiment:" in capsys.readouterr().out
+
+
+def test_linger_needs_serve(capsys):
+    assert main(["run", "--linger", "run.steps=1"]) == 2
+    assert "--linger" in capsys.readouterr().err

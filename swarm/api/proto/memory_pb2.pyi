@@ -131,7 +131,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "versions", "cached", "agent")
+    __slots__ = ("text", "versions", "cached", "agent", "basis")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,22 +143,26 @@ class GenerateResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
     text: str
     versions: _containers.ScalarMap[str, int]
     cached: bool
     agent: str
-    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ..., cached: _Optional[bool] = ..., agent: _Optional[str] = ...) -> None: ...
+    basis: str
+    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ..., cached: _Optional[bool] = ..., agent: _Optional[str] = ..., basis: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("text", "levels")
+    __slots__ = ("text", "levels", "agent")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     text: str
     levels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, text: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ...) -> None: ...
+    agent: str
+    def __init__(self, text: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("bits_per_byte", "contributions", "bytes", "versions")
+    __slots__ = ("bits_per_byte", "contributions", "bytes", "versions", "basis")
     class ContributionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,11 +181,13 @@ class ScoreResponse(_message.Message):
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
     bits_per_byte: float
     contributions: _containers.ScalarMap[str, float]
     bytes: int
     versions: _containers.ScalarMap[str, int]
-    def __init__(self, bits_per_byte: _Optional[float] = ..., contributions: _Optional[_Mapping[str, float]] = ..., bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    basis: str
+    def __init__(self, bits_per_byte: _Optional[float] = ..., contributions: _Optional[_Mapping[str, float]] = ..., bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, int]] = ..., basis: _Optional[str] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -149,7 +149,7 @@ def test_watch_streams_events_as_they_happen(swarm):
     (lambda c: c.call("Generate", pb.GenerateRequest(temperature=-1, max_new_tokens=4)), "INVALID_ARGUMENT",
      "temperature"),
     (lambda c: c.call("Generate", pb.GenerateRequest(levels=["swarm/red", "swarm/blue"], max_new_tokens=4)),
-     "INVALID_ARGUMENT", "both fill"),
+     "INVALID_ARGUMENT", "one per slot with --levels"),
     (lambda c: c.call("Score", pb.ScoreRequest(text="x" * 2001)), "RESOURCE_EXHAUSTED", "text:"),
     (lambda c: c.call("Score", pb.ScoreRequest(text="x")), "INVALID_ARGUMENT", "text:"),
     (lambda c: c.call("Generate", pb.GenerateRequest(max_new_tokens=32), timeout=0.001), "DEADLINE_EXCEEDED", ""),
@@ -236,10 +236,16 @@ def test_swarm_query_prints_tables_and_json(swarm, capsys, tmp_path):
     assert main([*base, "--json", "stats"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert {x["name"] for x in stats["levels"]} >= {"swarm/red", "foundation"}
+    assert all(isinstance(x["version"], int) and isinstance(x["merges"], int) for x in stats["levels"])
+    assert main([*base, "--json", "levels"]) == 0
+    levels = json.loads(capsys.readouterr().out)
+    assert all(isinstance(x[k], int) for x in levels for k in ("version", "modules", "parameters"))
     assert main([*base, "levels"]) == 0 and "swarm/red" in capsys.readouterr().out
     assert main([*base, "score", "abcabc abc", "--levels", "swarm/red"]) == 0
     assert "bits per byte" in capsys.readouterr().out
     assert main([*base, "generate", "ab", "--levels", "swarm/red", "--max-new-tokens", "4"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("levels: swarm/red v") and "as requested" in line and "{" not in line
     assert main([*base, "circuits"]) == 0
     assert main([*base, "level", "swarm/red", "--out", str(tmp_path / "red.safetensors")]) == 0
     assert (tmp_path / "red.safetensors").stat().st_size > 0
@@ -250,6 +256,62 @@ def test_swarm_query_prints_tables_and_json(swarm, capsys, tmp_path):
     assert "NOT_FOUND" in capsys.readouterr().err
     assert main(["query", "--address", f"127.0.0.1:{port}", "stats"]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+def test_swarm_query_watch_says_what_it_watches_before_the_first_event(swarm, capsys):
+    import threading
+
+    import ray
+
+    from swarm.cli import main
+
+    run, _, port, _ = swarm
+    done = threading.Event()
+
+    def reject_until_done():  # a refused push is an event; keep causing them until the command has one
+        while not done.is_set():
+            ray.get(run.servers["swarm/red"].push.remote("intruder", 1, 0, {"nope": torch.zeros(1)}))
+            done.wait(0.3)
+
+    thread = threading.Thread(target=reject_until_done)
+    thread.start()
+    try:
+        code = main(["query", "--address", f"127.0.0.1:{port}", "--token", TOKEN, "watch", "--levels", "swarm/red",
+                     "--count", "1"])
+    finally:
+        done.set()
+        thread.join()
+    out, err = capsys.readouterr()
+    assert code == 0 and err.startswith(f"watching swarm/red at 127.0.0.1:{port}") and "1 event or Ctrl-C" in err
+    assert out.startswith("swarm/red v") and "rejected" in out
+
+
+def test_nothing_listening_is_one_line_with_a_hint(capsys):
+    import socket
+
+    from swarm.cli import main
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["query", "--address", f"127.0.0.1:{port}", "--timeout", "5", "stats"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("swarm query: UNAVAILABLE:") and "swarm run --serve" in err
+    assert "check --address" in err and "ipv4" not in err
+
+
+def test_generate_and_score_default_to_the_best_trained_team_and_its_chain(swarm):
+    import ray
+
+    run, client, _, _ = swarm
+    merges = {n: ray.get(h.status.remote())["stats"]["merges"] for n, h in run.servers.items()}
+    teams = sorted(n for n in merges if n.startswith("swarm/"))
+    g = client.call("Generate", pb.GenerateRequest(prompt="ab", max_new_tokens=4))
+    team = next(n for n in g.versions if n.startswith("swarm/"))
+    assert set(g.versions) == {team, "domain/toy", "foundation"} and "best-trained" in g.basis
+    assert merges[team] == max(merges[t] for t in teams) and merges[team] > 0  # never an untrained level
+    s = client.call("Score", pb.ScoreRequest(text="abcabc abcabc"))
+    assert set(s.versions) == set(g.versions) and set(s.contributions) == set(g.versions)
 
 
 def _self_signed(tmp_path):

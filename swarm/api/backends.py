@@ -1,0 +1,140 @@
+"""Where the query service reads a run's level servers from: live Ray actors, or a stopped run's checkpoints.
+
+Both backends offer the same surface to :class:`swarm.api.servicer.SharedMemoryService`:
+``specs`` (server name -> spec with ``level`` and ``parent``), ``namespace``, ``agent_ids``,
+``live``, ``where`` (a phrase naming the source), ``call(name, method, *args)`` for the level
+methods ``pull``, ``info``, ``circuits``, ``status`` and ``events`` (those of
+:class:`cluster.actors.LevelServerActor`), ``agent(id)`` (a running agent's actor or None),
+``agent_status(id)`` and ``route(agent_id)`` (its team's servers).
+
+:class:`CheckpointLevels` serves a finished or stopped run without Ray: every level server is
+rebuilt from a *copy* of its store (checkpoint + journal replay, exactly what ``--resume`` would
+recover), so the run directory is never written, even when a torn journal tail would be cut. The
+status counters come from the run's last ``status.json``; there are no events and no agents.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cluster.topology import Topology
+from swarm.rundir import RunDir
+
+
+class RayLevels:
+    """The level servers of one live run, by name (handles looked up in the run's namespace)."""
+
+    live = True
+
+    def __init__(self, topology: Topology, namespace: str) -> None:
+        """``ValueError`` (Ray's) when a server of ``topology`` has no actor in ``namespace``."""
+        import ray
+
+        self.topology = topology
+        self.specs = {s.name: s for s in topology.servers}
+        self.handles = {name: ray.get_actor(name, namespace=namespace) for name in self.specs}
+        self.namespace = namespace
+        self.where = f"Ray namespace {namespace}"  # where the levels come from, for people
+        self.agent_ids = [a.id for a in topology.agents]
+
+    async def call(self, name: str, method: str, *args: Any) -> Any:
+        """Await ``method(*args)`` on the level server actor ``name``; its return value (Ray errors propagate)."""
+        return await getattr(self.handles[name], method).remote(*args)
+
+    def agent(self, agent_id: str):
+        """The actor of a running agent, or None (unknown id, or not alive)."""
+        import ray
+
+        if agent_id not in self.agent_ids:
+            return None
+        try:
+            return ray.get_actor(f"agent/{agent_id}", namespace=self.namespace)
+        except ValueError:
+            return None
+
+    async def agent_status(self, agent_id: str) -> dict[str, Any] | None:
+        """The running agent's record (:meth:`cluster.actors.AgentActor.status`); None when it is not alive."""
+        actor = self.agent(agent_id)
+        return None if actor is None else await actor.status.remote()
+
+    def route(self, agent_id: str) -> list[str]:
+        """The shared-level servers the agent ``agent_id`` pushes to and pulls from (its team's chain)."""
+        return sorted(self.topology.route(agent_id).values())
+
+
+class CheckpointLevels:
+    """The level servers of a finished or stopped run, recovered read-only from copies of their stores.
+
+    Attributes (besides the common surface): ``state`` (the run's last status state, e.g.
+    ``finished``), ``versions`` (server -> recovered version), ``warnings`` (what recovery reported).
+    """
+
+    live = False
+
+    def __init__(self, cfg, run: RunDir) -> None:
+        """``cfg``: the run's SwarmConfig; ``run``: its directory. ``FileNotFoundError`` when a server has
+        no store (the run never started); ``ValueError`` when a store was written under another config."""
+        from cluster.build import build_core, level_shapes, level_specs
+        from swarm.config import config_hash
+
+        self.topology = Topology(cfg.workload, cfg.levels.names[2:])
+        self.namespace = run.namespace
+        self.where = f"{run.path} (from its checkpoints)"
+        self.agent_ids = [a.id for a in self.topology.agents]
+        try:
+            self.snapshot = run.read_status()
+        except FileNotFoundError:
+            self.snapshot = {}
+        self.state = self.snapshot.get("state", "stopped")
+        missing = [s.name for s in self.topology.servers if not run.level_store(s.name).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{run.path}: no checkpoints of {', '.join(missing)} under "
+                                    f"{run.path / 'levels'} (did the run start?)")
+        self._copy = tempfile.TemporaryDirectory(prefix="swarm-serve-")
+        copies = {}
+        for s in self.topology.servers:  # recovery may cut a torn journal tail: only ever in the copy
+            copies[s.name] = Path(self._copy.name) / s.name
+            shutil.copytree(run.level_store(s.name), copies[s.name],
+                            ignore=shutil.ignore_patterns(".tmp-*"))
+        specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
+                            circuits=cfg.circuits, stores=copies.__getitem__, config_hash=config_hash(cfg))
+        shapes = level_shapes(cfg.model, cfg.levels)
+        self.specs = {s.name: s for s in specs}
+        self.cores = {s.name: build_core(s, shapes) for s in specs}  # parents first, as recovery expects
+        self.versions = {n: c.version for n, c in self.cores.items()}
+        self.warnings = [f"{n}: {w}" for n, c in self.cores.items() for w in c.warnings]
+
+    async def call(self, name: str, method: str, *args: Any) -> Any:
+        """The level method ``method`` of the recovered server ``name`` (same answers as the live actor;
+        ``status`` from the run's last status.json when it has the server; ``events``: none)."""
+        core = self.cores[name]
+        if method == "pull":
+            return core.pull(*args)
+        if method == "info":
+            return {"name": core.name, "version": core.version, "parent": core.parent, "shapes": dict(core.shapes)}
+        if method == "circuits":
+            return core.tracked_circuits()
+        if method == "status":
+            return self.snapshot.get("servers", {}).get(name) or core.status().to_dict()
+        if method == "events":
+            return []
+        raise AttributeError(f"{name}: level servers have no method {method!r}")
+
+    def agent(self, agent_id: str) -> None:
+        """No agent runs in a stopped run."""
+        return None
+
+    async def agent_status(self, agent_id: str) -> dict[str, Any] | None:
+        """The agent's record in the run's last status.json (None when it has none)."""
+        return self.snapshot.get("agents", {}).get(agent_id)
+
+    def route(self, agent_id: str) -> list[str]:
+        """The shared-level servers of the agent ``agent_id``'s team chain."""
+        return sorted(self.topology.route(agent_id).values())
+
+    def close(self) -> None:
+        """Remove the copies of the stores."""
+        self._copy.cleanup()
