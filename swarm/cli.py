@@ -72,7 +72,8 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
     run = sub.add_parser("run", help="launch level servers and agents on Ray and watch them learn")
     run.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints")
-    run.add_argument("--quiet", action="store_true", help="a line every 15 s instead of live tables")
+    run.add_argument("--quiet", action="store_true",
+                     help="plain progress lines instead of live tables (the default when stdout is not a terminal)")
     run.add_argument("--serve", action="store_true", help="also serve the shared memory over gRPC (serve.address)")
     run.add_argument("--linger", action="store_true",
                      help="with --serve: keep serving (from the checkpoints) after the run ends, until Ctrl-C")
