@@ -27,7 +27,7 @@ import sysconfig
 from pathlib import Path
 
 from agents.config import WorkloadConfig
-from agents.sources.document import AgentDocuments, FileDocuments, WorkloadError, check_split, decode, split_every
+from agents.sources.document import AgentDocuments, FileDocuments, WorkloadError, check_file_split, split_every
 
 MIN_BYTES = 2048  # smaller files are mostly __init__ stubs and one-line forwarding headers
 EXCLUDED_DIRS = frozenset({"test", "tests", "testing", "__pycache__"})
@@ -129,10 +129,7 @@ def check_code(cfg: WorkloadConfig, agents: list[str]) -> list[str]:
     problems = []
     for agent in agents:
         docs = code_documents(cfg, agent)
-        for part in (docs.train, docs.held_out):
-            for path in part.paths:
-                decode(path.read_bytes(), str(path))
-        problem = check_split(agent, docs.train, docs.held_out, cfg.held_out_every, "files")
+        problem = check_file_split(agent, docs, cfg.held_out_every, "files")
         if problem:
             problems.append(problem)
     return problems

@@ -125,6 +125,17 @@ def check_split(agent: str, train: Sequence, held_out: Sequence, every: int, wha
             f"an agent needs at least {every})")
 
 
+def check_file_split(agent: str, docs: AgentDocuments, every: int, what: str) -> str | None:
+    """Read and decode every file of ``docs`` (file-backed parts); then :func:`check_split`.
+
+    Raises:
+        WorkloadError: a file is not UTF-8 (the first one found).
+    """
+    for part in (docs.train, docs.held_out):
+        for path in part.paths:
+            decode(path.read_bytes(), str(path))
+    return check_split(agent, docs.train, docs.held_out, every, what)
+
 # agent, team and domain names become actor names and run-directory paths (domain/team/agent)
 _NAME = re.compile(r"[^\x00-\x1f\x7f/\\]{1,128}")
 

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from agents.config import WorkloadConfig
-from agents.sources.document import AgentDocuments, FileDocuments, WorkloadError, check_split, decode, split_every
+from agents.sources.document import AgentDocuments, FileDocuments, WorkloadError, check_file_split, split_every
 
 SNIFF_BYTES = 8192
 DOMAIN, TEAM = "files", "team"
@@ -130,10 +130,7 @@ def check_files(cfg: WorkloadConfig, agents: list[str]) -> list[str]:
     problems = []
     for agent in agents:
         docs = files_documents(cfg, agent)
-        for part in (docs.train, docs.held_out):
-            for path in part.paths:
-                decode(path.read_bytes(), str(path))
-        problem = check_split(agent, docs.train, docs.held_out, cfg.held_out_every, "text files")
+        problem = check_file_split(agent, docs, cfg.held_out_every, "text files")
         if problem:
             problems.append(problem)
     return problems

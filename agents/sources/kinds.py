@@ -10,7 +10,7 @@ from __future__ import annotations
 from agents.config import WorkloadConfig
 from agents.sources.code import check_code, code_documents, code_topology
 from agents.sources.dataset import check_dataset, dataset_documents, dataset_topology
-from agents.sources.document import AgentDocuments, WorkloadError, check_split, decode
+from agents.sources.document import AgentDocuments, WorkloadError, check_file_split, check_split
 from agents.sources.files import check_files, files_documents, files_topology
 from agents.sources.jsonl import check_jsonl, jsonl_documents, jsonl_topology
 from agents.sources.places import topology_agents
@@ -77,10 +77,7 @@ def _check_stdlib(cfg: WorkloadConfig, agents: list[str]) -> list[str]:
         except WorkloadError as e:
             problems.append(f"agent {agent!r}: {e}")
             continue
-        for part in (docs.train, docs.held_out):
-            for path in part.paths:
-                decode(path.read_bytes(), str(path))
-        problem = check_split(agent, docs.train, docs.held_out, cfg.held_out_every, "files")
+        problem = check_file_split(agent, docs, cfg.held_out_every, "files")
         if problem:
             problems.append(problem)
     return problems
