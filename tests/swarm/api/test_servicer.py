@@ -1,5 +1,6 @@
 """The SharedMemory gRPC service end to end on loopback, against a real (small) swarm on Ray."""
 
+import contextlib
 import io
 
 import grpc
@@ -20,6 +21,29 @@ from swarm.config import load_config
 from swarm.config.serve import ServeConfig
 from swarm.run.driver import Run
 from tests.cluster.test_runtime import OVERRIDES
+
+
+@contextlib.contextmanager
+def refused_pushes(run):
+    """Push to ``swarm/red`` with an unknown module every 0.3 s (each refusal is an event) until the block ends."""
+    import threading
+
+    import ray
+
+    done = threading.Event()
+
+    def refuse():
+        while not done.is_set():
+            ray.get(run.servers["swarm/red"].push.remote("intruder", 1, 0, {"nope": torch.zeros(1)}))
+            done.wait(0.3)
+
+    thread = threading.Thread(target=refuse)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 TOKEN = "s3cret"
 
@@ -113,26 +137,14 @@ def test_exported_adapter_loads_in_peft_and_reproduces_the_level(swarm, tmp_path
 
 
 def test_watch_streams_events_as_they_happen(swarm):
-    import ray
 
     run, client, _, _ = swarm
-    import threading
 
     stream = client.call("Watch", pb.WatchRequest(levels=["swarm/red"]), timeout=60)
-    done = threading.Event()
-
-    def reject_until_seen():  # the stream starts asynchronously: keep causing events until one arrives
-        while not done.is_set():
-            ray.get(run.servers["swarm/red"].push.remote("intruder", 1, 0, {"nope": torch.zeros(1)}))
-            done.wait(0.3)
-
-    thread = threading.Thread(target=reject_until_seen)
-    thread.start()
     try:
-        event = next(iter(stream))
+        with refused_pushes(run):  # the stream starts asynchronously: keep causing events until one arrives
+            event = next(iter(stream))
     finally:
-        done.set()
-        thread.join()
         stream.cancel()
     assert event.level == "swarm/red" and event.kind == "rejected" and "unknown module" in event.detail
 
@@ -259,28 +271,14 @@ def test_swarm_query_prints_tables_and_json(swarm, capsys, tmp_path):
 
 
 def test_swarm_query_watch_says_what_it_watches_before_the_first_event(swarm, capsys):
-    import threading
 
-    import ray
 
     from swarm.cli import main
 
     run, _, port, _ = swarm
-    done = threading.Event()
-
-    def reject_until_done():  # a refused push is an event; keep causing them until the command has one
-        while not done.is_set():
-            ray.get(run.servers["swarm/red"].push.remote("intruder", 1, 0, {"nope": torch.zeros(1)}))
-            done.wait(0.3)
-
-    thread = threading.Thread(target=reject_until_done)
-    thread.start()
-    try:
+    with refused_pushes(run):  # a refused push is an event; keep causing them until the command has one
         code = main(["query", "--address", f"127.0.0.1:{port}", "--token", TOKEN, "watch", "--levels", "swarm/red",
                      "--count", "1"])
-    finally:
-        done.set()
-        thread.join()
     out, err = capsys.readouterr()
     assert code == 0 and err.startswith(f"watching swarm/red at 127.0.0.1:{port}") and "1 event or Ctrl-C" in err
     assert out.startswith("swarm/red v") and "rejected" in out
