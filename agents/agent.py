@@ -14,12 +14,21 @@ level optimizers' state stay in ``levels.dtype`` (float32 by default) on that de
 circuit trackers work on CPU copies. Batches move to the device in :meth:`Agent.step` and
 :meth:`Agent.evaluate`. What the agent hands out (pushes, proposals, :meth:`Agent.state_dict`)
 is on CPU; what it takes in (pulled levels, a checkpoint) is copied onto its device.
+
+Hosted agents (``base=``, :mod:`layers.hosted`): the agent's stack runs on a frozen base shared with
+other agents; ``self.model`` is then its routed view of that base (every call uses its levels only).
+A step is two halves: :meth:`Agent.begin_step` (the batch, and the promotion at a context boundary)
+and :meth:`Agent.finish_step` (the gradient in the fast level's ``.grad`` -> moments, level
+optimizers, pending push, sync gate, trackers); :meth:`Agent.step` runs the forward and backward in
+between, and an agent host (:mod:`cluster.host`) runs one forward and backward for all its agents.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,22 +45,46 @@ from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
 
+if TYPE_CHECKING:
+    from layers.hosted import SharedBase
+
+
+@dataclass
+class StepInput:
+    """The first half of a step (:meth:`Agent.begin_step`): the batch on the agent's device, whether a
+    context boundary came before it, and how many circuits that boundary promoted."""
+
+    batch: Windows
+    boundary: bool
+    promoted: int
+
 
 class Agent:
     """A learner of the swarm; the runtime wraps it as a Ray actor."""
 
     def __init__(self, spec: AgentSpec, *, model: ModelConfig, levels: LevelsConfig, workload: WorkloadConfig,
                  agent: AgentConfig | None = None, dynamics: DynamicsConfig | None = None,
-                 circuits: CircuitsConfig | None = None, cache: CacheConfig | None = None) -> None:
+                 circuits: CircuitsConfig | None = None, cache: CacheConfig | None = None,
+                 base: SharedBase | None = None) -> None:
+        """``base``: run on this shared frozen base (built from ``model``; :func:`agents.model.shared_base`)
+        instead of a model of the agent's own; refused (ValueError naming the agent and the difference)
+        unless the model, the target modules, rank, seed, scale and dtype of the levels and the device match."""
         if len(levels.names) < 2:
             raise ValueError("an agent needs at least two levels (context, agent)")
         self.spec, self.cfg = spec, agent or AgentConfig()
         self.dynamics, self.circuits = dynamics or DynamicsConfig(), circuits or CircuitsConfig()
         self.device = resolve_device(self.cfg.device)
-        self.model = build_model(model, self.device)  # frozen base in model.dtype; levels below in levels.dtype
+        if base is None:
+            self.model = build_model(model, self.device)  # frozen base in model.dtype; levels below in levels.dtype
+            self.stack = LevelStack.attach(self.model, levels)
+        else:
+            if base.device != self.device:
+                raise ValueError(f"agent {spec.id!r}: agent.device={self.device} differs from the host's base "
+                                 f"device {base.device}")
+            self.stack = base.stack_for(spec.id, levels, key=model)
+            self.model = self.stack.model  # the shared base routed through this agent's levels
         self.tokenizer = load_tokenizer(model)
         check_vocab(self.tokenizer, self.model, model)
-        self.stack = LevelStack.attach(self.model, levels)
         self.fast, self.slow = levels.names[0], levels.names[1]
         self.shared = list(levels.names[2:])
         self.stack.set_trainable([self.fast])  # G lands in the fast level's .grad; all levels share it
@@ -65,8 +98,10 @@ class Agent:
         self.trackers = {self.fast: CircuitTracker(self.circuits), self.slow: CircuitTracker(self.circuits)}
         self.promoter = Promoter(self.fast, self.slow, self.circuits)
         self.steps = self.seq = 0
+        self.pushed_through = 0  # the last step whose gradient left ``pending`` (pushed or dropped)
         self.push_ready: str | None = None
         self.cache = TrajectoryCache(cache)
+        self.phase_s = {"optimizers": 0.0, "gate": 0.0, "trackers": 0.0}  # seconds in finish_step's parts
 
     def _optimizer(self, level: str, lr: float) -> LevelOptimizer:
         return LevelOptimizer.for_level(self.stack, level, dataclasses.replace(self.dynamics, lr=lr))
@@ -78,12 +113,30 @@ class Agent:
     # ------------------------------------------------------------------ learning
     def step(self) -> dict[str, Any]:
         """One batch of the agent's own stream; returns the training bits per byte and events."""
-        batch, boundary = self.workload.next_batch()  # ids (B, T+1)
+        start = self.begin_step()
+        loss = self.loss(self.model(start.batch.inputs).logits, start.batch)  # logits (B, T, V) in model.dtype
+        loss.backward()
+        return self.finish_step(start, loss)
+
+    def begin_step(self) -> StepInput:
+        """The next batch of the stream (ids (B, T+1) on the agent's device); at a context boundary the
+        context level's stable circuits are promoted first (the step then learns in the new context)."""
+        batch, boundary = self.workload.next_batch()
         batch = self._on_device(batch)
         promoted = self.context_boundary() if boundary and self.steps else 0
-        logits = self.model(batch.inputs).logits  # (B, T, V) in model.dtype
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())  # float32 whatever the base
-        loss.backward()
+        return StepInput(batch, boundary, promoted)
+
+    @staticmethod
+    def loss(logits: Tensor, batch: Windows) -> Tensor:
+        """Mean next-token cross-entropy (nats, float32 whatever the base) of ``logits`` (B, T, V) on ``batch``."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten())
+
+    def finish_step(self, start: StepInput, loss: Tensor) -> dict[str, Any]:
+        """The second half of a step, once ``loss`` (from :meth:`loss`) has been backpropagated: the
+        gradient G in the fast level's ``.grad`` drives the local levels, joins the pending push and the
+        sync gate, and the trackers update; returns the step's record."""
+        batch, boundary, promoted = start.batch, start.boundary, start.promoted
+        t0 = time.perf_counter()
         self.steps += 1
         grads = {}
         for name, module in self.stack.modules.items():
@@ -94,13 +147,18 @@ class Agent:
         direction = self._adam_direction(grads)
         for opt in self.optimizers.values():
             opt.step(direction)
+        t1 = time.perf_counter()
         reason = self.gate.observe(grads)
         self.push_ready = self.push_ready or reason
+        t2 = time.perf_counter()
         # the context level is tracked every step (it lives one context, so its circuits must age fast);
         # the agent level every track_every steps
         self.trackers[self.fast].update(self._blocks(self.fast))
         if self.steps % self.cfg.track_every == 0:
             self.trackers[self.slow].update(self._blocks(self.slow))
+        t3 = time.perf_counter()
+        for part, seconds in zip(self.phase_s, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            self.phase_s[part] += seconds
         return {"step": self.steps, "bpb": batch.loss_bits_per_byte(loss), "boundary": boundary,
                 "promoted": promoted, "push_ready": reason}
 
@@ -137,17 +195,28 @@ class Agent:
     # ------------------------------------------------------------------ exchange with the level servers
     def take_push(self) -> dict[str, Any] | None:
         """The accumulated gradient for the shared levels, once the sync gate fired; else None.
-        Its tensors (module -> (d_out, R), ``levels.dtype``) are CPU copies, whatever the device."""
+        Its tensors (module -> (d_out, R), ``levels.dtype``) are CPU copies, whatever the device;
+        ``first_step..last_step`` (inclusive) are the steps it sums, the interval the server holds it for."""
         if not self.push_ready:
             return None
         self.seq += 1
         push = {"sender": self.id, "seq": self.seq, "reason": self.push_ready, "steps": self.gate.steps,
+                "first_step": self.pushed_through + 1, "last_step": self.steps,
                 "tensors": {n: t.detach().to("cpu", copy=True) for n, t in self.pending.items()}}
+        self.drop_pending()
+        return push
+
+    def drop_pending(self) -> int:
+        """Discard the accumulated gradient (steps the server already holds from an earlier life of this
+        agent: pushing it again would apply them twice); the next push starts after the current step.
+        Returns how many steps were dropped."""
+        dropped = self.steps - self.pushed_through
         for t in self.pending.values():
             t.zero_()
         self.gate.reset()
         self.push_ready = None
-        return push
+        self.pushed_through = self.steps
+        return dropped
 
     def load_shared(self, level: str, state: dict[str, Tensor]) -> None:
         """Run with a pulled shared level (validated: unknown module, shape, dtype, NaN are refused);
@@ -177,6 +246,7 @@ class Agent:
                  "optimizers": {lvl: opt.state_dict() for lvl, opt in self.optimizers.items()},
                  "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
                  "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
+                 "pushed_through": self.pushed_through,
                  "push_ready": self.push_ready, "cache": self.cache.state_dict()}
         return to_host(state)
 
@@ -195,6 +265,8 @@ class Agent:
         self.gate.load_state_dict(to_device(state["gate"], self.device))
         self.workload.load_state_dict(state["workload"])
         self.steps, self.seq, self.push_ready = int(state["steps"]), int(state["seq"]), state["push_ready"]
+        # checkpoints from before push intervals: pending holds the steps the gate counted since its reset
+        self.pushed_through = int(state.get("pushed_through", self.steps - self.gate.steps))
         if "cache" in state:  # checkpoints from before the cache have none
             self.cache.load_state_dict(state["cache"])
 

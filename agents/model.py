@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaC
 from transformers.utils import logging as hf_logging
 
 from agents.config import ModelConfig
-from layers.config import torch_dtype
+from layers.config import LevelsConfig, torch_dtype
+from layers.hosted import SharedBase
 
 
 def hf_config(cfg: ModelConfig) -> PretrainedConfig:
@@ -50,6 +51,12 @@ def build_model(cfg: ModelConfig, device: torch.device | str | None = None) -> n
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def shared_base(cfg: ModelConfig, levels: LevelsConfig, device: torch.device | str | None = None) -> SharedBase:
+    """ONE frozen base of ``cfg`` for the agents of a host (:mod:`layers.hosted`): pass it as
+    ``Agent(..., base=)``; agents of another model config or other shared levels settings are refused."""
+    return SharedBase(build_model(cfg, device), levels, key=cfg)
 
 
 def position_limit(cfg: ModelConfig) -> int:

@@ -26,7 +26,9 @@ from agents.device import placement
 from cluster.build import LevelSpec, Shapes, build_core
 from cluster.config import RuntimeConfig
 from cluster.level.forwarding import LinkedLevel
-from cluster.level.protocol import ProposeResult, PullReply, PushResult
+from cluster.level.protocol import Coverage, ProposeResult, PullReply, PushResult
+from cluster.metrics import LiveAgentProbe, LiveLevelProbe
+from cluster.snapshots import StatusBoard
 from cluster.worker import AgentWorker
 from layers.circuits import Proposal
 
@@ -39,9 +41,10 @@ class RemoteLevel:
         """``handle``: a ``LevelServerActor`` handle."""
         self.handle = handle
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor],
+             first_step: int | None = None, last_step: int | None = None) -> PushResult:
         """See :meth:`cluster.level.protocol.LevelClient.push`."""
-        return ray.get(self.handle.push.remote(sender, seq, base_version, tensors))
+        return ray.get(self.handle.push.remote(sender, seq, base_version, tensors, first_step, last_step))
 
     def pull(self, since_version: int = -1) -> PullReply:
         """See :meth:`cluster.level.protocol.LevelClient.pull`."""
@@ -54,6 +57,10 @@ class RemoteLevel:
     def seen(self, sender: str) -> int:
         """See :meth:`cluster.level.protocol.LevelClient.seen`."""
         return ray.get(self.handle.seen.remote(sender))
+
+    def covered(self, sender: str) -> Coverage:
+        """See :meth:`cluster.level.protocol.LevelClient.covered`."""
+        return ray.get(self.handle.covered.remote(sender))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -69,10 +76,16 @@ class LevelServerActor:
         self.core = build_core(spec, shapes)
         parent = RemoteLevel(ray.get_actor(spec.parent, namespace=namespace)) if spec.parent else None
         self.level = LinkedLevel(self.core, parent)
+        board = StatusBoard(namespace or ray.get_runtime_context().namespace)  # Stats reads it (cluster/snapshots.py)
+        self.core.probe = LiveLevelProbe(spec.name, board)
+        self._changed()
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor],
+             first_step: int | None = None, last_step: int | None = None) -> PushResult:
         """:meth:`LinkedLevel.push`: admitted, journaled, merged when due, forwarded upward."""
-        return self.level.push(sender, seq, base_version, tensors)
+        out = self.level.push(sender, seq, base_version, tensors, first_step, last_step)
+        self.core.probe.pushed(sender, tensors, out)
+        return self._changed(out)
 
     def pull(self, since_version: int = -1) -> PullReply:
         """:meth:`LevelCore.pull`."""
@@ -80,15 +93,19 @@ class LevelServerActor:
 
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
         """:meth:`LinkedLevel.propose`: consensus here, and what it added goes upward at once."""
-        return self.level.propose(sender, proposals)
+        return self._changed(self.level.propose(sender, proposals))
 
     def seen(self, sender: str) -> int:
         """:meth:`LevelCore.seen`."""
         return self.core.seen(sender)
 
+    def covered(self, sender: str) -> Coverage:
+        """:meth:`LevelCore.covered`."""
+        return self.core.covered(sender)
+
     def absorb(self, tensors: dict[str, Tensor], source: str) -> PushResult:
         """:meth:`LevelCore.absorb`."""
-        return self.core.absorb(tensors, source)
+        return self._changed(self.core.absorb(tensors, source))
 
     def status(self) -> dict[str, Any]:
         """The level's status JSON (:meth:`LevelStatus.to_dict`) plus ``pid`` and ``node``."""
@@ -97,7 +114,12 @@ class LevelServerActor:
     def checkpoint(self) -> int:
         """Checkpoint now; returns the version it holds."""
         self.core.checkpoint()
-        return self.core.version
+        return self._changed(self.core.version)
+
+    def _changed(self, result=None):
+        """Publish the status after a command (metrics gauges, the Stats snapshot); returns ``result``."""
+        self.core.probe.changed(self.status())
+        return result
 
     def info(self) -> dict[str, Any]:
         """``name``, ``version``, ``parent`` and ``shapes`` (module -> (d_out, R))."""
@@ -135,10 +157,14 @@ class AgentActor:
         servers = {level: RemoteLevel(ray.get_actor(name, namespace=namespace)) for level, name in routes.items()}
         self.worker = AgentWorker(agent, servers, runtime, store_dir=store_dir, config_hash=config_hash)
         self.node = ray.get_runtime_context().get_node_id()  # which Ray node runs this agent
+        self.worker.probe = LiveAgentProbe(spec, StatusBoard(namespace), {"pid": os.getpid(), "node": self.node})
+        self.worker.probe.publish(self.worker)  # the step loop publishes at a bounded rate, chunk ends always
 
     def run(self, steps: int) -> dict[str, Any]:
         """:meth:`AgentWorker.run` for ``steps`` steps; its record plus the Ray ``node``."""
-        return {**self.worker.run(steps), "node": self.node}
+        out = {**self.worker.run(steps), "node": self.node}
+        self.worker.probe.publish(self.worker)
+        return out
 
     def checkpoint(self) -> int:
         """:meth:`AgentWorker.checkpoint`: the step the checkpoint holds."""
@@ -146,7 +172,9 @@ class AgentActor:
 
     def respond(self, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
         """:meth:`AgentWorker.respond`."""
-        return self.worker.respond(prompt, max_new_tokens)
+        out = self.worker.respond(prompt, max_new_tokens)
+        self.worker.probe.publish(self.worker)  # its cache counters changed
+        return out
 
     def status(self) -> dict[str, Any]:
         """:meth:`AgentWorker.record` plus ``pid`` and ``node``."""

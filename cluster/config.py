@@ -61,7 +61,8 @@ class RuntimeConfig:
     """The ``run`` section: how long agents run and how often they talk to the servers.
 
     Attributes:
-        steps: steps per agent in the run.
+        steps: steps per agent in the run; None (``run.steps: null``): no end, the swarm learns
+            until Ctrl-C, SIGTERM or ``swarm stop RUN_DIR`` (docs/durability.md).
         chunk: steps per actor call (the granularity of progress and Ctrl-C).
         pull_every, propose_every, eval_every, checkpoint_every: periods in agent steps.
         out_dir: parent of run directories; name: this run's directory (None: a timestamp).
@@ -70,7 +71,7 @@ class RuntimeConfig:
     Raises ``ValueError`` naming the first invalid field (``run.<field>``).
     """
 
-    steps: int = 200
+    steps: int | None = 200
     chunk: int = 10
     pull_every: int = 5
     propose_every: int = 25
@@ -82,5 +83,6 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         check_fields("run", self, **{k: getattr(self, k) >= 1 for k in (
-            "steps", "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
+            "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
+            steps=self.steps is None or self.steps >= 1,
             agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)

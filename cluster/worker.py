@@ -12,6 +12,14 @@ Every ``checkpoint_every`` steps (and on request) its local state goes to an ato
 checkpoint; a restarted worker resumes from it, pulls the shared levels and continues
 its sequence numbers above what the server has already accepted.
 
+Exactly once: every push carries the agent's step interval (``first_step..last_step``). A
+restarted worker asks its swarm server which steps it already holds from it
+(:meth:`~cluster.level.protocol.LevelClient.covered`); until the agent's steps pass that
+point it still learns locally but drops its accumulated gradient instead of pushing it
+(``skipped_steps``), so no step reaches the shared level twice. Its accounting then adopts
+the server's (``pushes``, ``pushed_steps``): the pushes its previous life made after its
+checkpoint are its own.
+
 Time spent in server calls is measured separately from local compute, which is what
 ``bench/system.py`` reports as the communication overhead.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ from agents.agent import Agent
 from agents.answers import internalise, respond
 from cluster.config import RuntimeConfig
 from cluster.level.protocol import LevelClient, ProposeResult, PushResult, RejectCode
+from cluster.metrics import AgentProbe
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
 from layers.circuits import remove_projection
@@ -34,6 +44,8 @@ from layers.circuits import remove_projection
 
 class AgentWorker:
     """One agent and its exchanges with the shared levels (see the module doc)."""
+
+    probe: AgentProbe = AgentProbe()  # metrics and status snapshots: a no-op unless the actor installs a live one
 
     def __init__(self, agent: Agent, servers: dict[str, LevelClient], runtime: RuntimeConfig | None = None,
                  store_dir: str | Path | None = None, config_hash: str = "") -> None:
@@ -48,7 +60,9 @@ class AgentWorker:
         self.versions = {level: -1 for level in agent.shared}
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
-                         "removed": 0, "promoted": 0, "internalisations": 0}
+                         "removed": 0, "promoted": 0, "internalisations": 0, "pushed_steps": 0, "skipped_steps": 0,
+                         "overlap": 0}
+        self.covered_through = 0  # the last agent step the swarm server held at restore: skip steps up to it
         self.comm_s = self.compute_s = 0.0  # seconds in server calls / in local steps and evaluations
         self.comm_by_kind: dict[str, float] = {}
         self.bytes_sent = 0
@@ -78,6 +92,7 @@ class AgentWorker:
             elapsed = time.perf_counter() - start
             self.comm_s += elapsed
             self.comm_by_kind[kind] = self.comm_by_kind.get(kind, 0.0) + elapsed
+            self.probe.call(kind, elapsed)
 
     def pull(self) -> int:
         """Pull every shared level that changed; returns how many did."""
@@ -100,12 +115,15 @@ class AgentWorker:
         tensors = push["tensors"]
         self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
         base = max(self.versions[self.up], 0)
-        out = self._call("push", self.servers[self.up].push, self.id, push["seq"], base, tensors)
+        out = self._call("push", self.servers[self.up].push, self.id, push["seq"], base, tensors,
+                         push["first_step"], push["last_step"])
         if out.held:  # a duplicate seq: a retried push the server already holds
             self.counters["pushes"] += 1
+            self.counters["pushed_steps"] += push["last_step"] - push["first_step"] + 1
             self.counters["coherent_pushes"] += push["reason"] == "coherent"  # else the gate's max_interval
         else:  # refused: never merged; a stale base means we should catch up now
             self.counters["rejected"] += 1
+            self.counters["overlap"] += out.code is RejectCode.OVERLAP
             if out.code is RejectCode.STALE:
                 self.counters["stale"] += 1
                 self.pull()
@@ -128,12 +146,15 @@ class AgentWorker:
         return out
 
     # ------------------------------------------------------------------ the loop
-    def run(self, steps: int) -> dict[str, Any]:
-        """``steps`` agent steps with their exchanges; returns a summary record of the chunk."""
+    def run(self, steps: int, step: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """``steps`` agent steps with their exchanges; returns a summary record of the chunk. ``step``
+        replaces ``agent.step`` (an agent host passes the record of a step it already computed)."""
         bpbs = []
         for i in range(steps):
             start = time.perf_counter()
-            out = self.agent.step()
+            out = (step or self.agent.step)()
+            if self.agent.pushed_through < self.covered_through:  # the server holds this step already
+                self.counters["skipped_steps"] += self.agent.drop_pending()
             self.compute_s += time.perf_counter() - start
             bpbs.append(out["bpb"])
             self.counters["promoted"] += out["promoted"]
@@ -156,6 +177,7 @@ class AgentWorker:
                 self.compute_s += time.perf_counter() - start
             if self.store is not None and t % self.cfg.checkpoint_every == 0:
                 self.checkpoint()
+            self.probe.step(self, out["bpb"])  # publishes the record at a bounded rate: a busy agent stays visible
         return self.record(train_bpb=sum(bpbs) / len(bpbs) if bpbs else math.nan)
 
     def respond(self, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
@@ -171,7 +193,8 @@ class AgentWorker:
                 "eval_step": self.last_eval_step, "eval_start": self.eval_start, **extra,
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
                 "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
-                "resumed_from": self.resumed_from, "cache": self.agent.cache.stats(),
+                "resumed_from": self.resumed_from, "pushed_through": self.agent.pushed_through,
+                "cache": self.agent.cache.stats(),
                 "device": str(getattr(self.agent, "device", "cpu"))}
 
     # ------------------------------------------------------------------ durability
@@ -198,6 +221,13 @@ class AgentWorker:
             self.eval_start = rec.checkpoint.meta["eval_start"]
             self.resumed_from = self.agent.steps
             self._eval_after_chunk = True
-        # pushes after the checkpoint may have been accepted already: continue above them
+        # pushes after the checkpoint may have been accepted already: continue above them, and skip
+        # (learn, but never push again) the steps they covered
         if self.up is not None:
             self.agent.seq = max(self.agent.seq, self._call("seen", self.servers[self.up].seen, self.id))
+            held = self._call("seen", self.servers[self.up].covered, self.id)
+            self.covered_through = held.last
+            self.counters["pushes"] = max(self.counters["pushes"], held.pushes)
+            self.counters["pushed_steps"] = max(self.counters["pushed_steps"], held.steps)
+            if self.agent.pushed_through < self.covered_through:
+                self.counters["skipped_steps"] += self.agent.drop_pending()

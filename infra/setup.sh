@@ -4,10 +4,14 @@
 # in editable mode. Idempotent: a second run only checks.
 #
 #   bash infra/setup.sh        # runtime dependencies
-#   bash infra/setup.sh dev    # plus pytest, hypothesis, ruff
+#   bash infra/setup.sh dev    # plus pytest, hypothesis, ruff, and .venv-flower (below)
+#   bash infra/setup.sh flower # only .venv-flower: the Flower anchor arm's own environment (infra/setup_flower.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+if [ "${1:-}" = "flower" ]; then
+  exec bash infra/setup_flower.sh
+fi
 extra=""
 [ "${1:-}" = "dev" ] && extra="[dev]"
 
@@ -19,3 +23,6 @@ fi
 echo "[setup] installing torch==2.13.0 and lora-swarm${extra} (editable) into .venv"
 .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on "torch==2.13.0" -e ".${extra}"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, transformers, peft, ray; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, ray {ray.__version__}")')"
+if [ "${1:-}" = "dev" ]; then
+  bash infra/setup_flower.sh  # the tests run the Flower anchor arm (tests/swarm/experiment/test_flower_arm.py)
+fi

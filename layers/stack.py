@@ -43,11 +43,14 @@ class LevelStack:
     """
 
     def __init__(self, model: nn.Module, config: LevelsConfig, modules: dict[str, LevelLinear],
-                 frozen: dict[str, bool]) -> None:
+                 frozen: dict[str, bool], *, shared: bool = False) -> None:
         self.model = model
         self.config = config
         self.modules = modules
         self._requires_grad_before = frozen
+        # a stack on a base shared by several agents (layers.hosted): its modules are not in the
+        # model's tree, so it can neither detach nor grow on its own
+        self.shared = shared
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -81,6 +84,8 @@ class LevelStack:
 
     def detach(self) -> nn.Module:
         """Put the original modules back, restore their ``requires_grad``; return the model."""
+        if self.shared:
+            raise ValueError("detach: this stack runs on a shared base (layers.hosted); the base is not its own")
         for name, module in self.modules.items():
             _set_submodule(self.model, name, module.base_layer)
         for n, p in self.model.named_parameters():
@@ -234,6 +239,8 @@ class LevelStack:
         are kept as they are); every B_l gets zero columns. The B parameters keep
         their identity but change shape: rebuild any optimizer afterwards.
         """
+        if self.shared:
+            raise ValueError("grow: this stack runs on a shared base (layers.hosted), whose P every agent shares")
         if new_rank <= self.rank:
             raise ValueError(f"grow: new rank {new_rank} must exceed the current rank {self.rank}")
         for name, module in self.modules.items():

@@ -3,6 +3,7 @@
     swarm run [CONFIG] [key=value | group=option ...]      # default CONFIG: swarm
     swarm run --resume RUN_DIR [key=value ...]
     swarm status [RUN_DIR]
+    swarm stop RUN_DIR [--timeout S]                       # ask a running swarm to checkpoint and stop
     swarm run --serve [--linger] [CONFIG] [key=value ...]  # also serve queries (--linger: after the run too)
     swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service: live run, or from checkpoints
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
@@ -13,6 +14,8 @@
     swarm absorb ADAPTER_DIR... --level L [--server S] --run RUN_DIR [--dry-run] [--eval FILE] [absorb.key=value ...]
     swarm demo [CONFIG] [key=value | group=option ...]     # default CONFIG: demo
     swarm config show [CONFIG] [key=value | group=option ...]
+    swarm checkpoint show|verify RUN_DIR[/STORE] [--json]   # lineage of checkpoints; re-hash and check them
+    swarm checkpoint fork RUN_DIR[/STORE] --to NEW_RUN_DIR [--checkpoint ID] [run.key=value ...]
 
 CONFIG is a name under ``configs/`` or a path to a YAML file; arguments containing
 ``=`` are overrides.
@@ -106,6 +109,19 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
     cluster.add_argument("config", nargs="?", default=None, help="default: infra/onebox.yaml of this checkout")
     status = sub.add_parser("status", help="show a running or finished swarm (levels, versions, agents, rates)")
     status.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
+    stop = sub.add_parser("stop", help="ask a running swarm to stop as on Ctrl-C (checkpoint, summary) and wait")
+    stop.add_argument("run_dir", metavar="RUN_DIR")
+    stop.add_argument("--timeout", type=float, default=600.0,
+                      help="seconds to wait for the run to stop (default 600; the request stays after that)")
+    ckpt = sub.add_parser("checkpoint", help="show, verify or fork a run's checkpoints (docs/checkpoints.md)")
+    ckpt.add_argument("action", choices=["show", "verify", "fork"])
+    ckpt.add_argument("target", metavar="RUN_DIR[/STORE]", help="a run directory, or one store in it (swarm/red, "
+                                                                "foundation, an agent id, levels/..., agents/...)")
+    ckpt.add_argument("--to", metavar="NEW_RUN_DIR", help="fork: the new run directory (must not exist)")
+    ckpt.add_argument("--checkpoint", metavar="ID", help="fork: the named store's checkpoint (id or prefix; "
+                                                         "default: its newest)")
+    ckpt.add_argument("--json", action="store_true", help="print JSON")
+    ckpt.add_argument("overrides", nargs="*", metavar="key=value", help="fork: run.* / serve.* settings to change")
     demo = sub.add_parser("demo", help="single-process demo: the level stack learns stdlib source bytes")
     demo.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,7 +131,7 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
 def _status(run_dir: str | None) -> int:
     from swarm.console import wide_console
     from swarm.run.display import render
-    from swarm.rundir import latest_run, read_status
+    from swarm.rundir import latest_run, liveness_of, read_status
 
     path = run_dir or latest_run()
     if path is None:
@@ -127,10 +143,57 @@ def _status(run_dir: str | None) -> int:
         print(f"swarm status: {e}", file=sys.stderr)
         return 1
     age = time.time() - snap["updated"]
+    alive = liveness_of(snap)
     console = wide_console()
-    console.print(f"{path}: {snap['state']}, updated {age:.0f} s ago")
-    console.print(render(snap))
+    console.print(f"{path}: {alive.describe()}, updated {age:.0f} s ago", highlight=False)
+    console.print(render({**snap, "state": alive.state}))
+    if alive.state != "finished" and not alive.live:
+        console.print(f"continue with: swarm run --resume {path}", highlight=False)
     return 0
+
+
+def _stop(run_dir: str, timeout_s: float) -> int:
+    """``swarm stop``: ask the run's driver to stop (a request file it polls between chunks), then wait until
+    its status is no longer live and its summary is written (or its driver exited). 0 when it stopped or
+    had already; 1 when there is no run, it is dead, or it did not stop within ``timeout_s``."""
+    from swarm.rundir import RunDir, driver_alive
+
+    run = RunDir(run_dir)
+    if not run.is_run():
+        print(f"swarm stop: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
+        return 1
+    alive = run.liveness()
+    if alive.state == "none":
+        print(f"swarm stop: {run_dir} is not running (no status.json: it never started)", file=sys.stderr)
+        return 1
+    if alive.state == "dead":
+        print(f"swarm stop: {run_dir} is {alive.describe()}; nothing to stop. "
+              f"Continue it with: swarm run --resume {run_dir}", file=sys.stderr)
+        return 1
+    if not alive.live:
+        print(f"{run_dir} already stopped ({alive.state})")
+        return 0
+    asked = time.time()
+    run.request_stop()
+    print(f"asked {run_dir} to stop; waiting up to {timeout_s:.0f} s for the steps in flight, the checkpoints and "
+          "the summary", flush=True)
+    deadline = asked + timeout_s
+    while time.time() < deadline:
+        alive = run.liveness()
+        if alive.state == "dead":
+            print(f"swarm stop: {run_dir} is {alive.describe()}. Continue it with: swarm run --resume {run_dir}",
+                  file=sys.stderr)
+            return 1
+        if not alive.live:
+            summarised = run.summary_json.is_file() and run.summary_json.stat().st_mtime >= asked - 1
+            if summarised or driver_alive(run.read_status().get("driver")) is not True:
+                print(f"{run_dir} {alive.state}" + (f"; summary: {run.summary_md}" if summarised else "")
+                      + f". Continue it with: swarm run --resume {run_dir}")
+                return 0 if alive.state in ("stopped", "interrupted", "finished") else 1
+        time.sleep(0.5)
+    print(f"swarm stop: {run_dir} still {alive.state} after {timeout_s:.0f} s (its stop request stays: it stops "
+          "after the chunks in flight; see swarm status)", file=sys.stderr)
+    return 1
 
 
 def _serve(args) -> int:
@@ -291,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "status":
         return _status(args.run_dir)
+    if args.command == "stop":
+        return _stop(args.run_dir, args.timeout)
     if args.command == "serve":
         return _serve(args)
     if args.command == "cluster":
@@ -299,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _experiment(args)
     if args.command == "absorb":
         return _absorb(args)
+    if args.command == "checkpoint":
+        from swarm.checkpoint.command import main as checkpoint_main  # torch only when asked
+
+        return checkpoint_main(args)
     from swarm.config import ConfigError, load_config, to_yaml
 
     try:
@@ -337,15 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "run":
         from swarm.run.driver import run_swarm  # ray/torch import only when needed
+        from swarm.run.signals import RunStopped, exit_code
 
         try:
             summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
                                 serve=args.serve)
+        except RunStopped as e:  # a signal while starting, or a second one: no summary
+            return e.exit_code
         except (OSError, ValueError) as e:  # bad config (ConfigError), run dir, or serve address
             print(f"swarm run: {e}", file=sys.stderr)
             return 2
-        if summary["state"] != "finished":
-            return 130
+        if summary["state"] not in ("finished", "stopped"):  # a signal: 128 + its number (130, 143)
+            return exit_code(summary.get("stopped_by")) or 130
         return _linger(summary["run_dir"], overrides) if args.linger else 0
     from swarm.tools.demo import run_demo  # torch/transformers import only when needed
 

@@ -1,8 +1,14 @@
 """Admission checks of a level (pure functions): what a push, an absorb or a proposal must satisfy.
 
 Each returns ``None`` when the input is admissible, else the first :class:`Refusal` found,
-checked in a fixed order (sender, sequence, version, modules, then per module dtype, shape,
-finiteness, and last the total norm), so the same bad input always gets the same code.
+checked in a fixed order (sender, sequence, step interval, version, modules, then per module
+dtype, shape, finiteness, and last the total norm), so the same bad input always gets the same code.
+
+Exactly once: a push may carry the sender's step interval ``first_step..last_step`` (inclusive,
+the sender's steps whose gradient it sums). One that starts at or below the last step the level
+already holds from that sender is refused (``RejectCode.OVERLAP``): whatever seq it comes under,
+no step of a sender is applied twice. A push without an interval (old clients) is admitted as
+unknown.
 """
 
 from __future__ import annotations
@@ -14,17 +20,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cluster.level.protocol import Refusal, RejectCode
+from cluster.level.protocol import Coverage, Refusal, RejectCode
 from layers.circuits import Proposal
 
 Shapes = Mapping[str, tuple[int, int]]
 
 
 def check_push(sender: Any, seq: Any, base_version: Any, tensors: Any, *, shapes: Shapes,
-               last_seq: Mapping[str, int], version: int, max_staleness: int, max_norm: float) -> Refusal | None:
+               last_seq: Mapping[str, int], version: int, max_staleness: int, max_norm: float,
+               first_step: Any = None, last_step: Any = None,
+               covered: Mapping[str, Coverage] | None = None) -> Refusal | None:
     """A push must come from a named sender, with a seq above ``last_seq[sender]`` (its last accepted one),
-    against a version at most ``max_staleness`` behind ``version``, with exactly the level's modules
-    as finite float32 tensors of the level's shapes, of total L2 norm at most ``max_norm``."""
+    with no step interval or one of ints ``1 <= first_step <= last_step`` starting above
+    ``covered[sender].last``, against a version at most ``max_staleness`` behind ``version``, with
+    exactly the level's modules as finite float32 tensors of the level's shapes, of total L2 norm
+    at most ``max_norm``."""
     if not isinstance(sender, str) or not sender:
         return Refusal(RejectCode.BAD_SENDER, "must be a non-empty string")
     if not isinstance(tensors, Mapping):
@@ -32,6 +42,9 @@ def check_push(sender: Any, seq: Any, base_version: Any, tensors: Any, *, shapes
     last = last_seq.get(sender, 0)
     if not isinstance(seq, int) or seq <= last:
         return Refusal(RejectCode.DUPLICATE, f"{seq!r} is not above {last} for {sender!r}")
+    refusal = check_interval(sender, first_step, last_step, (covered or {}).get(sender, Coverage()))
+    if refusal:
+        return refusal
     if not isinstance(base_version, int) or not 0 <= base_version <= version:
         return Refusal(RejectCode.BAD_BASE_VERSION, f"{base_version!r} (server at {version})")
     if version - base_version > max_staleness:
@@ -52,6 +65,21 @@ def check_push(sender: Any, seq: Any, base_version: Any, tensors: Any, *, shapes
         total += float(t.double().pow(2).sum())
     if math.sqrt(total) > max_norm:
         return Refusal(RejectCode.NORM, f"{math.sqrt(total):.3g} above the limit {max_norm:.3g}")
+    return None
+
+
+def check_interval(sender: str, first_step: Any, last_step: Any, held: Coverage) -> Refusal | None:
+    """Both None (unknown), or ints ``1 <= first_step <= last_step`` with ``first_step`` above
+    ``held.last``, the last step already held from ``sender``."""
+    if first_step is None and last_step is None:
+        return None
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in (first_step, last_step)) \
+            or not 1 <= first_step <= last_step:
+        return Refusal(RejectCode.BAD_INTERVAL, f"steps {first_step!r}..{last_step!r} from {sender!r} "
+                                                "(ints, 1 <= first_step <= last_step, or both None)")
+    if first_step <= held.last:
+        return Refusal(RejectCode.OVERLAP, f"steps {first_step}..{last_step} from {sender!r} overlap the steps "
+                                           f"through {held.last} already held")
     return None
 
 

@@ -14,8 +14,13 @@ Every change of the level is a record (:mod:`cluster.level.records`): a command 
 journals the record, then calls :meth:`LevelCore.apply`, the one place where the level's
 tensors and version change. A restart recovers the checkpoint and applies the journal's
 records through that same method, so it reaches the same version and the same tensors.
-(The only other change is the window flush :meth:`LevelCore.checkpoint` does right before
-it writes, which the checkpoint itself then holds.)
+(The window flush :meth:`LevelCore.checkpoint` forces right before it writes is a record too,
+so a replay from any checkpoint merges the very same windows.)
+
+Exactly once: a push carries the sender's step interval (``first_step..last_step``); the level
+keeps per sender a :class:`~cluster.level.protocol.Coverage` (last step held, pushes, steps),
+checkpointed and rebuilt by replay, and refuses (``RejectCode.OVERLAP``) any push whose interval
+starts at or below the last step it holds from that sender, whatever its seq.
 
 Circuits: proposers (agents, or the levels below) send, per module with a stable circuit,
 their write matrix; once ``children`` distinct proposers are buffered, the joint consensus
@@ -43,17 +48,19 @@ from torch import Tensor
 from cluster.config import ServerConfig
 from cluster.level.admission import check_delta, check_proposals, check_push
 from cluster.level.forwarding import Uplink, forwarding_gate
-from cluster.level.protocol import CircuitRef, ProposeResult, PullReply, PushResult, Refusal
+from cluster.level.protocol import CircuitRef, Coverage, ProposeResult, PullReply, PushResult, Refusal
 from cluster.level.records import (
     AbsorbRecord,
     AcceptedCircuit,
     ConsensusRecord,
+    FlushRecord,
     PushRecord,
     Record,
     RemovalRecord,
     from_journal,
 )
 from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus, stats_dict
+from cluster.metrics import LevelProbe
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
 from layers.circuits import (
@@ -80,6 +87,8 @@ class LevelCore:
     ``optimizer``, ``aggregator``, ``uplink`` (None without a parent), ``warnings``.
     """
 
+    probe: LevelProbe = LevelProbe()  # metrics: a no-op unless the server actor installs a live one (after replay)
+
     def __init__(self, name: str, shapes: Mapping[str, tuple[int, int]], *, merge: MergeConfig | None = None,
                  dynamics: DynamicsConfig | None = None, circuits: CircuitsConfig | None = None,
                  server: ServerConfig | None = None, store_dir: str | Path | None = None,
@@ -99,6 +108,7 @@ class LevelCore:
         self.warnings: list[str] = []
         self._version = 0
         self._last_seq: dict[str, int] = {}
+        self._covered: dict[str, Coverage] = {}  # sender -> the step intervals held from it
         self._window: list[PushRecord] = []
         self._counters = LevelCounters()
         # the level above: merged gradients are forwarded when the gate fires, at most every forward_every merges
@@ -145,6 +155,11 @@ class LevelCore:
         """The highest seq accepted from ``sender`` (0: none); a restarted sender resumes above it."""
         return self._last_seq.get(sender, 0)
 
+    def covered(self, sender: str) -> Coverage:
+        """What the level holds from ``sender`` by step interval (empty: nothing with an interval); a
+        restarted sender skips its steps through ``last`` rather than push them again."""
+        return self._covered.get(sender, Coverage())
+
     def pull(self, since_version: int = -1) -> PullReply:
         """``version`` and ``changed``; also copies of the tensors unless still at ``since_version``."""
         if since_version == self._version:
@@ -183,14 +198,18 @@ class LevelCore:
         return out
 
     # ------------------------------------------------------------------ commands
-    def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor]) -> PushResult:
-        """Validate, journal, then acknowledge; merges when the window is full. Never raises on bad input."""
+    def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor],
+             first_step: int | None = None, last_step: int | None = None) -> PushResult:
+        """Validate, journal, then acknowledge; merges when the window is full. ``first_step..last_step``:
+        the sender's steps the gradient sums (both None: unknown). Never raises on bad input."""
         refusal = check_push(sender, seq, base_version, tensors, shapes=self.shapes, last_seq=self._last_seq,
                              version=self._version, max_staleness=self.cfg.max_staleness,
-                             max_norm=self.cfg.max_norm)
+                             max_norm=self.cfg.max_norm, first_step=first_step, last_step=last_step,
+                             covered=self._covered)
         if refusal:
             return self._refuse(refusal)
-        self._commit(PushRecord(sender, seq, base_version, {m: t.detach().clone() for m, t in tensors.items()}))
+        self._commit(PushRecord(sender, seq, base_version, {m: t.detach().clone() for m, t in tensors.items()},
+                                first_step, last_step))
         return PushResult.ok(self._version)
 
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
@@ -257,8 +276,8 @@ class LevelCore:
         checkpoint holds this version."""
         if self._store is None:
             return
-        if self._window:
-            self._merge()
+        if self._window:  # journaled: a replay from an older checkpoint merges this same window
+            self._commit(FlushRecord())
         latest = self._store.latest_valid()
         if latest is not None and latest.version == self._version:
             return
@@ -266,6 +285,7 @@ class LevelCore:
         state = {"B": self.B, "optimizer": self.optimizer.state_dict(), "aggregator": self.aggregator.state_dict(),
                  "uplink": up.state_dict() if up is not None else None, "version": self._version,
                  "last_seq": self._last_seq,
+                 "covered": {a: c.to_dict() for a, c in self._covered.items()},
                  "stats": stats_dict(self._counters, up.counters if up is not None else ForwardCounters()),
                  "mailbox": {a: [{"module": r.module, "u": r.u, "w": r.w, "coefficient": r.coefficient} for r in rs]
                              for a, rs in self._mailbox.items()},
@@ -283,6 +303,7 @@ class LevelCore:
         """
         if isinstance(record, PushRecord):
             self._last_seq[record.sender] = record.seq
+            self._covered[record.sender] = self.covered(record.sender).add(record.first_step, record.last_step)
             self._counters.accepted += 1
             self._window.append(record)
             if len(self._window) >= self.cfg.window:
@@ -301,6 +322,7 @@ class LevelCore:
                     self._bucket.take()
             self._version += 1
             self._counters.promotions += len(record.circuits)
+            self.probe.promoted(len(record.circuits))
             for c in record.circuits:
                 self._event("promotion", f"{c.module}: sigma {c.sigma:.3g} from {', '.join(c.agents)}")
         elif isinstance(record, RemovalRecord):
@@ -310,6 +332,8 @@ class LevelCore:
                 self._tracker.forget_near(r.module, r.u, r.w)
             self._version += 1
             self._counters.removed += len(record.removals)
+        elif isinstance(record, FlushRecord):
+            self._merge()
         elif isinstance(record, AbsorbRecord):
             for m, t in record.tensors.items():
                 self.B[m].add_(t.to(self.B[m]))
@@ -338,6 +362,7 @@ class LevelCore:
     def _merge(self) -> None:
         if not self._window:
             return
+        start = time.perf_counter()
         weights = [1.0 / (1 + self._version - r.base_version) for r in self._window]
         # aggregators that count one vote per push (median, trimmed mean, Krum) take no staleness weights
         merged = self.aggregator.aggregate([r.tensors for r in self._window],
@@ -354,6 +379,7 @@ class LevelCore:
         self._window = []
         self._version += 1
         self._counters.merges += 1
+        self.probe.merged(time.perf_counter() - start)
         stats = self.aggregator.stats
         self._event("merge", f"{len(weights)} pushes, k_eff {stats.get('k_eff', 0):.2f}, "
                              f"agreement {stats.get('mean_agreement', 1.0):.2f}")
@@ -374,10 +400,12 @@ class LevelCore:
             self.optimizer.load_state_dict(state["optimizer"])
             self.aggregator.load_state_dict(state["aggregator"])
             self._version, self._last_seq = state["version"], dict(state["last_seq"])
+            # checkpoints from before exactly-once accounting hold no coverage: intervals unknown so far
+            self._covered = {a: Coverage.from_dict(c) for a, c in state.get("covered", {}).items()}
             self._counters = LevelCounters.from_stats(state["stats"])
             if self._uplink is not None:
                 if state["uplink"] is not None:
-                    self._uplink.load_state_dict(state["uplink"])
+                    self._uplink.load_state_dict(state["uplink"], merges=self._counters.merges)
                 self._uplink.restore_counters(ForwardCounters.from_stats(state["stats"]))
             self._mailbox = {a: [CircuitRef(r["module"], r["u"], r["w"], r.get("coefficient")) for r in rs]
                              for a, rs in state["mailbox"].items()}

@@ -5,9 +5,13 @@ A swarm server forwards to its domain server and a domain server to the foundati
 same way" agents push: the merged gradient of every merge is summed into ``pending`` and
 fed to a ``SyncGate`` (:func:`forwarding_gate`: the agents' test over windows of
 ``server.forward_min`` to ``server.forward_every`` merges); when the gate fires, the sum
-becomes an outbox entry ``(seq, base_version, tensors)``. The uplink is part of its level's
-state: it is checkpointed with it, and replay recreates outbox entries deterministically, so
-nothing is lost or counted twice across a restart (the parent refuses a seq it already holds).
+becomes an outbox entry ``(seq, base_version, tensors)`` covering the level's merges
+``first_step..last_step`` (its step interval, in this level's merges, counted by the uplink).
+The uplink is part of its level's state: it is checkpointed with it, and replay recreates
+outbox entries deterministically (every merge, a checkpoint's forced one included, comes from
+journaled records), so nothing is lost or counted twice across a restart: the parent refuses a
+seq it already holds (``DUPLICATE``, counted as delivered) and, should a replay ever number an
+interval differently, any entry whose merges overlap what it holds (``OVERLAP``).
 
 :class:`LinkedLevel` sends the outbox, synchronously inside the push that produced it
 (servers form a tree: no cycles), and every ``propose_every`` merges, and right after a
@@ -28,7 +32,7 @@ import torch
 from torch import Tensor
 
 from cluster.config import ServerConfig
-from cluster.level.protocol import LevelClient, ProposeResult, PullReply, PushResult
+from cluster.level.protocol import Coverage, LevelClient, ProposeResult, PullReply, PushResult
 from cluster.level.status import ForwardCounters
 from layers.circuits import Proposal
 from layers.dynamics import SyncGate
@@ -51,12 +55,16 @@ def forwarding_gate(sync: SyncConfig, server: ServerConfig) -> SyncConfig:
 @dataclass(frozen=True)
 class OutboxEntry:
     """Merged gradients summed since the previous entry (module -> (d_out, R)), to push upward as
-    ``(seq, base_version)``; ``reason`` is why the gate fired (``coherent`` or ``max_interval``)."""
+    ``(seq, base_version)``; ``reason`` is why the gate fired (``coherent`` or ``max_interval``);
+    ``first_step..last_step``: the merges of this level it sums (None: from an uplink checkpointed
+    before merges were counted)."""
 
     seq: int
     base_version: int
     reason: str
     tensors: dict[str, Tensor]
+    first_step: int | None = None
+    last_step: int | None = None
 
 
 class Uplink:
@@ -69,6 +77,8 @@ class Uplink:
         self.gate = SyncGate(sync)
         self.seq = 0
         self.parent_version = 0
+        self.merges = 0  # merges observed (this level's steps, as the parent counts them)
+        self.through: int | None = 0  # the last merge an outbox entry covered (None: unknown)
         self.outbox: list[OutboxEntry] = []
         self.counters = ForwardCounters()
 
@@ -76,11 +86,15 @@ class Uplink:
         """Add one merged gradient; when the gate fires, queue the sum for the parent and return why."""
         for m, t in merged.items():
             self.pending[m].add_(t)
+        self.merges += 1
         reason = self.gate.observe(merged)
         if reason:
             self.seq += 1
+            first = None if self.through is None else self.through + 1
             self.outbox.append(OutboxEntry(self.seq, self.parent_version, reason,
-                                           {m: t.clone() for m, t in self.pending.items()}))
+                                           {m: t.clone() for m, t in self.pending.items()},
+                                           first, None if first is None else self.merges))
+            self.through = self.merges
             for t in self.pending.values():
                 t.zero_()
             self.gate.reset()
@@ -109,18 +123,23 @@ class Uplink:
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint form (tensors and JSON values; the outbox as a list of dicts)."""
         return {"pending": dict(self.pending), "gate": self.gate.state_dict(), "seq": self.seq,
-                "parent_version": self.parent_version,
-                "outbox": [{"seq": e.seq, "base_version": e.base_version, "reason": e.reason, "tensors": e.tensors}
-                           for e in self.outbox]}
+                "parent_version": self.parent_version, "merges": self.merges, "through": self.through,
+                "outbox": [{"seq": e.seq, "base_version": e.base_version, "reason": e.reason, "tensors": e.tensors,
+                            "first_step": e.first_step, "last_step": e.last_step} for e in self.outbox]}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Inverse of :meth:`state_dict` (tensors are copied)."""
+    def load_state_dict(self, state: Mapping[str, Any], merges: int = 0) -> None:
+        """Inverse of :meth:`state_dict` (tensors are copied). A state from before merges were counted
+        starts counting at ``merges`` (the level's merge count) with its pending sum's interval unknown:
+        the next entry goes up without one, and every later one with its interval."""
         for m, t in state["pending"].items():
             self.pending[m].copy_(t)
         self.gate.load_state_dict(state["gate"])
         self.seq, self.parent_version = int(state["seq"]), int(state["parent_version"])
+        self.merges = int(state.get("merges", merges))
+        self.through = state["through"] if "through" in state else None
         self.outbox = [OutboxEntry(int(e["seq"]), int(e["base_version"]), e["reason"],
-                                   {m: t.clone() for m, t in e["tensors"].items()}) for e in state["outbox"]]
+                                   {m: t.clone() for m, t in e["tensors"].items()}, e.get("first_step"),
+                                   e.get("last_step")) for e in state["outbox"]]
 
 
 class LinkedLevel:
@@ -145,7 +164,8 @@ class LinkedLevel:
         if self.parent is None or uplink is None:
             return
         for entry in list(uplink.outbox):
-            uplink.delivered(entry, self.parent.push(core.name, entry.seq, entry.base_version, entry.tensors))
+            uplink.delivered(entry, self.parent.push(core.name, entry.seq, entry.base_version, entry.tensors,
+                                                     entry.first_step, entry.last_step))
         merges = core.merges
         if merges and merges % core.cfg.propose_every == 0 and merges != self._proposed_at:
             self._proposed_at = merges
@@ -156,9 +176,10 @@ class LinkedLevel:
         if self.parent is not None:
             self.core.remove(self.parent.propose(self.core.name, self.core.proposals_up()).removals)
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor],
+             first_step: int | None = None, last_step: int | None = None) -> PushResult:
         """:meth:`LevelCore.push`, then forward what an accepted push produced."""
-        out = self.core.push(sender, seq, base_version, tensors)
+        out = self.core.push(sender, seq, base_version, tensors, first_step, last_step)
         if self.parent is not None and out.accepted:
             self.forward()
         return out
@@ -180,3 +201,7 @@ class LinkedLevel:
     def seen(self, sender: str) -> int:
         """:meth:`LevelCore.seen`."""
         return self.core.seen(sender)
+
+    def covered(self, sender: str) -> Coverage:
+        """:meth:`LevelCore.covered`."""
+        return self.core.covered(sender)

@@ -39,6 +39,8 @@ class RejectCode(enum.Enum):
     NORM = "norm"
     BAD_PROPOSALS = "bad proposals"
     SENDER_MISMATCH = "sender mismatch"
+    BAD_INTERVAL = "bad interval"
+    OVERLAP = "interval overlap"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,36 @@ class PushResult:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """What a level holds from one sender, by the step intervals its pushes carried.
+
+    ``last``: the highest step covered (0: no push with an interval yet); ``pushes``: accepted
+    pushes (with or without an interval); ``steps``: the sum of the lengths of their intervals.
+    Steps are the sender's own units: agent steps for an agent, merges of the level below for a
+    forwarding server. Admission refuses any push whose interval starts at or below ``last``.
+    """
+
+    last: int = 0
+    pushes: int = 0
+    steps: int = 0
+
+    def add(self, first: int | None, last: int | None) -> Coverage:
+        """This coverage plus one accepted push over steps ``first..last`` (None: an unknown interval)."""
+        if first is None or last is None:
+            return Coverage(self.last, self.pushes + 1, self.steps)
+        return Coverage(max(self.last, last), self.pushes + 1, self.steps + last - first + 1)
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON form (checkpoint meta and status)."""
+        return {"last": self.last, "pushes": self.pushes, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int]) -> Coverage:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(d["last"]), int(d["pushes"]), int(d["steps"]))
+
+
+@dataclass(frozen=True)
 class CircuitRef:
     """A rank-1 direction ``u w^T`` in ``module``: a circuit the level above accepted, which a
     carrier gives up. ``u``: (d_out,), ``w``: (R,), unit. ``coefficient``: what the level above
@@ -139,9 +171,12 @@ class PullReply(TypedDict, total=False):
 class LevelClient(Protocol):
     """A shared level as its clients see it. Calls never raise on bad input: they refuse."""
 
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor]) -> PushResult:
-        """Offer ``sender``'s gradient (module -> (d_out, R) float32) computed against ``base_version``;
-        idempotent per ``(sender, seq)`` (a repeat is refused with ``RejectCode.DUPLICATE``)."""
+    def push(self, sender: str, seq: int, base_version: int, tensors: dict[str, Tensor],
+             first_step: int | None = None, last_step: int | None = None) -> PushResult:
+        """Offer ``sender``'s gradient (module -> (d_out, R) float32) computed against ``base_version``,
+        accumulated over its steps ``first_step..last_step`` (both None: unknown, as old clients send);
+        idempotent per ``(sender, seq)`` (a repeat is refused with ``RejectCode.DUPLICATE``), and an
+        interval overlapping one already held is refused with ``RejectCode.OVERLAP``."""
         ...
 
     def pull(self, since_version: int = -1) -> PullReply:
@@ -154,4 +189,8 @@ class LevelClient(Protocol):
 
     def seen(self, sender: str) -> int:
         """The highest seq accepted from ``sender`` (0: none)."""
+        ...
+
+    def covered(self, sender: str) -> Coverage:
+        """What the level holds from ``sender`` by step interval (:class:`Coverage`)."""
         ...

@@ -5,7 +5,13 @@ Both backends offer the same surface to :class:`swarm.api.servicer.SharedMemoryS
 ``live``, ``where`` (a phrase naming the source), ``call(name, method, *args)`` for the level
 methods ``pull``, ``info``, ``circuits``, ``status`` and ``events`` (those of
 :class:`cluster.actors.LevelServerActor`), ``agent(id)`` (a running agent's actor or None),
-``agent_status(id)`` and ``route(agent_id)`` (its team's servers).
+``agent_status(id)``, ``statuses()`` (every level's status and every agent's record at once, for
+``Stats``), ``changed()`` (this process changed an agent: the next ``statuses()`` must show it)
+and ``route(agent_id)`` (its team's servers).
+
+:class:`RayLevels` answers ``statuses()`` from the snapshots the servers and agents publish in
+Ray's internal KV (:mod:`cluster.snapshots`), never from an actor call (an agent busy with a
+chunk of steps answers one only when the chunk ends), read at most ``serve.level_ttl_ms`` ago.
 
 :class:`CheckpointLevels` serves a finished or stopped run without Ray: every level server is
 rebuilt from a *copy* of its store (checkpoint + journal replay, exactly what ``--resume`` would
@@ -17,11 +23,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from cluster.snapshots import Snapshot, SnapshotCache, Snapshots, StatusBoard
 from cluster.topology import Topology
-from swarm.rundir import RunDir
+from swarm.rundir import RunDir, liveness_of
 
 
 class RayLevels:
@@ -29,8 +37,9 @@ class RayLevels:
 
     live = True
 
-    def __init__(self, topology: Topology, namespace: str) -> None:
-        """``ValueError`` (Ray's) when a server of ``topology`` has no actor in ``namespace``."""
+    def __init__(self, topology: Topology, namespace: str, status_ttl_s: float = 0.05) -> None:
+        """``ValueError`` (Ray's) when a server of ``topology`` has no actor in ``namespace``.
+        ``status_ttl_s``: how old the snapshots ``statuses()`` answers with may be (``serve.level_ttl_ms``)."""
         import ray
 
         self.topology = topology
@@ -39,6 +48,30 @@ class RayLevels:
         self.namespace = namespace
         self.where = f"Ray namespace {namespace}"  # where the levels come from, for people
         self.agent_ids = [a.id for a in topology.agents]
+        self.snapshots = SnapshotCache(StatusBoard(namespace), status_ttl_s)
+        self._view: tuple[Snapshots, Snapshots] | None = None  # (a read, what statuses() made of it)
+
+    async def statuses(self) -> Snapshots:
+        """Every level server's status JSON and every agent's record that were published (an agent that
+        never published is left out; a server that never published is asked over Ray). The same read
+        gives the very same object, so a caller may key what it derives from it by identity."""
+        snaps = await self.snapshots.get()
+        if self._view is not None and self._view[0] is snaps:
+            return self._view[1]
+        levels = {n: snaps.levels[n] for n in self.specs if n in snaps.levels}
+        complete = len(levels) == len(self.specs)
+        for name in self.specs:
+            if name not in levels:  # started before snapshots existed, or its first publish failed
+                levels[name] = Snapshot(time.time(), await self.call(name, "status"))
+        agents = {a: snaps.agents[a] for a in self.agent_ids if a in snaps.agents}
+        view = Snapshots(levels, agents, snaps.read_at)
+        if complete:
+            self._view = (snaps, view)
+        return view
+
+    def changed(self) -> None:
+        """This process just changed an agent (an answer through its cache): the next ``statuses()`` reads anew."""
+        self.snapshots.invalidate()
 
     async def call(self, name: str, method: str, *args: Any) -> Any:
         """Await ``method(*args)`` on the level server actor ``name``; its return value (Ray errors propagate)."""
@@ -69,7 +102,8 @@ class CheckpointLevels:
     """The level servers of a finished or stopped run, recovered read-only from copies of their stores.
 
     Attributes (besides the common surface): ``state`` (the run's last status state, e.g.
-    ``finished``), ``versions`` (server -> recovered version), ``warnings`` (what recovery reported).
+    ``finished``, or ``dead`` when it says running but its driver is gone: :func:`swarm.rundir.liveness_of`),
+    ``versions`` (server -> recovered version), ``warnings`` (what recovery reported).
     """
 
     live = False
@@ -88,7 +122,8 @@ class CheckpointLevels:
             self.snapshot = run.read_status()
         except FileNotFoundError:
             self.snapshot = {}
-        self.state = self.snapshot.get("state", "stopped")
+        # a status that still says running after its driver died reads "dead"
+        self.state = liveness_of(self.snapshot).state if self.snapshot else "stopped"
         missing = [s.name for s in self.topology.servers if not run.level_store(s.name).is_dir()]
         if missing:
             raise FileNotFoundError(f"{run.path}: no checkpoints of {', '.join(missing)} under "
@@ -130,6 +165,17 @@ class CheckpointLevels:
     async def agent_status(self, agent_id: str) -> dict[str, Any] | None:
         """The agent's record in the run's last status.json (None when it has none)."""
         return self.snapshot.get("agents", {}).get(agent_id)
+
+    async def statuses(self) -> Snapshots:
+        """Every server's and agent's status as the run's last status.json holds them (a server it lacks:
+        as recovered from its checkpoints), stamped with that file's last update."""
+        when = float(self.snapshot.get("updated", 0.0))
+        levels = {n: Snapshot(when, await self.call(n, "status")) for n in self.specs}
+        agents = {a: Snapshot(when, r) for a in self.agent_ids if (r := await self.agent_status(a)) is not None}
+        return Snapshots(levels, agents, time.time())
+
+    def changed(self) -> None:
+        """Nothing changes in a stopped run."""
 
     def route(self, agent_id: str) -> list[str]:
         """The shared-level servers of the agent ``agent_id``'s team chain."""

@@ -90,6 +90,9 @@ class StrictCodec(grpc.aio.ServerInterceptor):
     """A request that is not a valid protobuf of its type is INVALID_ARGUMENT (grpc would say UNKNOWN).
     Responses that are already serialised (``bytes``, e.g. cached level chunks) are sent as they are."""
 
+    def __init__(self) -> None:
+        self._wrapped: dict = {}  # the service's handler of a method -> its wrapped handler
+
     async def intercept_service(self, continuation, details):
         """Wrap the service's handlers so that undecodable requests get INVALID_ARGUMENT and
         pre-serialised ``bytes`` responses are sent unchanged.
@@ -97,6 +100,13 @@ class StrictCodec(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/"):
             return handler
+        wrapped = self._wrapped.get(handler)  # one handler per method: wrapped once, not on every call
+        if wrapped is None:
+            wrapped = self._wrapped[handler] = self._wrap(handler, details.method)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler, method: str):
         parse = handler.request_deserializer
 
         async def decode(raw: bytes, context):
@@ -104,7 +114,7 @@ class StrictCodec(grpc.aio.ServerInterceptor):
                 return parse(raw)
             except Exception as e:  # DecodeError and friends: a client's bytes, not our bug
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"request: not a valid {details.method.rsplit('/', 1)[1]} message ({e})")
+                                    f"request: not a valid {method.rsplit('/', 1)[1]} message ({e})")
 
         serialize = handler.response_serializer
 
@@ -231,17 +241,26 @@ class Follower:
         return self.current[1]
 
     async def watch_runs(self) -> None:
-        """Every ``poll_s`` seconds, switch to the newest run under ``out_dir`` whose status is live."""
-        from swarm.rundir import LIVE_STATES, latest_run, read_status
+        """Every ``poll_s`` seconds, switch to the newest run under ``out_dir`` whose status is live; stop
+        following one that ended or died (driver gone, heartbeat stale: said once, with the resume command)."""
+        from swarm.rundir import latest_run
 
+        dead_said = None
         while True:
+            if self.current is not None and not (alive := RunDir(self.current[0]).liveness()).live:
+                print(f"{self.current[0]} is {alive.describe()}; no longer following it", flush=True)
+                self.current = None
             run = latest_run(self.out_dir)
             if run is not None and (self.current is None or self.current[0] != str(run)):
                 try:
-                    if read_status(run)["state"] in LIVE_STATES:
+                    alive = RunDir(run).liveness()
+                    if alive.live:
                         service = await asyncio.to_thread(self.make_service, run)
                         self.current = (str(run), service)
                         print(f"following {run}", flush=True)
+                    elif alive.state == "dead" and dead_said != str(run):
+                        print(f"{run} is {alive.describe()}: continue it with swarm run --resume {run}", flush=True)
+                        dead_said = str(run)
                 except Exception as e:  # its actors may not exist yet: try again on the next poll
                     print(f"not yet serving {run}: {type(e).__name__}: {e}", flush=True)
             await asyncio.sleep(self.poll_s)
@@ -327,17 +346,15 @@ def serve_run(run_dir, overrides=(), echo=print) -> None:
 
     run = RunDir(run_dir).require_run()
     cfg = load_config(run.config, list(overrides))
-    try:
-        state = run.read_status().get("state", "stopped")
-    except FileNotFoundError:
-        state = "stopped"
+    alive = run.liveness()  # a run marked live whose driver is gone is dead: served from its checkpoints
+    state = "stopped" if alive.state == "none" else alive.state
     service, uses_ray = None, False
     if state in LIVE_STATES:
         service, why = live_service(cfg, run)
         uses_ray = service is not None
         why = f"marked {state} but {why}"
     else:
-        why = state
+        why = alive.describe() if state == "dead" else state
     if service is None:
         service, note = offline_service(cfg, run, why)
         echo(note, flush=True)

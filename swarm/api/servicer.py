@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from cluster.metrics import RpcProbe, rpc_probe
 from cluster.topology import Topology
 from cluster.wire import encode
 from swarm.api.backends import CheckpointLevels, RayLevels
@@ -52,6 +53,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         self.cache: dict[str, tuple[int, dict]] = {}
         self.confirmed: dict[str, float] = {}  # name -> when its version was last checked (monotonic s)
         self.encoded: dict[tuple[str, int, int], list[bytes]] = {}  # (name, version, limit) -> serialised chunks
+        self.stats_reply: tuple[object, bytes] | None = None  # (the statuses it was made of, serialised Stats)
 
     async def _pull(self, name: str) -> tuple[int, dict]:
         """The level's current version and tensors, pulled only if changed since the cached copy."""
@@ -262,6 +264,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
     async def _agent_answer(self, request, prompt: str, n: int):
         """Generate as a running agent, through its trajectory cache (greedy, the agent's own levels)."""
         out = await self.levels.agent(request.agent).respond.remote(prompt.encode("utf-8"), n)
+        self.levels.changed()  # its cache counters moved: the next Stats shows it
         return pb.GenerateResponse(text=out["answer"].decode("utf-8", errors="replace"), versions=out["versions"],
                                    cached=out["cached"], agent=request.agent,
                                    basis=f"agent {request.agent}'s own levels")
@@ -295,24 +298,34 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         """Counters of every level server (merges, accepted and refused pushes by reason, promotions,
         forwards, screened fraction, pending pushes) and every running agent's trajectory cache; for a
         stopped run, those of its last ``status.json``.
+
+        A live run answers from the status snapshots its servers and agents publish (on every change of
+        a server, at least every 0.5 s from a training agent): no Ray call to any actor, so a busy agent
+        never delays the answer, which is at most ``serve.level_ttl_ms`` older than the last publish.
+        The reply is serialised once per read of the snapshots.
         """
+        snaps = await self.levels.statuses()
+        if self.stats_reply is not None and self.stats_reply[0] is snaps:
+            return self.stats_reply[1]
         out = []
-        statuses = await asyncio.gather(*(self.levels.call(n, "status") for n in self.levels.specs))
-        for name, st in zip(self.levels.specs, statuses, strict=True):
+        for name, snap in snaps.levels.items():
+            st = snap.status
             s = st["stats"]
             out.append(pb.LevelStats(name=name, version=st["version"], merges=s.get("merges", 0),
                                      accepted=s.get("accepted", 0), rejected=s.get("rejected", {}),
                                      promotions=s.get("promotions", 0), forwarded=s.get("forwarded", 0),
                                      screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"]))
         agents = []
-        for aid in self.levels.agent_ids:
-            record = await self.levels.agent_status(aid)
+        for aid, snap in snaps.agents.items():
+            record = snap.status
             if not record or "cache" not in record:
                 continue
             c = record["cache"]
             agents.append(pb.AgentCacheStats(agent=aid, **{k: c.get(k, 0) for k in (
                 "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")}))
-        return pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents)
+        reply = pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents).SerializeToString()
+        self.stats_reply = (snaps, reply)  # StrictCodec sends bytes as they are
+        return reply
 
     async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
         """Stream the level servers' events (merges, promotions, phase changes) from now on, polling every
@@ -355,29 +368,48 @@ def _encode_chunks(name: str, version: int, tensors: dict, limit: int) -> list[b
     return [encode(g, {"level": name, "version": version}) for g in groups]
 
 
-def _handle_errors(service: SharedMemoryService) -> SharedMemoryService:
-    """Turn RequestError (and anything unexpected) into status codes, for unary and streaming RPCs."""
+def _handle_errors(service: SharedMemoryService, probe: RpcProbe | None = None) -> SharedMemoryService:
+    """Turn RequestError (and anything unexpected) into status codes, for unary and streaming RPCs; every
+    call's seconds and status code go to ``probe`` (``swarm_rpc_seconds``; default: none recorded)."""
+    probe = probe or RpcProbe()
 
-    def wrap_unary(fn):
+    def wrap_unary(name, fn):
         async def call(request, context):
+            start, code = time.perf_counter(), "UNKNOWN"
             try:
-                return await fn(request, context)
+                out = await fn(request, context)
+                code = "OK"
+                return out
             except RequestError as e:
+                code = e.code.name
                 await context.abort(e.code, str(e))
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                probe.observe(name, code, time.perf_counter() - start)
         return call
 
-    def wrap_stream(fn):
+    def wrap_stream(name, fn):
         async def call(request, context):
+            start, code = time.perf_counter(), "UNKNOWN"
             try:
                 async for item in fn(request, context):
                     yield item
+                code = "OK"
             except RequestError as e:
+                code = e.code.name
                 await context.abort(e.code, str(e))
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"  # the client went away (Watch ends this way)
+                raise
+            finally:
+                probe.observe(name, code, time.perf_counter() - start)
         return call
 
     for name, kind in RPCS.items():
         wrap = wrap_unary if kind is Kind.UNARY else wrap_stream
-        setattr(service, name, wrap(getattr(service, name)))
+        setattr(service, name, wrap(name, getattr(service, name)))
     return service
 
 
@@ -391,5 +423,5 @@ def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemo
 
         levels = CheckpointLevels(cfg, RunDir(run_dir))
     else:
-        levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), namespace)
-    return _handle_errors(SharedMemoryService(levels, MemoryModel(cfg.model, cfg.levels), cfg.serve))
+        levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), namespace, cfg.serve.level_ttl_ms / 1000)
+    return _handle_errors(SharedMemoryService(levels, MemoryModel(cfg.model, cfg.levels), cfg.serve), rpc_probe())

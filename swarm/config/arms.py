@@ -9,6 +9,10 @@ The ``oracle_*`` arms are not ways to share but the ceilings sharing is measured
 (docs/experiments.md, headroom): one learner per team, domain or for everyone, with the isolated
 arm's two local levels, trained centrally on the union of its scope's agents' train files; every
 agent of the scope is evaluated with its scope's learner.
+
+``flower_fedavg`` (``Arm.external``) is not run by our code at all: flat FedAvg of a PEFT LoRA through
+Flower's own simulation engine in ``.venv-flower`` (``swarm/experiment/flower_arm.py``), the outside
+anchor our ``fedavg`` arm is checked against; team scenario only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Arm:
     scopes: tuple[str, ...] | None = None  # None: team, domain, all
     plain_servers: bool = False  # servers run with every section-6 mechanism off
     oracle: str | None = None  # team | domain | all: one central learner per scope instead of the agents
+    external: str | None = None  # flower: run outside our code (swarm/experiment/flower_arm.py), team scenario only
 
 
 def _mechanism_off(m: str) -> tuple[str, ...]:
@@ -37,13 +42,19 @@ def _mechanism_off(m: str) -> tuple[str, ...]:
     return (f"dynamics.{m}.enabled=false",)
 
 
+FEDAVG_OVERRIDES = (  # fedavg and flower_fedavg: the same config (data, steps, push interval)
+    "levels.names=[context,agent,shared]", "merge.aggregator=mean", *_mechanism_off("sync"), *NO_PROPOSALS)
+
+
 def _arms() -> dict[str, Arm]:
     arms = [
         Arm("isolated", "each agent alone: only its context and agent levels", ("levels.names=[context,agent]",)),
         Arm("fedavg", "one flat shared LoRA level for everyone, merged by FedAvg (mean, plain server, "
                       "fixed-interval pushes, no circuits)",
-            ("levels.names=[context,agent,shared]", "merge.aggregator=mean", *_mechanism_off("sync"), *NO_PROPOSALS),
-            scopes=("all",), plain_servers=True),
+            FEDAVG_OVERRIDES, scopes=("all",), plain_servers=True),
+        Arm("flower_fedavg", "flat FedAvg of a PEFT LoRA (its own A) run by Flower's simulation engine, same "
+                             "data and steps as fedavg (docs/experiments.md, the Flower anchor arm)",
+            FEDAVG_OVERRIDES, scopes=("all",), plain_servers=True, external="flower"),
         Arm("hier_mean", "the hierarchy (team, domain, foundation) with mean merging and no promotion",
             ("merge.aggregator=mean", *NO_PROPOSALS)),
         Arm("full", "the full system: hierarchy, resonance, promotion, every section-6 mechanism"),

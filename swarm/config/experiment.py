@@ -13,6 +13,7 @@ from layers.config import check_fields
 
 SCENARIOS = ("team", "join", "switch", "attack", "sweeps")
 MAIN_ARMS = ["isolated", "fedavg", "hier_mean", "full"]
+DATA_ATTACKS = ("poison",)  # swarm.experiment.attackers.DATA_ATTACKS (config validation needs no torch)
 
 
 @dataclass
@@ -53,31 +54,42 @@ def _attack_topology() -> dict[str, dict[str, list[str]]]:
 
 @dataclass
 class AttackConfig:
-    """Scenario (d): a fraction of the agents are omniscient attackers (they see their team's honest
-    pushes of the round and send crafted ones; ``layers.merge.attacks``). Attributes:
-        topology: the agents (attackers replace the last agents of each team, alternating teams).
+    """Scenario (d): a fraction of the agents are attackers (``swarm/experiment/attackers.py``). A crafted
+    kind (``layers.merge.attacks.ATTACKS``): omniscient senders that see their server's honest pushes of
+    the round and send crafted ones. ``poison``: members that follow the protocol but learn another
+    domain's package (``poison_domain``, ``poison``; one each, in turn), e.g. C++ headers in a Python
+    team. Attributes:
+        topology: the agents (attackers replace the last agents of each team, alternating teams); a
+            configured one replaces the default whole (``swarm.config.load.REPLACED_KEYS``).
         steps: honest agent steps per run.
         fractions: attacker fractions run with ``kind``; kinds: attacks run at ``kinds_fraction``.
         arms: arms compared (each also runs clean).
+        poison_domain, poison: the poisoners' packages (of the workload's kind; ``code``: a language
+            and dotted paths under it, docs/data.md).
     """
 
-    topology: dict[str, dict[str, list[str]]] = field(default_factory=_attack_topology)
+    # Optional only so that a configured topology can replace the default whole (load.REPLACED_KEYS)
+    topology: dict[str, dict[str, list[str]]] | None = field(default_factory=_attack_topology)
     steps: int = 60
     kind: str = "alie"
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.4])
     kinds: list[str] = field(default_factory=lambda: ["sign_flip", "scaled", "gaussian"])
     kinds_fraction: float = 0.2
     arms: list[str] = field(default_factory=lambda: ["fedavg", "full"])
+    poison_domain: str = "cpp"
+    poison: list[str] = field(default_factory=lambda: ["ATen.native", "c10.util"])
 
     def __post_init__(self) -> None:
         from layers.merge.attacks import ATTACKS
 
-        bad = [k for k in [self.kind, *self.kinds] if k not in ATTACKS]
+        known = [*ATTACKS, *DATA_ATTACKS]
+        bad = [k for k in [self.kind, *self.kinds] if k not in known]
         if bad:
-            raise ValueError(f"experiment.attack: unknown attack {bad[0]!r}; known: {list(ATTACKS)}")
-        check_fields("experiment.attack", self, steps=self.steps >= 1,
+            raise ValueError(f"experiment.attack: unknown attack {bad[0]!r}; known: {known}")
+        check_fields("experiment.attack", self, steps=self.steps >= 1, topology=bool(self.topology),
                      fractions=all(0 < f < 0.5 for f in self.fractions),
-                     kinds_fraction=0 < self.kinds_fraction < 0.5)
+                     kinds_fraction=0 < self.kinds_fraction < 0.5,
+                     poison=len(self.poison) >= 1 or "poison" not in [self.kind, *self.kinds])
 
 
 @dataclass
@@ -122,6 +134,8 @@ class ExperimentConfig:
             same steps and batch as one agent (its data diluted k-fold for a scope of k agents);
             ``scope``, ``k * steps``, the compute of its k agents together.
         headroom_factor: the headroom check's bar: team headroom >= this x its seed std.
+        host: the agents of a run share ONE frozen base and step together (``cluster.host.AgentHost``:
+            one forward and backward per round); False: one model per agent, stepped in turn.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -139,6 +153,7 @@ class ExperimentConfig:
     name: str | None = None
     oracle_steps: str = "agent"
     headroom_factor: float = 5.0
+    host: bool = True
 
     def __post_init__(self) -> None:
         from swarm.config.arms import ARMS

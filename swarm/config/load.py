@@ -96,7 +96,7 @@ def _load_yaml(path: Path) -> DictConfig:
 
 # mappings a later source replaces instead of merging into (a topology is a whole, not a patch; so is the
 # agents' list of folders: `workload=files workload.files=...` must not keep the example's agents)
-REPLACED_KEYS = ("workload.topology", "workload.files")
+REPLACED_KEYS = ("workload.topology", "workload.files", "experiment.attack.topology")
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:

@@ -63,6 +63,10 @@ def run_job(config: str, overrides: list[str], job: Job, progress=None) -> dict[
         sim = Simulation(cfg, arm, attackers=attackers, attack_kind=kind, seed=job.seed)
         out.update(attack=kind, fraction=fraction, attackers=attackers,
                    **scenarios.attacked(sim, exp.attack.steps, progress))
+    elif arm.external == "flower":  # not our code: Flower's simulation engine in .venv-flower
+        from swarm.experiment.flower_arm import run_flower
+
+        out.update(run_flower(cfg, job.seed))
     else:
         sim = Simulation(cfg, arm)
         out["team"] = scenarios.team(sim, exp.steps, exp.eval_every, exp.probe_every, progress)
@@ -81,6 +85,7 @@ def plan(cfg) -> list[Job]:
     """Every job of the experiment, longest first (so the pool ends together)."""
     exp = cfg.experiment
     n_agents = sum(len(a) for s in cfg.workload.teams.values() for a in s.values())
+    _check_external(cfg)
     jobs: list[Job] = []
     if "team" in exp.scenarios:
         join_arms = set(exp.join.arms) | {"isolated"}  # the isolated arm's joiner is the cold agent
@@ -88,6 +93,10 @@ def plan(cfg) -> list[Job]:
                                    *(exp.switch.arms if "switch" in exp.scenarios else [])]))
         for arm in arms:
             phases = ["team"]
+            if ARMS[arm].external:
+                jobs += [Job(f"team/{arm}/s{seed}", "team", arm, seed, agent_steps=n_agents * exp.steps)
+                         for seed in exp.seeds]
+                continue
             if ARMS[arm].oracle:
                 for seed in exp.seeds:
                     jobs.append(Job(f"team/{arm}/s{seed}", "team", arm, seed, phases=("team",),
@@ -117,6 +126,23 @@ def plan(cfg) -> list[Job]:
     if "sweeps" in exp.scenarios:
         jobs += _sweeps(cfg, n_agents)
     return sorted(jobs, key=lambda j: -j.agent_steps)
+
+
+def _check_external(cfg) -> None:
+    """An external arm (``flower_fedavg``) runs the team phase only: refuse it in another scenario's arms, and
+    refuse it before any work when its environment is missing (the error names the setup command)."""
+    exp = cfg.experiment
+    if "team" in exp.scenarios and any(ARMS[a].external == "flower" for a in exp.arms):
+        from swarm.experiment.flower_arm import flower_python
+
+        flower_python()
+    used = {"join": exp.join.arms, "switch": exp.switch.arms, "attack": exp.attack.arms,
+            "sweeps": [exp.sweep.arm, *exp.sweep.server_lr_arms]}
+    for scenario, arms in used.items():
+        bad = [a for a in arms if ARMS[a].external and scenario in exp.scenarios]
+        if bad:
+            raise ValueError(f"experiment: the arm {bad[0]!r} runs outside our code and only the team phase; "
+                             f"remove it from the {scenario} arms (keep it in experiment.arms)")
 
 
 def oracle_steps(cfg, scope: str) -> int:

@@ -85,6 +85,7 @@ class Report(SweepSections):
     def section_answers(self) -> None:
         questions = [("Does the hierarchy beat one flat FedAvg level?", "full", "fedavg"),
                      ("Does the hierarchy beat flat FedAvg with plain mean merging?", "hier_mean", "fedavg"),
+                     ("Does our flat FedAvg match Flower's (the outside anchor)?", "fedavg", "flower_fedavg"),
                      ("Does sharing beat learning alone?", "full", "isolated"),
                      ("Does resonance beat mean merging in the hierarchy?", "full", "agg_mean"),
                      ("Does promotion help?", "full", "no_promotion")]
@@ -110,7 +111,10 @@ class Report(SweepSections):
                "teammates' and the other teams', after the team phase; `base` is the pre-trained model alone.", "")
         iso = self.arm_stat("isolated", "team")[0]
         rows = []
-        for a in [x for x in arms if x in MAIN]:
+        external = [x for x in arms if ARMS[x].external]  # flower_fedavg: listed right after fedavg
+        listed = [x for x in arms if x in MAIN]
+        at = listed.index("fedavg") + 1 if "fedavg" in listed else len(listed)
+        for a in listed[:at] + external + listed[at:]:
             t = self.arm_stat(a, "team")
             rows.append([a, fmt(self.arm_stat(a, "own")), fmt(t), fmt(self.arm_stat(a, "others")),
                          f"{iso - t[0]:+.3f}" if math.isfinite(iso) else "n/a",
@@ -127,7 +131,7 @@ class Report(SweepSections):
         self.plot(plots.curves(self.dir / "team_curves.png", "own held-out bits per byte while learning",
                                "bits/byte", {a: [j["team"]["curve"] for j in self.team[a]] for a in main}),
                   "learning curves")
-        others = [a for a in arms if a not in MAIN and not ARMS[a].oracle]  # oracles: the headroom section
+        others = [a for a in arms if a not in MAIN and not ARMS[a].oracle and not ARMS[a].external]  # oracles: headroom
         if others:
             full = self.arm_stat("full", "team")[0]
             self.w("### Ablations and baseline aggregators", "",

@@ -203,11 +203,16 @@ def attackers_for(teams: dict[str, dict[str, list[str]]], fraction: float) -> li
 
 
 def attacked(sim: Simulation, steps: int, progress=None) -> dict[str, Any]:
-    """Run the honest agents; their own held-out bits per byte at the end, and what the attackers sent."""
+    """Run the honest agents (and, for ``poison``, the poisoning members: ``attackers.add_poisoners``);
+    the honest agents' own held-out bits per byte at the end, and what the attackers sent."""
+    from swarm.experiment.attackers import DATA_ATTACKS, add_poisoners
+
+    if any(x.kind in DATA_ATTACKS for x in sim.attackers.values()):
+        add_poisoners(sim)
     for _ in range(steps):
         sim.step()
         if progress:
             progress(len(sim.workers))
-    return {"own": {a: sim.evaluate(a) for a in sim.workers},
+    return {"own": {a: sim.evaluate(a) for a in sim.agent_ids},
             "attack_pushes": sum(x.sent for x in sim.attackers.values()),
             "servers": sim.server_stats()}

@@ -10,8 +10,13 @@ Oracle arms (``Arm.oracle``) replace the agents by one central learner per scope
 domain or everyone) trained on the union of its agents' train documents; every agent of the
 scope is then evaluated with that learner (:attr:`Simulation.model_of`).
 
+With ``experiment.host`` (the default) the agents run on ONE frozen base and a round is one
+:meth:`cluster.host.AgentHost.step` (one forward and backward for all of them, then each agent's
+exchanges in the same order): the same states as the round-robin, up to float rounding
+(tests/cluster/test_host.py). Oracle arms keep one model per learner (their step counts differ).
+
 Attackers (scenario d) are omniscient senders at a server: after every round of honest
-pushes to it they push crafted gradients built from that round (``layers.merge.attacks``).
+pushes to it they push crafted gradients built from that round (``swarm.experiment.attackers``).
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ from typing import Any
 import torch
 
 from agents.agent import Agent
+from agents.device import resolve_device
+from agents.model import shared_base
 from agents.sources import documents_for, union_documents
 from agents.text import Windows
 from agents.topology import AgentSpec
 from agents.workload import Workload
 from cluster.build import level_shapes, level_specs, link_levels
+from cluster.host import AgentHost
 from cluster.level.forwarding import LinkedLevel
-from cluster.level.protocol import ProposeResult, PullReply, PushResult
 from cluster.topology import Topology
 from cluster.worker import AgentWorker
 from layers.dynamics import DynamicsConfig
-from layers.merge.attacks import attack_updates
 from swarm.config.arms import MECHANISMS, Arm
+from swarm.experiment.attackers import Attackers
 
 PROBE_COORDS = 2048  # coordinates of B sampled per level for the timescale estimate
 
@@ -42,50 +49,6 @@ def plain_dynamics(d: DynamicsConfig) -> DynamicsConfig:
     """Every section-6 mechanism off except sync (a server's sync gate only paces its forwards)."""
     return dataclasses.replace(d, **{m: dataclasses.replace(getattr(d, m), enabled=False)
                                      for m in MECHANISMS if m != "sync"})
-
-
-class Attackers:
-    """``f`` attacker senders at one server; a ``LevelClient`` the honest agents of that server use."""
-
-    def __init__(self, level: LinkedLevel, ids: list[str], honest: int, kind: str, seed: int) -> None:
-        self.level, self.ids, self.honest, self.kind = level, ids, honest, kind
-        self.round: list[dict[str, torch.Tensor]] = []
-        self.seq = 0
-        self.generator = torch.Generator().manual_seed(seed)
-        self.sent = 0
-
-    def push(self, sender: str, seq: int, base_version: int, tensors: dict) -> PushResult:
-        out = self.level.push(sender, seq, base_version, tensors)
-        if out.accepted:
-            self.round.append(tensors)
-        if len(self.round) >= self.honest:
-            self._attack()
-        return out
-
-    def _attack(self) -> None:
-        names = list(self.round[0])
-        honest = torch.stack([torch.cat([t[m].flatten() for m in names]) for t in self.round])  # (K_h, d)
-        crafted = attack_updates(self.kind, honest, len(self.ids), n=len(self.round) + len(self.ids),
-                                 generator=self.generator)  # (f, d)
-        self.seq += 1
-        for sender, row in zip(self.ids, crafted, strict=True):
-            parts, i = {}, 0
-            for m in names:
-                n = self.round[0][m].numel()
-                parts[m] = row[i:i + n].reshape(self.round[0][m].shape).contiguous()
-                i += n
-            out = self.level.push(sender, self.seq, self.level.core.version, parts)
-            self.sent += out.accepted
-        self.round = []
-
-    def pull(self, since_version: int = -1) -> PullReply:
-        return self.level.pull(since_version)
-
-    def propose(self, sender: str, proposals: list) -> ProposeResult:
-        return self.level.propose(sender, proposals)
-
-    def seen(self, sender: str) -> int:
-        return self.level.seen(sender)
 
 
 class Simulation:
@@ -113,6 +76,9 @@ class Simulation:
         self.workers: dict[str, AgentWorker] = {}
         self.model_of: dict[str, str] = {a: a for a in self.agent_ids}  # agent -> the worker that evaluates it
         self.steps_per_round: dict[str, int] = {}  # worker -> agent steps per round (default 1)
+        self.host: AgentHost | None = None  # the agents' shared base and batched step (experiment.host)
+        if getattr(getattr(cfg, "experiment", None), "host", True) and not arm.oracle:
+            self.host = AgentHost(shared_base(cfg.model, cfg.levels, resolve_device(cfg.agent.device)), self.workers)
         if arm.oracle:
             self._make_oracles(arm.oracle)
         else:
@@ -127,7 +93,7 @@ class Simulation:
         """A worker for ``spec``, connected like the agent ``route_like`` (default: its own route)."""
         cfg = self.cfg
         agent = Agent(spec, model=cfg.model, levels=cfg.levels, workload=cfg.workload, agent=cfg.agent,
-                      dynamics=cfg.dynamics, circuits=cfg.circuits)
+                      dynamics=cfg.dynamics, circuits=cfg.circuits, base=self.host.base if self.host else None)
         route = self.topology.route(route_like or spec.id)
         clients = {lvl: self.attackers.get(name) or self.servers[name] for lvl, name in route.items()}
         return AgentWorker(agent, clients, cfg.run)
@@ -154,6 +120,8 @@ class Simulation:
 
     def step(self) -> int:
         """One round: every worker takes its steps (one, or an oracle's share); returns the agent steps taken."""
+        if self.host is not None:  # one step each, one batched pass (self.workers is the host's dict)
+            return len(self.host.step())
         taken = 0
         for wid, worker in self.workers.items():
             n = self.steps_per_round.get(wid, 1)

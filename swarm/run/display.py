@@ -16,6 +16,8 @@ figure not measured yet is ``-``. One name per concept in every table (the summa
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from typing import Any
 
@@ -23,7 +25,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.text import Text
 
 from swarm.console import FitTable
-from swarm.rundir import RunDir
+from swarm.rundir import HEARTBEAT_S, RunDir, driver_identity
 
 AGENT_HEADERS = ("agent", "step", "steps/s", "train bpb (last chunk)", "held-out bpb @step", "pushes",
                  "pushes refused", "ctx->agent", "circuits up", "comm %")
@@ -64,6 +66,12 @@ def _internalised(c: dict[str, Any] | None) -> str:
     return f"{c['internalised']}" + (f" ({c['failed']} failed)" if c.get("failed") else "")
 
 
+def step_of(snap: dict[str, Any], step: int) -> str:
+    """An agent's step out of the run's steps per agent (``12/40``); the step alone in a run without an
+    end (``run.steps: null``)."""
+    return str(step) if snap.get("steps") is None else f"{step}/{snap['steps']}"
+
+
 def agents_table(snap: dict[str, Any], now: float | None = None) -> FitTable:
     """The agents of a snapshot as of ``now`` (default: its last write); the cache columns only once
     some agent's cache was asked. steps/s counts from when the agents were ready (startup excluded)."""
@@ -74,7 +82,7 @@ def agents_table(snap: dict[str, Any], now: float | None = None) -> FitTable:
     rows = []
     for aid, r in sorted(snap["agents"].items()):
         done = r["step"] - snap.get("start_steps", {}).get(aid, 0)
-        row = [aid, f"{r['step']}/{snap['steps']}", f"{done / stepping:.2f}", fmt(r.get("train_bpb")), held_out(r),
+        row = [aid, step_of(snap, r["step"]), f"{done / stepping:.2f}", fmt(r.get("train_bpb")), held_out(r),
                str(r.get("pushes", 0)), str(r.get("rejected", 0)), str(r.get("promoted", 0)), str(r.get("removed", 0)),
                comm_percent(r.get("comm_s", 0.0), r.get("compute_s", 0.0))]
         rows.append(row + ([_cache(r.get("cache")), _internalised(r.get("cache"))] if cached else []))
@@ -111,7 +119,8 @@ def progress_line(snap: dict[str, Any]) -> str:
     recs = list(snap["agents"].values())
     elapsed = snap.get("updated", time.time()) - snap["started"]
     done = sum(r["step"] for r in recs)
-    parts = [f"[{elapsed:5.0f} s] steps {done}/{snap['steps'] * len(recs)}"]
+    limit = "" if snap.get("steps") is None else f"/{snap['steps'] * len(recs)}"
+    parts = [f"[{elapsed:5.0f} s] steps {done}{limit}"]
     train = [r["train_bpb"] for r in recs if r.get("train_bpb") is not None]
     if train:
         parts.append(f"train bpb {sum(train) / len(train):.3f}")
@@ -148,15 +157,58 @@ class Snapshot(dict):
     """The run's live state; ``write`` puts it in the run directory's ``status.json``.
 
     Keys: ``started`` (the run object made), ``ready`` (its agents built; absent while starting),
-    ``updated`` (last write), all Unix seconds; ``state``; ``steps`` (per agent); ``agents``: id ->
-    the worker's latest record (``eval_bpb`` measured at ``eval_step``); ``start_steps``: id -> step
-    at this invocation's start; ``servers``: name -> status (:mod:`cluster.level.status`)."""
+    ``updated`` (last write by the driver loop), ``heartbeat`` (the driver's last sign of life: every
+    write, and :meth:`beat` every :data:`swarm.rundir.HEARTBEAT_S` from a thread), all Unix seconds;
+    ``driver`` (pid, create_time, host: :func:`swarm.rundir.driver_identity`); ``state``; ``steps``
+    (per agent; None: no end); ``agents``: id -> the worker's latest record (``eval_bpb`` measured at
+    ``eval_step``); ``start_steps``: id -> step at this invocation's start; ``servers``: name ->
+    status (:mod:`cluster.level.status`); while a stop is under way ``stopping`` (``by``, ``since``);
+    at the end ``stopped_by`` (None, ``SIGINT``, ``SIGTERM`` or ``swarm stop``)."""
 
-    def __init__(self, run_dir: RunDir, steps: int) -> None:
-        super().__init__(run_dir=str(run_dir.path), started=time.time(), updated=time.time(), state="starting",
-                         steps=steps, agents={}, servers={}, start_steps={})
+    def __init__(self, run_dir: RunDir, steps: int | None) -> None:
+        now = time.time()
+        super().__init__(run_dir=str(run_dir.path), started=now, updated=now, heartbeat=now, driver=driver_identity(),
+                         state="starting", steps=steps, agents={}, servers={}, start_steps={})
         self.run_dir = run_dir
+        self._lock = threading.Lock()
+        self._written: dict[str, Any] | None = None  # what the last write put on disk, for beat()
 
     def write(self) -> None:
-        self["updated"] = time.time()
-        self.run_dir.write_status(self)
+        """Write the snapshot as it is now (called by the driver's thread, the only one that changes it)."""
+        with self._lock:
+            self["updated"] = self["heartbeat"] = time.time()
+            self._written = json.loads(json.dumps(self, default=str))  # a private copy: beat() never reads self
+            self.run_dir.write_status(self._written)
+
+    def beat(self) -> None:
+        """Rewrite the last written snapshot with a new heartbeat (safe from another thread)."""
+        with self._lock:
+            if self._written is not None:
+                self._written["heartbeat"] = time.time()
+                self.run_dir.write_status(self._written)
+
+
+class Heartbeat:
+    """A daemon thread that calls ``snapshot.beat()`` every ``every_s`` seconds while the driver is busy
+    elsewhere (starting Ray, launching actors, checkpointing), so a live run never looks dead. Use as a
+    context manager; leaving it stops and joins the thread."""
+
+    def __init__(self, snapshot: Snapshot, every_s: float = HEARTBEAT_S) -> None:
+        self.snapshot, self.every_s = snapshot, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swarm-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.snapshot.beat()
+            except OSError:  # a full or vanished disk: the next beat tries again; the driver reports it
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

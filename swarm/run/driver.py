@@ -3,11 +3,14 @@
 Without ``RAY_ADDRESS`` an embedded local Ray sized to the machine is started (and shut
 down at the end); with it the run joins that cluster. Servers are created top-down
 (foundation, domains, swarms), placed on a node with the ``swarm_head`` resource when
-the cluster has one. Agents run in chunks of ``run.chunk`` steps; between chunks the
-driver records metrics and refreshes the display. Ctrl-C lets the chunks in flight
-finish, checkpoints every agent and server, and exits; ``swarm run --resume RUN_DIR``
+the cluster has one. Agents run in chunks of ``run.chunk`` steps (forever with
+``run.steps: null``); between chunks the driver records metrics and refreshes the display.
+Ctrl-C, SIGTERM and ``swarm stop`` let the chunks in flight finish (for a bounded grace),
+checkpoint every agent and server, write the summary and print the resume command; a
+second signal stops at once (:mod:`swarm.run.signals`). ``swarm run --resume RUN_DIR``
 continues from those checkpoints (the run directory holds the resolved config; its layout
-is owned by :mod:`swarm.rundir`).
+is owned by :mod:`swarm.rundir`). ``status.json`` carries the driver's heartbeat and
+identity from the first second, so a run whose driver died is reported ``dead``.
 
 Output: the startup phases as they happen, each with the seconds since the run began;
 then, on a terminal, live tables redrawn every 2 s, and anywhere else (a pipe, a log file,
@@ -17,7 +20,8 @@ per 5 s); then the summary (:mod:`swarm.run.summary`).
 Lifecycle: ``with Run.open(cfg, run_dir) as run:`` starts Ray when none is running,
 launches the actors and opens the metrics log; ``run.drive()`` steps the agents,
 ``run.poll()`` refreshes the server statuses, ``run.finish()`` checkpoints and summarises;
-leaving the block stops the actors (and the Ray this run started).
+leaving the block stops the actors (and the Ray this run started); a run left while its
+status is still live (an error, a forced stop) is recorded ``aborted``.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from cluster.topology import Topology
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
 from swarm.console import wide_console
 from swarm.ray_session import start_ray
-from swarm.run.display import LiveView, Snapshot, progress_line
+from swarm.run.display import Heartbeat, LiveView, Snapshot, progress_line
+from swarm.run.signals import STOP_COMMAND, STOP_GRACE_S, ForcedStop, RunStopped, StopSignals, describe
 from swarm.run.summary import summarize
-from swarm.rundir import RunDir, new_run_dir
+from swarm.rundir import LIVE_STATES, RunDir, new_run_dir
 
 HEAD_RESOURCE = "swarm_head"
 LINE_EVERY_S = 5.0  # progress lines: at most one per this many seconds ...
@@ -66,7 +71,8 @@ def agent_share(node_cpus: list[float], agents: int) -> float:
 class Run:
     """One run: its directory, config, actors and the driver loop. Use :meth:`open`."""
 
-    def __init__(self, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None) -> None:
+    def __init__(self, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None,
+                 signals: StopSignals | None = None) -> None:
         self.cfg = cfg
         self.rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.dir = self.rundir.path
@@ -79,6 +85,9 @@ class Run:
         self.snap = Snapshot(self.rundir, cfg.run.steps)
         self._metrics: TextIO | None = None
         self.t0 = time.time()
+        self.signals = signals or StopSignals()  # not installed unless given: a library caller keeps its handlers
+        self.stop_grace_s = STOP_GRACE_S
+        self.abandoned: list[str] = []  # agents killed because their chunk outlived the stop's grace
 
     def phase(self, what: str) -> None:
         """Print a startup phase as it begins, with the seconds since the run object was made."""
@@ -86,26 +95,49 @@ class Run:
 
     @classmethod
     @contextmanager
-    def open(cls, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None) -> Iterator[Run]:
-        """A launched run: Ray joined or started (see :func:`start_ray`), the run directory created, the
-        metrics log open for appending, every level server and agent actor up. On leaving the block the
-        actors are stopped, the log closed, and a Ray started here shut down."""
-        run = cls(cfg, run_dir, console)
-        address = os.environ.get("RAY_ADDRESS")
-        if not ray.is_initialized():
-            run.phase(f"joining the Ray cluster at {address}" if address else "starting a local Ray")
-        started_ray = start_ray(run.namespace)
+    def open(cls, cfg: SwarmConfig, run_dir: str | Path | RunDir, console: Console | None = None,
+             signals: StopSignals | None = None) -> Iterator[Run]:
+        """A launched run: the run directory created with a ``starting`` status (heartbeat from here on),
+        Ray joined or started (see :func:`start_ray`), the metrics log open for appending, every level
+        server and agent actor up. ``signals``: the driver's installed :class:`StopSignals`, put back in
+        place after ``ray.init`` (which replaces the SIGTERM handler). On leaving the block the actors
+        are stopped, the log closed, a Ray started here shut down, and a status still live is recorded
+        ``interrupted`` (a stop during startup) or ``aborted`` (anything else)."""
+        run = cls(cfg, run_dir, console, signals)
+        run.dir.mkdir(parents=True, exist_ok=True)
+        run.rundir.take_stop_request()  # a request left over from an earlier driver is not for this one
+        run.snap.write()
         try:
-            run.dir.mkdir(parents=True, exist_ok=True)
-            with open(run.rundir.metrics, "a") as run._metrics:
+            with Heartbeat(run.snap):
+                address = os.environ.get("RAY_ADDRESS")
+                if not ray.is_initialized():
+                    run.phase(f"joining the Ray cluster at {address}" if address else "starting a local Ray")
+                started_ray = start_ray(run.namespace)
+                if signals is not None:
+                    signals.install()  # ray.init installed its own SIGTERM handler: ours wins
                 try:
-                    run.launch()
-                    yield run
+                    with open(run.rundir.metrics, "a") as run._metrics:
+                        try:
+                            run.launch()
+                            yield run
+                        finally:
+                            run.stop_actors()
                 finally:
-                    run.stop_actors()
+                    if started_ray:
+                        ray.shutdown()
+        except BaseException as e:
+            if run.snap["state"] in LIVE_STATES:  # KeyboardInterrupt: StopRequested, maybe as Ray re-raised it
+                stopped = isinstance(e, KeyboardInterrupt) and run.signals.forced is None
+                run.snap["state"] = "interrupted" if stopped else "aborted"
+                run.snap["stopped_by"] = run.signals.reason
+                if not isinstance(e, KeyboardInterrupt):
+                    run.snap["error"] = f"{type(e).__name__}: {e}"
+            raise
         finally:
-            if started_ray:
-                ray.shutdown()
+            if run.snap["state"] in LIVE_STATES:  # left without finish(): no final checkpoint
+                run.snap["state"] = "aborted"
+            run.snap.pop("stopping", None)
+            run.snap.write()
 
     # ------------------------------------------------------------------ launch
     def launch(self) -> None:
@@ -151,22 +183,27 @@ class Run:
             self._log({"kind": "server", **st})
 
     def drive(self, live: Live | None = None) -> bool:
-        """Run every agent to ``run.steps``; returns False if interrupted by Ctrl-C."""
+        """Run every agent to ``run.steps`` (without end when it is None) or until a stop is asked (a signal,
+        ``swarm stop``); True when every agent reached ``run.steps``. Once a stop is asked no chunk starts,
+        and the chunks in flight get ``stop_grace_s`` to finish; agents still busy then are abandoned
+        (killed: they resume from their last periodic checkpoint)."""
         steps, chunk = self.cfg.run.steps, self.cfg.run.chunk
         inflight: dict[Any, str] = {}
 
         def submit(aid: str) -> None:
-            n = min(chunk, steps - self.snap["agents"][aid]["step"])
-            if n > 0:
+            n = chunk if steps is None else min(chunk, steps - self.snap["agents"][aid]["step"])
+            if n > 0 and self.signals.reason is None:
                 inflight[self.agents[aid].run.remote(n)] = aid
 
+        self._check_stop()
         for aid in self.agents:
             submit(aid)
         self.snap["state"] = "running"
+        self.signals.interruptible = False  # from here a first signal only asks; the loop below answers
         last_poll, last_line = 0.0, time.time()
         lined = min((r["step"] for r in self.snap["agents"].values()), default=0)  # no line before a chunk
-        try:
-            while inflight:
+        while inflight:
+            try:
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in done:
                     aid = inflight.pop(ref)
@@ -174,41 +211,74 @@ class Run:
                     self.snap["agents"][aid] = rec
                     self._log({"kind": "agent", **rec})
                     submit(aid)
-                if time.time() - last_poll > 2.0 or not inflight:
-                    self.poll()
-                    self.snap.write()
-                    last_poll = time.time()
-                    if live is not None:
-                        live.update(LiveView(self.snap))
-                    else:  # a line when every agent has done another chunk, or as a heartbeat
-                        least = min(r["step"] for r in self.snap["agents"].values())
-                        now = time.time()
-                        if (least > lined and now - last_line >= LINE_EVERY_S) or now - last_line >= HEARTBEAT_S \
-                                or not inflight:
-                            self.console.print(progress_line(self.snap), highlight=False)
-                            last_line, lined = now, least
-        except KeyboardInterrupt:
-            self.snap["state"] = "interrupted"
-            self.console.print("[yellow]Ctrl-C: finishing the steps in flight, then checkpointing "
-                               "(Ctrl-C again aborts without a checkpoint)[/yellow]")
-            for ref, aid in inflight.items():
-                self.snap["agents"][aid] = ray.get(ref)
+            except KeyboardInterrupt as e:  # a forced stop (Ray re-raises it as a plain KeyboardInterrupt), or
+                if self.signals.forced is not None:  # Python's own Ctrl-C handler: a Run used without StopSignals
+                    raise ForcedStop(self.signals.forced) from e
+                self.signals.request("SIGINT")
+            if self._check_stop() and inflight and time.time() - self.snap["stopping"]["since"] > self.stop_grace_s:
+                self._abandon(sorted(set(inflight.values())))
+                inflight.clear()
+            if time.time() - last_poll > 2.0 or not inflight:
+                self.poll()
+                self.snap.write()
+                last_poll = time.time()
+                if live is not None:
+                    live.update(LiveView(self.snap))
+                else:  # a line when every agent has done another chunk, or as a heartbeat
+                    least = min(r["step"] for r in self.snap["agents"].values())
+                    now = time.time()
+                    if (least > lined and now - last_line >= LINE_EVERY_S) or now - last_line >= HEARTBEAT_S \
+                            or not inflight:
+                        self.console.print(progress_line(self.snap), highlight=False)
+                        last_line, lined = now, least
+        return self.signals.reason is None
+
+    def _check_stop(self) -> bool:
+        """True once a stop is asked: by a signal (:attr:`signals`) or ``swarm stop`` (the run directory's
+        stop request, taken here). The first time, say so and record ``stopping`` in the snapshot."""
+        if self.signals.reason is None and self.rundir.take_stop_request():
+            self.signals.request(STOP_COMMAND)
+        reason = self.signals.reason
+        if reason is None:
             return False
+        if "stopping" not in self.snap:
+            self.snap["stopping"] = {"by": reason, "since": time.time()}
+            again = "" if reason == STOP_COMMAND else \
+                f" ({describe(reason)} again stops at once, without the final checkpoint)"
+            self.console.print(f"[yellow]{describe(reason)}: finishing the steps in flight (at most "
+                               f"{self.stop_grace_s:.0f} s), then checkpointing every agent and server{again}"
+                               "[/yellow]", highlight=False)
         return True
 
+    def _abandon(self, agents: list[str]) -> None:
+        """Kill the agents whose chunk outlived the stop's grace; they resume from their last checkpoint."""
+        self.console.print(f"[yellow]{', '.join(agents)}: still in a chunk after {self.stop_grace_s:.0f} s; "
+                           "abandoned (they resume from their last periodic checkpoint)[/yellow]", highlight=False)
+        for aid in agents:
+            ray.kill(self.agents.pop(aid), no_restart=True)
+            self.snap["agents"][aid] = {**self.snap["agents"][aid], "abandoned": True}
+            self.abandoned.append(aid)
+
     def checkpoint(self) -> None:
-        """Checkpoint every agent, then every server (so the children's last forwards are in)."""
+        """Checkpoint every (not abandoned) agent, then every server (so the children's last forwards are in)."""
         ray.get([h.checkpoint.remote() for h in self.agents.values()])
         ray.get([h.checkpoint.remote() for h in self.servers.values()])  # children's last forwards are in
 
     def finish(self, completed: bool) -> dict[str, Any]:
-        """Checkpoint, record the final state in ``status.json``, write and return the summary."""
+        """Checkpoint, record the final state in ``status.json`` (``finished``; ``stopped`` after ``swarm
+        stop``; else ``interrupted``) and ``stopped_by``, write and return the summary (without agents
+        when every agent was abandoned: nothing to evaluate)."""
         self.checkpoint()
         self.poll()
-        self.snap["state"] = "finished" if completed else "interrupted"
+        reason = None if completed else self.signals.reason
+        self.snap.pop("stopping", None)
+        self.snap["state"] = "finished" if completed else "stopped" if reason == STOP_COMMAND else "interrupted"
+        self.snap["stopped_by"] = reason
         self.snap.write()
-        summary = summarize(self)
-        return summary
+        if not self.agents:
+            return {"run_dir": str(self.dir), "state": self.snap["state"], "stopped_by": reason, "agents": [],
+                    "abandoned": self.abandoned}
+        return summarize(self)
 
     def stop_actors(self) -> None:
         """Kill every actor of the run (no restart): their state is in their last checkpoints."""
@@ -232,9 +302,14 @@ def _check_resumable(original: SwarmConfig, cfg: SwarmConfig, run_dir: Path) -> 
 
 def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
               progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
-    """``swarm run``: start (or resume) a run; returns the summary dict. ``progress``: live tables
-    when ``console`` is a terminal (else, and with False, plain progress lines). ``serve``: the gRPC
-    query service runs next to it (``serve.address``) until the run ends."""
+    """``swarm run``: start (or resume) a run; returns the summary dict (``state``: ``finished``,
+    ``stopped`` or ``interrupted``; ``stopped_by``: None, ``swarm stop``, ``SIGINT`` or ``SIGTERM``).
+    ``progress``: live tables when ``console`` is a terminal (else, and with False, plain progress
+    lines). ``serve``: the gRPC query service runs next to it (``serve.address``) until the run ends.
+
+    SIGINT and SIGTERM are handled (from the main thread) for the run's duration, see
+    :mod:`swarm.run.signals`; :class:`RunStopped` when a signal ended the run without a summary
+    (during startup, or a second signal), after the status is written and the resume command printed."""
     console = wide_console(console)
     if resume is not None:
         run_dir = RunDir(resume).require_run()
@@ -248,11 +323,38 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
         run_dir.config.write_text(to_yaml(cfg))
     topology = Topology(cfg.workload, cfg.levels.names[2:])
+    length = f"{cfg.run.steps} steps each" if cfg.run.steps is not None else \
+        "no step limit (until Ctrl-C, SIGTERM or swarm stop)"
     console.print(f"[bold]swarm run[/bold] {run_dir.path}: {len(topology.agents)} agents, "
-                  f"{len(topology.servers)} level servers, {cfg.run.steps} steps each"
-                  + (" (resumed)" if resume else ""), highlight=False)
-    with Run.open(cfg, run_dir, console) as run:
-        service = None
+                  f"{len(topology.servers)} level servers, {length}" + (" (resumed)" if resume else ""),
+                  highlight=False)
+    signals = StopSignals()
+    signals.install()
+    try:
+        with Run.open(cfg, run_dir, console, signals) as run:
+            summary = _drive_and_finish(run, cfg, console, progress=progress, serve=serve)
+    except KeyboardInterrupt as e:  # ours (Ray may re-raise them as plain KeyboardInterrupts): see signals.forced
+        try:
+            state = run_dir.read_status().get("state", "aborted")
+        except (OSError, ValueError):  # stopped before the first status write
+            state = "interrupted"
+        how = "while starting" if signals.forced is None and not isinstance(e, ForcedStop) else \
+            "at once" + (" (after the final checkpoint)" if state == "interrupted" else ", without a final checkpoint")
+        console.print(f"[yellow]{describe(signals.reason or 'SIGINT')}: stopped {how}[/yellow]", highlight=False)
+        console.print(f"continue with: swarm run --resume {run_dir.path}", highlight=False)
+        raise RunStopped(str(run_dir.path), state, signals.reason or "SIGINT") from None
+    finally:
+        signals.restore()
+    if summary["state"] != "finished":
+        console.print(f"checkpointed; continue with: swarm run --resume {run_dir.path}", highlight=False)
+    return summary
+
+
+def _drive_and_finish(run: Run, cfg: SwarmConfig, console: Console, *, progress: bool, serve: bool) -> dict[str, Any]:
+    """The body of :func:`run_swarm` inside the open run: the optional query service, the drive (live
+    tables or plain lines), the final checkpoint and summary."""
+    service = None
+    try:
         if serve:
             from swarm.api.server import MemoryServer
             from swarm.api.servicer import build_service
@@ -264,9 +366,7 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
         live_tables = progress and console.is_terminal  # a pipe or a file gets plain lines
         with Live(LiveView(run.snap), console=console, refresh_per_second=2) if live_tables else nullcontext() as live:
             completed = run.drive(live)
-        summary = run.finish(completed)
+        return run.finish(completed)
+    finally:
         if service is not None:
             service.stop()
-        if not completed:
-            console.print(f"checkpointed; continue with: swarm run --resume {run_dir.path}")
-        return summary

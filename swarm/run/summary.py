@@ -24,6 +24,7 @@ from rich.text import Text
 
 from swarm.console import FitTable
 from swarm.run.display import comm_percent, servers_table
+from swarm.rundir import write_atomic
 
 AGENT_HEADERS = ("agent", "steps", "start bpb @0", "end bpb", "local levels only", "shared gain",
                  "teammates' gain", "other teams' gain", "pushes", "pushes refused", "ctx->agent", "circuits up",
@@ -79,14 +80,15 @@ def summarize(run) -> dict[str, Any]:
                         "warnings": st.get("warnings", [])})
     n = len(agents)
     base = run.cfg.model.name_or_path
-    summary = {"run_dir": str(run.dir), "state": run.snap["state"], "base": base or None,
+    summary = {"run_dir": str(run.dir), "state": run.snap["state"], "stopped_by": run.snap.get("stopped_by"),
+               "abandoned": list(getattr(run, "abandoned", [])), "base": base or None,
                "base_pretrained": bool(base), "agents": agents, "servers": servers,
                "mean_bpb_start": sum(a["bpb_start"] for a in agents) / n,
                "mean_bpb_end": sum(a["bpb_end"] for a in agents) / n,
                "mean_shared_gain": sum(a["shared_gain"] for a in agents) / n,
                "wall_s": run.snap["updated"] - run.snap["started"]}
-    run.rundir.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
-    run.rundir.summary_md.write_text(to_markdown(summary))
+    write_atomic(run.rundir.summary_json, json.dumps(summary, indent=2) + "\n")  # whole files even when killed
+    write_atomic(run.rundir.summary_md, to_markdown(summary))
     run.console.print(render(summary))
     return summary
 
@@ -163,7 +165,10 @@ def render(s: dict[str, Any]) -> Group:
 
 def to_markdown(s: dict[str, Any]) -> str:
     """summary.md: the verdict, what the gains are measured against, the agents' and servers' tables."""
-    lines = ["# Run summary", "", verdict(s, details=False), "", GAINS, "", NAMES, "",
+    stop = s.get("stopped_by")
+    stopped = [f"Stopped by {stop} ({s['state']}); continue with `swarm run --resume {s['run_dir']}`.", ""] \
+        if stop else []
+    lines = ["# Run summary", "", *stopped, verdict(s, details=False), "", GAINS, "", NAMES, "",
              "| " + " | ".join(AGENT_HEADERS) + " |", "|---" * len(AGENT_HEADERS) + "|"]
     lines += ["| " + " | ".join(_agent_cells(a)) + " |" for a in s["agents"]]
     asked = [a for a in s["agents"] if a.get("cache", {}).get("lookups")]

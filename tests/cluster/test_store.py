@@ -3,7 +3,9 @@ import json
 import pytest
 import torch
 
+from cluster.lineage import frame, read_lineage
 from cluster.store import LevelStore, tensors_id
+from cluster.wire import encode
 
 
 def push(i: int) -> dict[str, torch.Tensor]:
@@ -110,3 +112,80 @@ def test_old_checkpoints_and_journals_are_pruned(tmp_path):
     assert all(int(p.stem[8:]) >= 9 for p in tmp_path.glob("journal-*.log"))
     (tmp_path / ".tmp-ckpt-000000000099-1").mkdir()  # a checkpoint interrupted before its rename
     assert Server(LevelStore(tmp_path, config_hash="cfg")).version == 12
+
+
+def test_lineage_lists_pruned_ancestors_with_what_they_saw(tmp_path):
+    server = Server(LevelStore(tmp_path, config_hash="cfg", keep=2))
+    for i in range(1, 13):  # checkpoints at 3, 6, 9, 12; only 9 and 12 are kept
+        server.accept(i)
+    lineage = LevelStore(tmp_path, config_hash="cfg").lineage()
+    assert [r.version for r in lineage.records] == [3, 6, 9, 12] and lineage.complete and not lineage.warnings
+    assert [r.path is not None for r in lineage.records] == [False, False, True, True]
+    assert [r.parent for r in lineage.records] == [None] + [r.id for r in lineage.records[:-1]]
+    assert [r.records for r in lineage.records] == [3, 6, 9, 12]  # one journal record per push
+    one = len(encode(push(1), {"sender": "agent-0", "seq": 1}))
+    assert lineage.records[0].bytes == lineage.records[0].journal_bytes == 3 * one
+    assert all(r.config_hash == "cfg" and r.projection and r.size > 0 for r in lineage.records)
+    newest = json.loads((tmp_path / "ckpt-000000000012" / "manifest.json").read_text())
+    assert newest["seen"]["records"] == 12 and newest["projection"] == lineage.records[-1].projection
+
+
+def test_lineage_survives_a_torn_tail_and_a_crash_before_its_record(tmp_path):
+    server = Server(LevelStore(tmp_path, config_hash="cfg", keep=3))
+    for i in range(1, 7):  # checkpoints at 3 and 6
+        server.accept(i)
+    log = tmp_path / "lineage.log"
+    records = read_lineage(tmp_path, repair=False)[0]
+    log.write_bytes(frame(json.dumps(records[0].to_json()).encode()))  # the record of 6 never made it ...
+    log.write_bytes(log.read_bytes() + b"\x00\x00\x00\x40torn")  # ... and a crash tore the next append
+    lineage = LevelStore(tmp_path, config_hash="cfg").lineage()
+    assert [(r.version, r.recorded) for r in lineage.records] == [(3, True), (6, False)]
+    assert any("torn record" in w for w in lineage.warnings)
+    for i in range(7, 10):  # the next checkpoint (9) records 6 from its manifest first, then itself
+        server.accept(i)
+    assert [r.version for r in read_lineage(tmp_path, repair=False)[0]] == [3, 6, 9]
+    assert [r.records for r in LevelStore(tmp_path, config_hash="cfg").lineage().records] == [3, 6, 9]
+
+
+def test_old_store_without_lineage_loads_and_lineage_starts_at_its_oldest_checkpoint(tmp_path):
+    server = Server(LevelStore(tmp_path, config_hash="cfg", keep=2))
+    for i in range(1, 10):  # checkpoints at 6 and 9 kept
+        server.accept(i)
+    (tmp_path / "lineage.log").unlink()  # as written before lineage existed ...
+    for path in tmp_path.glob("ckpt-*/manifest.json"):  # ... with manifests of that time
+        manifest = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("created", "projection", "seen")}))
+    again = Server(LevelStore(tmp_path, config_hash="cfg"))
+    assert again.version == 9 and not again.warnings
+    lineage = again.store.lineage()
+    assert [r.version for r in lineage.records] == [6, 9] and not lineage.complete
+    assert any("starts at the oldest kept checkpoint, version 6" in w for w in lineage.warnings)
+    assert lineage.records[0].records is None and lineage.records[0].projection is None
+    for i in range(10, 13):  # a new checkpoint records the old ones first; counting starts at 9
+        again.accept(i)
+    lineage = again.store.lineage()
+    assert [r.version for r in lineage.records] == [6, 9, 12] and all(r.recorded for r in lineage.records)
+    assert (lineage.records[-1].records, lineage.records[-1].counted_from) == (3, 9)
+    assert lineage.records[-1].parent == lineage.records[1].id
+
+
+def test_corrupt_checkpoint_and_journal_are_detected(tmp_path):
+    server = Server(LevelStore(tmp_path, config_hash="cfg", keep=2))
+    for i in range(1, 8):  # checkpoints at 3 and 6, then a record in journal-6
+        server.accept(i)
+    store = LevelStore(tmp_path, config_hash="cfg")
+    newest = tmp_path / "ckpt-000000000006"
+    assert store.check_checkpoint(newest) == [] and store.check_journal() == []
+    data = bytearray((newest / "tensors.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (newest / "tensors.safetensors").write_bytes(bytes(data))
+    [problem] = store.check_checkpoint(newest)
+    assert "ckpt-000000000006/tensors.safetensors: the tensors hash to" in problem and "(corrupt)" in problem
+    assert "expected" in LevelStore(tmp_path, config_hash="new").check_checkpoint(tmp_path / "ckpt-000000000003")[0]
+    seg = tmp_path / "journal-000000000003.log"
+    data = bytearray(seg.read_bytes())
+    data[20] ^= 0xFF  # inside the first record's payload
+    seg.write_bytes(bytes(data))
+    [problem] = store.check_journal()
+    assert problem.startswith("journal-000000000003.log: a record with a bad checksum at byte 0")
+    assert seg.read_bytes() == bytes(data)  # checking changes nothing

@@ -8,6 +8,7 @@ from agents.topology import agent_specs
 from cluster.config import RuntimeConfig, ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.protocol import RejectCode
+from cluster.level.records import audit
 from cluster.topology import Topology
 from cluster.worker import AgentWorker
 from layers import LevelsConfig
@@ -67,6 +68,7 @@ def test_a_stale_push_is_refused_and_the_worker_catches_up():
         assert team.absorb(zero, "test").accepted
     while a.agent.take_push() is None:
         a.agent.step()
+    a.agent.step()  # one step past the push taken above: the next push covers it
     a.agent.push_ready = "coherent"
     out = a.push()
     assert out.code is RejectCode.STALE and a.counters["stale"] == 1
@@ -83,3 +85,25 @@ def test_a_restarted_worker_resumes_from_its_checkpoint_above_the_servers_seq(tm
     assert again.agent.seq >= seq_at_crash  # its next push is not mistaken for a duplicate
     again.run(4)
     assert RejectCode.DUPLICATE.value not in by_name["swarm/red"].status().counters.rejected
+
+
+def test_a_worker_restored_behind_its_server_never_pushes_the_steps_it_holds(tmp_path):
+    by_name, topo = servers(store=tmp_path / "levels")
+    team = by_name["swarm/red"]
+    a = worker("a1", by_name, topo, store=tmp_path)
+    a.run(9)  # checkpoint at step 5; pushes up to step 9 (at least every 3 steps) reach the server after it
+    held = team.covered(a.id)
+    assert held.last > 5 and held.steps == held.last == a.agent.pushed_through  # every step once, 1..last
+    again = worker("a1", by_name, topo, store=tmp_path)  # the crash: back to step 5, behind the server
+    assert again.agent.steps == 5 and again.covered_through == held.last
+    assert again.counters["pushes"] == held.pushes  # the pushes of its previous life are its own
+    again.run(10)
+    after = team.covered(a.id)
+    assert again.counters["skipped_steps"] >= held.last - 5  # relearned locally, never pushed again
+    assert after.steps == after.last == again.agent.pushed_through > held.last  # still 1..last, once each
+    assert after.pushes == again.counters["pushes"] and after.steps == again.counters["pushed_steps"]
+    assert team.status().counters.accepted == after.pushes
+    assert team.status().counters.rejected == {}  # nothing refused: no duplicate seq, no overlap
+    team.checkpoint()
+    proof = audit(tmp_path / "levels" / "swarm/red", "h")
+    assert proof.violations == [] and proof.coverage[a.id] == after

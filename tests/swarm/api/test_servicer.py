@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import time
 
 import grpc
 import pytest
@@ -358,7 +359,7 @@ def test_tls_serves_verified_clients_only(swarm, tmp_path):
 def test_an_agent_answers_through_its_trajectory_cache(swarm):
     import ray
 
-    run, client, _, _ = swarm
+    run, client, _, cfg = swarm
     aid = sorted(run.agents)[0]
     answers = [client.call("Generate", pb.GenerateRequest(prompt="import ", agent=aid, max_new_tokens=8))
                for _ in range(4)]  # one miss, then three hits: due for internalisation
@@ -368,6 +369,7 @@ def test_an_agent_answers_through_its_trajectory_cache(swarm):
     assert set(stats) == set(run.agents)
     assert (stats[aid].lookups, stats[aid].hits, stats[aid].entries) == (4, 3, 1)
     ray.get(run.agents[aid].run.remote(1))  # the agent's next step internalises the entry
+    time.sleep(cfg.serve.level_ttl_ms / 1000)  # Stats answers from snapshots read at most this long ago
     after = {a.agent: a for a in client.call("Stats", pb.StatsRequest()).agents}[aid]
     assert after.internalised + after.failed == 1 and after.entries == 0 and after.evicted == 1
     unknown = pb.GenerateRequest(prompt="x", agent="nobody", max_new_tokens=8)

@@ -1,0 +1,170 @@
+"""Status snapshots that level servers and agents publish, read without a Ray call to any of them.
+
+A level server publishes its status JSON (:meth:`cluster.level.status.LevelStatus.to_dict` plus
+``pid`` and ``node``) after every command that changed it; an agent publishes its progress record
+(:meth:`cluster.worker.AgentWorker.record` plus ``pid`` and ``node``) from inside its step loop at
+most every :data:`PUBLISH_EVERY_S`, and at the end of every chunk and answer. A reader (the gRPC
+``Stats``) gets all of them with one listing and one multi-get, however busy the publishers are:
+an agent in the middle of ``run(steps)`` cannot answer an actor call until the chunk ends (25 s
+measured), but its last snapshot is always there.
+
+Where: Ray's internal key-value store, held by the GCS on the head node. Every process of the
+cluster reaches it (an agent on a worker node too, where a file in the run directory would land
+on that node's disk), it needs no actor whose lifetime someone must own (a holder actor would die
+with its creator or outlive the run), a write is one small RPC (0.26 ms measured on loopback), and
+a read does not queue behind a busy actor. The keys live in the KV namespace
+:data:`KV_NAMESPACE`, under ``<run namespace>/level/<server>`` and ``<run namespace>/agent/<id>``;
+each value is JSON ``{"time": publisher's Unix seconds, "status": {...}}``. They outlive the run's
+actors (a few KB per run; :meth:`StatusBoard.clear` removes them); a resumed run overwrites them.
+
+Outside Ray nothing is published: the plain classes (the in-process experiments) never see a board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KV_NAMESPACE = "swarm_status"
+PUBLISH_EVERY_S = 0.5  # an agent in its step loop publishes at most this often
+KINDS = ("level", "agent")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One published status: ``time`` (the publisher's Unix seconds) and ``status`` (its JSON dict)."""
+
+    time: float
+    status: dict[str, Any]
+
+    def age_s(self, now: float | None = None) -> float:
+        """Seconds since it was published (by this machine's clock)."""
+        return (time.time() if now is None else now) - self.time
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Everything a run published: ``levels`` (server name -> snapshot), ``agents`` (agent id ->
+    snapshot), and ``read_at`` (Unix seconds of the read)."""
+
+    levels: dict[str, Snapshot] = field(default_factory=dict)
+    agents: dict[str, Snapshot] = field(default_factory=dict)
+    read_at: float = 0.0
+
+
+class StatusBoard:
+    """The snapshots of one run (by its Ray namespace) in Ray's internal KV. Needs Ray initialised in
+    this process (a driver, an actor, or a service that joined the cluster)."""
+
+    def __init__(self, run_namespace: str) -> None:
+        """``run_namespace``: the Ray namespace of the run's actors, e.g. ``swarm-20260101-120000``."""
+        if not run_namespace:
+            raise ValueError("StatusBoard: run_namespace is empty")
+        self.run, self.prefix = run_namespace, f"{run_namespace}/"
+        self.failures = 0  # publishes that failed (the first one warns)
+
+    def key(self, kind: str, name: str) -> bytes:
+        """The KV key of ``name``'s snapshot; ``kind`` is ``level`` or ``agent`` (else ``ValueError``)."""
+        if kind not in KINDS:
+            raise ValueError(f"StatusBoard: kind must be one of {KINDS}, got {kind!r}")
+        return f"{self.prefix}{kind}/{name}".encode()
+
+    def publish(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
+        """Write ``status`` (JSON values; others become strings) as ``name``'s snapshot, stamped now. A
+        failed write is counted in ``failures`` (the first one warns), never raised."""
+        from ray.experimental import internal_kv
+
+        value = json.dumps({"time": time.time(), "status": dict(status)}, default=str)
+        try:
+            internal_kv._internal_kv_put(self.key(kind, name), value.encode(), overwrite=True,
+                                         namespace=KV_NAMESPACE)
+        except Exception as e:  # a snapshot must never fail the push or step that changed the status
+            self.failures += 1
+            if self.failures == 1:
+                warnings.warn(f"StatusBoard: could not publish {kind} {name!r} ({type(e).__name__}: {e}); "
+                              "Stats shows its older snapshot until a publish succeeds", stacklevel=2)
+
+    def read(self) -> Snapshots:
+        """Every snapshot of the run: one key listing and one multi-get (blocking; a few GCS round trips)."""
+        from ray.experimental import internal_kv
+
+        keys = internal_kv._internal_kv_list(self.prefix, namespace=KV_NAMESPACE)
+        client = internal_kv.internal_kv_get_gcs_client()
+        multi_get = getattr(client, "internal_kv_multi_get", None)
+        if multi_get is not None and keys:
+            values = multi_get(list(keys), KV_NAMESPACE.encode())
+        else:  # older clients: one get per key
+            values = {k: internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys}
+        out = Snapshots(read_at=time.time())
+        for key, value in values.items():
+            kind, _, name = key.decode()[len(self.prefix):].partition("/")
+            if value is None or kind not in KINDS:
+                continue
+            doc = json.loads(value)
+            (out.levels if kind == "level" else out.agents)[name] = Snapshot(float(doc["time"]), doc["status"])
+        return out
+
+    def clear(self) -> int:
+        """Remove every snapshot of the run; returns how many keys went."""
+        from ray.experimental import internal_kv
+
+        return int(internal_kv._internal_kv_del(self.prefix, del_by_prefix=True, namespace=KV_NAMESPACE))
+
+
+class SnapshotCache:
+    """The board as a reader on an event loop sees it: an answer is never older than ``ttl_s``.
+
+    A read older than ``ttl_s / 2`` is renewed in the background (the caller gets the held copy at
+    once); one older than ``ttl_s`` (or older than an :meth:`invalidate`) is awaited. Reads run in a
+    thread, one at a time; callers arriving meanwhile share it. With ``ttl_s`` 0 every call reads.
+    """
+
+    def __init__(self, board: StatusBoard, ttl_s: float) -> None:
+        if not ttl_s >= 0:
+            raise ValueError(f"SnapshotCache: ttl_s must be >= 0, got {ttl_s}")
+        self.board, self.ttl_s = board, ttl_s
+        self._held: Snapshots | None = None
+        self._held_at = -math.inf  # monotonic start of the read that gave _held
+        self._invalidated = -math.inf
+        self._task: asyncio.Future | None = None
+        self._task_started = -math.inf
+
+    def invalidate(self) -> None:
+        """The next :meth:`get` waits for a read that started after this call (this process changed
+        something it will be asked about)."""
+        self._invalidated = time.monotonic()
+
+    async def get(self) -> Snapshots:
+        """The run's snapshots, read at most ``ttl_s`` ago (see the class doc)."""
+        now = time.monotonic()
+        need = max(now - self.ttl_s, self._invalidated)
+        if self._held is not None and self._held_at >= need and self.ttl_s > 0:
+            if now - self._held_at >= self.ttl_s / 2 and (self._task is None or self._task.done()):
+                self._start()  # renew in the background: no caller waits for it
+            return self._held
+        while True:  # a read that started no earlier than `need`
+            if self._task is None or self._task.done():
+                self._start()
+            task, started = self._task, self._task_started
+            held = await asyncio.shield(task)
+            if started >= need:
+                return held
+
+    def _start(self) -> None:
+        started = self._task_started = time.monotonic()
+
+        async def read() -> Snapshots:
+            snaps = await asyncio.to_thread(self.board.read)
+            if started >= self._held_at:
+                self._held, self._held_at = snaps, started
+            return snaps
+
+        self._task = asyncio.ensure_future(read())
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a background failure is not
+        # reported here: the next caller that needs a fresh read gets it
