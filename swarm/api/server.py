@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import signal
 import threading
 
 import grpc
@@ -281,6 +282,9 @@ def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None, u
             if task is not None:
                 task.cancel()
 
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started from a script or a test process that ignores SIGINT: Ctrl-C must still stop the service
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

@@ -105,7 +105,8 @@ def test_serving_leaves_the_run_directory_untouched(finished):
 
 
 def test_swarm_serve_on_a_finished_run_says_so_and_answers(finished):
-    """The command itself: no Ray to join, the run finished: it says it serves the checkpoints, then does."""
+    """The command itself: no Ray to join, the run finished: it says it serves the checkpoints, then does;
+    Ctrl-C stops it even when it was started with SIGINT ignored (as from a script in the background)."""
     import os
     import signal
     import subprocess
@@ -114,7 +115,8 @@ def test_swarm_serve_on_a_finished_run_says_so_and_answers(finished):
     run_dir = finished[0]
     env = {**os.environ, "RAY_ADDRESS": ""}  # not even a cluster to find
     proc = subprocess.Popen([sys.executable, "-m", "swarm", "serve", str(run_dir), "--address", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         said = [proc.stdout.readline(), proc.stdout.readline()]
         assert "finished: serving it read-only from its checkpoints" in said[0], said
