@@ -44,6 +44,7 @@ from agents.workload import Workload
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig, CircuitTracker, Promoter, Proposal, proposals_from, remove_projection
 from layers.dynamics import DynamicsConfig, LevelOptimizer, SyncGate
+from layers.projection import ReadGrowth
 
 if TYPE_CHECKING:
     from layers.hosted import SharedBase
@@ -74,6 +75,7 @@ class Agent:
         self.spec, self.cfg = spec, agent or AgentConfig()
         self.dynamics, self.circuits = dynamics or DynamicsConfig(), circuits or CircuitsConfig()
         self.device = resolve_device(self.cfg.device)
+        self.base = base  # a shared base grows for every agent on it (apply_growth)
         if base is None:
             self.model = build_model(model, self.device)  # frozen base in model.dtype; levels below in levels.dtype
             self.stack = LevelStack.attach(self.model, levels)
@@ -102,6 +104,9 @@ class Agent:
         self.push_ready: str | None = None
         self.cache = TrajectoryCache(cache)
         self.phase_s = {"optimizers": 0.0, "gate": 0.0, "trackers": 0.0}  # seconds in finish_step's parts
+        self._untracked = 0  # steps since the context level's tracker last saw its blocks
+        self._grown_to = self.stack.rank  # the rank this agent's own state (optimizers, pending) is sized for
+        self.stack.growth_listeners.append(self._follow_growth)
 
     def _optimizer(self, level: str, lr: float) -> LevelOptimizer:
         return LevelOptimizer.for_level(self.stack, level, dataclasses.replace(self.dynamics, lr=lr))
@@ -151,9 +156,11 @@ class Agent:
         reason = self.gate.observe(grads)
         self.push_ready = self.push_ready or reason
         t2 = time.perf_counter()
-        # the context level is tracked every step (it lives one context, so its circuits must age fast);
-        # the agent level every track_every steps
-        self.trackers[self.fast].update(self._blocks(self.fast))
+        # the context level every circuits.context_track_every steps (its tracker counts steps, and is
+        # brought up to date before a boundary's promotion); the agent level every track_every updates
+        self._untracked += 1
+        if self._untracked >= self.circuits.context_track_every:
+            self._track_context()
         if self.steps % self.cfg.track_every == 0:
             self.trackers[self.slow].update(self._blocks(self.slow))
         t3 = time.perf_counter()
@@ -184,8 +191,15 @@ class Agent:
             out[name] = -m_hat / (v_hat.sqrt() + c.eps)  # the drive: a normalised descent direction
         return out
 
+    def _track_context(self) -> None:
+        """Update the context level's tracker with the steps since its last update (none pending: no-op)."""
+        if self._untracked:
+            self.trackers[self.fast].update(self._blocks(self.fast), steps=self._untracked)
+            self._untracked = 0
+
     def context_boundary(self) -> int:
         """Promote the context level's stable circuits to the agent level, then reset the context level."""
+        self._track_context()
         events = self.promoter.step(self.stack, self.trackers[self.fast], self.steps)
         self.stack.reset_level(self.fast)
         self.optimizers[self.fast] = self._optimizer(self.fast, self.cfg.lr_context)
@@ -225,6 +239,35 @@ class Agent:
             raise ValueError(f"{level!r} is not a shared level of this agent ({self.shared})")
         self.stack.load_level_state(level, state)
 
+    def apply_growth(self, event: ReadGrowth) -> bool:
+        """Apply a swarm growth of the read space (:class:`~layers.projection.ReadGrowth`): P gains its
+        rows (on a shared base, for every agent of the host), every level, the optimizers, moments and
+        the pending push gain zero columns; the function is unchanged. Idempotent (False: already past it)."""
+        if self.stack.shared:
+            grew = self.base.apply_growth(event)
+        else:
+            grew = self.stack.apply_growth(event)
+        self._follow_growth(event)  # a host's base may have grown this stack already through another agent
+        return grew
+
+    def _follow_growth(self, event: ReadGrowth) -> None:
+        """Size this agent's own state for the stack's rank (zero columns); trackers restart (their
+        circuits' read vectors have the old rank) and the gate starts a new window."""
+        rank = self.stack.rank
+        if rank <= self._grown_to:
+            return
+
+        def pad(t: Tensor) -> Tensor:
+            return torch.cat([t, t.new_zeros(t.shape[0], rank - t.shape[1])], dim=1)  # (d_out, R')
+
+        self.moments = {n: (pad(m), pad(v)) for n, (m, v) in self.moments.items()}
+        self.pending = {n: pad(t) for n, t in self.pending.items()}
+        for opt in self.optimizers.values():
+            opt.resize()
+        self.trackers = {lvl: CircuitTracker(self.circuits) for lvl in self.trackers}
+        self.gate.reset()
+        self._grown_to = rank
+
     def propose(self) -> list[Proposal]:
         """Stable circuits of the agent level, as proposals for the swarm server (u, w on CPU: the
         trackers work on CPU copies)."""
@@ -247,12 +290,15 @@ class Agent:
                  "pending": {n: t.clone() for n, t in self.pending.items()}, "gate": self.gate.state_dict(),
                  "workload": self.workload.state_dict(), "steps": self.steps, "seq": self.seq,
                  "pushed_through": self.pushed_through,
-                 "push_ready": self.push_ready, "cache": self.cache.state_dict()}
+                 "push_ready": self.push_ready, "cache": self.cache.state_dict(),
+                 "growths": [e.to_dict() for e in self.stack.growths]}
         return to_host(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (validated by the stack and the optimizers before use), taken on
-        any device: tensors are copied onto this agent's."""
+        any device: tensors are copied onto this agent's. Growths it records are applied first."""
+        for event in state.get("growths", []):  # absent before growth: none
+            self.apply_growth(ReadGrowth.from_dict(event))
         for lvl in (self.fast, self.slow):
             self.stack.load_level_state(lvl, state["levels"][lvl])
         for lvl, opt in self.optimizers.items():

@@ -43,6 +43,8 @@ class LevelSpec:
         merge, dynamics, circuits: the level's merge, dynamics and circuit settings.
         store_dir: its checkpoints and journal (None: in memory only).
         config_hash: the run's config hash (a store written under another hash is refused).
+        levels: the levels config whose ``max_rank``/``grow_after``/``grow_step`` drive the level's
+            automatic growth (:mod:`cluster.level.growth`; None: no automatic growth).
     """
 
     name: str
@@ -55,6 +57,7 @@ class LevelSpec:
     circuits: CircuitsConfig
     store_dir: str | None = None
     config_hash: str = ""
+    levels: LevelsConfig | None = None
 
 
 def merge_window(server: ServerConfig, *, first: bool, children: int) -> int:
@@ -65,16 +68,18 @@ def merge_window(server: ServerConfig, *, first: bool, children: int) -> int:
 
 def level_specs(topology: Topology, *, server: ServerConfig, merge: MergeConfig, dynamics: DynamicsConfig,
                 circuits: CircuitsConfig, stores: Callable[[str], str | Path] | None = None,
-                config_hash: str = "") -> list[LevelSpec]:
+                config_hash: str = "", levels: LevelsConfig | None = None) -> list[LevelSpec]:
     """One spec per server of ``topology``, parents before children (the order to create them in).
 
-    ``stores`` maps a server name to its store directory (None: no stores, nothing durable).
+    ``stores`` maps a server name to its store directory (None: no stores, nothing durable);
+    ``levels``: the levels config for automatic growth (None: off).
     """
     first = topology.levels[0] if topology.levels else None
     return [LevelSpec(s.name, s.level, s.parent, s.children,
                       dataclasses.replace(server, window=merge_window(server, first=s.level == first,
                                                                       children=s.children)),
-                      merge, dynamics, circuits, None if stores is None else str(stores(s.name)), config_hash)
+                      merge, dynamics, circuits, None if stores is None else str(stores(s.name)), config_hash,
+                      levels)
             for s in topology.servers]
 
 
@@ -88,7 +93,7 @@ def build_core(spec: LevelSpec, shapes: Shapes) -> LevelCore:
     """The level core of ``spec`` (recovered from its store when it has one; see :class:`LevelCore`)."""
     return LevelCore(spec.name, shapes, merge=spec.merge, dynamics=spec.dynamics, circuits=spec.circuits,
                      server=spec.server, store_dir=spec.store_dir, config_hash=spec.config_hash,
-                     parent=spec.parent, children=spec.children)
+                     parent=spec.parent, children=spec.children, growth=spec.levels)
 
 
 def link_levels(specs: list[LevelSpec], shapes: Shapes) -> dict[str, LinkedLevel]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from layers.config import check_fields
 
@@ -23,7 +24,10 @@ class ServerConfig:
             forward from each child on average).
         max_staleness: versions a push's base may lag behind before it is refused.
         max_norm: pushes with a larger L2 norm are refused.
-        lr: the level's step size (the merged gradient is scaled to unit RMS first).
+        lr: the level's step size (``step`` says what it sizes).
+        step: how a merged gradient becomes the level's drive (:mod:`cluster.level.server_step`):
+            ``rms`` scales it to unit RMS (every merge moves B by ``lr`` in RMS); ``adam`` keeps Adam
+            moments of the merged gradients (FedAdam), so each coordinate moves by about ``lr``.
         checkpoint_every: merges between checkpoints.
         propose_every: merges between upward circuit proposals (servers with a parent).
         forward_every: at most this many merges between forwards to the parent (the server's sync
@@ -45,9 +49,11 @@ class ServerConfig:
     forward_every: int = 4
     forward_min: int = 2
     upper_window: int | None = None
+    step: str = "rms"
 
     def __post_init__(self) -> None:
-        check_fields("server", self, window=self.window >= 1, max_staleness=self.max_staleness >= 0,
+        check_fields("server", self, step=self.step in ("rms", "adam"), window=self.window >= 1,
+                     max_staleness=self.max_staleness >= 0,
                      checkpoint_every=self.checkpoint_every >= 1,
                      propose_every=self.propose_every >= 1, forward_every=self.forward_every >= 1,
                      forward_min=self.forward_min >= 1,
@@ -66,7 +72,17 @@ class RuntimeConfig:
         chunk: steps per actor call (the granularity of progress and Ctrl-C).
         pull_every, propose_every, eval_every, checkpoint_every: periods in agent steps.
         out_dir: parent of run directories; name: this run's directory (None: a timestamp).
-        agent_cpus: CPUs reserved per agent actor (None: the machine's CPUs shared by the agents).
+        agent_cpus: CPUs reserved per agent actor (None: the machine's CPUs shared by the agents); with
+            agent hosts, per agent of a host (a host of K agents reserves K times as much, capped by its node).
+        agents_per_host: agents per host actor (:mod:`cluster.host_actor`, one frozen base for all of
+            them): ``auto`` is one host per Ray node (one per GPU when agents run on CUDA); ``1`` is one
+            plain agent actor per agent. Where an agent runs does not change what it learns: a run may
+            resume with another value.
+        storage: where the level servers' and agents' stores live (None: inside the run directory):
+            a local or NFS path, or a URI of a durable filesystem (``s3://bucket/prefix``, ``gs://...``);
+            the run's stores go under ``<storage>/<run name>/`` (docs/durability.md).
+        storage_options: options for that filesystem (e.g. ``{endpoint_url: http://...}``; secrets
+            belong in the environment: ``AWS_ACCESS_KEY_ID``, ...).
 
     Raises ``ValueError`` naming the first invalid field (``run.<field>``).
     """
@@ -80,9 +96,21 @@ class RuntimeConfig:
     out_dir: str = "runs"
     name: str | None = None
     agent_cpus: float | None = None
+    storage: str | None = None
+    storage_options: dict[str, Any] | None = None
+    agents_per_host: str = "auto"
 
     def __post_init__(self) -> None:
-        check_fields("run", self, **{k: getattr(self, k) >= 1 for k in (
+        self.agents_per_host = str(self.agents_per_host).strip().lower()  # YAML may give an int
+        check_fields("run", self, agents_per_host=self.agents_per_host == "auto" or (
+            self.agents_per_host.isdigit() and int(self.agents_per_host) >= 1))
+        check_fields("run", self, storage=self.storage is None or bool(str(self.storage).strip()),
+                     **{k: getattr(self, k) >= 1 for k in (
             "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
             steps=self.steps is None or self.steps >= 1,
             agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)
+
+    @property
+    def per_host(self) -> int | None:
+        """``agents_per_host`` as a number (None: ``auto``)."""
+        return None if self.agents_per_host == "auto" else int(self.agents_per_host)

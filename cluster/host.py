@@ -58,9 +58,10 @@ class AgentHost:
             raise ValueError(f"AgentHost: agent {worker.id!r} was not made on this host's base "
                              "(make it with Agent(..., base=host.base))")
 
-    def step(self, ids: list[str] | None = None) -> list[dict[str, Any]]:
+    def step(self, ids: list[str] | None = None, chunk_end: bool = True) -> list[dict[str, Any]]:
         """One step of each of ``ids`` (default: every hosted agent, in insertion order) and its
-        exchanges; returns their worker records, in that order."""
+        exchanges; returns their worker records, in that order. ``chunk_end``: False for a step inside
+        a longer chunk (a resumed worker evaluates at the end of its first chunk, not of every step)."""
         workers = [self.workers[i] for i in (list(self.workers) if ids is None else ids)]
         if not workers:
             return []
@@ -91,7 +92,7 @@ class AgentHost:
             a = time.perf_counter()
             out = w.agent.finish_step(s, loss)
             b = time.perf_counter()
-            records.append(w.run(1, step=lambda out=out: out))
+            records.append(w.run(1, step=lambda out=out: out, chunk_end=chunk_end))
             w.compute_s += shared + (b - a)  # its share of the batched pass, and its own finish
             finish += b - a
             exchange += time.perf_counter() - b

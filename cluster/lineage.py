@@ -24,17 +24,10 @@ from typing import Any
 
 from torch import Tensor
 
+from cluster.storage import fsync_dir  # the one owner of filesystem durability; imported from here too
+
 FRAME = struct.Struct(">II")  # length, crc32
 LINEAGE = "lineage.log"
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so a file created or renamed in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def frame(payload: bytes) -> bytes:

@@ -26,6 +26,14 @@ pruning, so ancestors stay listed once their directories are gone. A kept checkp
 lacks (a store written before lineage existed, or a crash between rename and append) is
 recorded from its manifest before the next one; the chain of such a store starts at its
 oldest kept checkpoint.
+
+Storage (``cluster.storage``): ``directory`` is a local path or a URI (``s3://bucket/run/levels/x``).
+On a local disk everything above holds as written. On an object store (no rename, no append) a
+checkpoint is written as the objects ``ckpt-N/tensors.safetensors`` and ``ckpt-N/manifest.json``
+followed, last, by the commit marker ``ckpt-N/COMMIT`` (holding the id): a checkpoint without its
+marker is a torn write, invisible to readers and deleted before its version is written again;
+pruning deletes the marker first. A journal segment ``journal-N.log`` (and ``lineage.log``) is
+a prefix of segment objects, one per append (:class:`cluster.storage.FrameLog`), read in order.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 from torch import Tensor
 
 from cluster.lineage import (
@@ -57,7 +65,10 @@ from cluster.lineage import (
     read_lineage,
     reported_seen,
 )
+from cluster.storage import FrameLog, RemotePath, Storage
 from cluster.wire import DEFAULT_LIMITS, Limits, WireError, decode, encode
+
+COMMIT = "COMMIT"  # an object store's checkpoint exists once this marker (written last) does
 
 
 def tensors_id(tensors: Mapping[str, Tensor], config_hash: str) -> str:
@@ -86,10 +97,17 @@ def _count_frames(path: Path) -> tuple[int, int]:
     return n, size
 
 
+def _number(name: str, prefix: str, suffix: str = "") -> int | None:
+    """The number in ``<prefix><digits><suffix>`` (None: not such a name)."""
+    core = name[len(prefix): len(name) - len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+    return int(core) if core.isdigit() else None
+
+
 @dataclass
 class Checkpoint:
     """One checkpoint's manifest: its id (SHA-256), its parent's id, the version it holds, the config
-    hash it was written under, its meta (JSON) and its directory."""
+    hash it was written under, its meta (JSON) and its directory (a :class:`cluster.storage.RemotePath`
+    on an object store)."""
 
     id: str
     parent: str | None
@@ -110,49 +128,66 @@ class Recovery:
 
 
 class LevelStore:
-    """Checkpoints and journal of one level, in ``directory`` (created if missing)."""
+    """Checkpoints and journal of one level, in ``directory`` (created if missing): a local path, a
+    URI (``s3://...``, see :mod:`cluster.storage`) or a :class:`cluster.storage.Storage`."""
 
-    def __init__(self, directory: str | Path, *, config_hash: str, keep: int = 2,
+    def __init__(self, directory: str | Path | Storage, *, config_hash: str, keep: int = 2,
                  limits: Limits = DEFAULT_LIMITS) -> None:
         if keep < 1:
             raise ValueError("LevelStore: keep must be >= 1")
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.storage = directory if isinstance(directory, Storage) else Storage(directory)
+        self.storage.makedirs()
+        self.local = self.storage.local
+        # a Path, or on an object store a path-like view of it (code written for local stores reads it)
+        self.dir: Path = self.storage.path if self.local else RemotePath(self.storage)  # type: ignore[assignment]
         self.config_hash, self.keep, self.limits = config_hash, keep, limits
+        self._logs: dict[str, FrameLog] = {}  # one per journal segment: it counts its objects on
 
     # ------------------------------------------------------------------ layout
+    def _path(self, name: str) -> Path:
+        """A checkpoint directory's path (local) or URL (object store), as :class:`Checkpoint` holds it."""
+        return self.dir / name
+
+    def _log(self, name: str) -> FrameLog:
+        if name not in self._logs:
+            self._logs[name] = FrameLog(self.storage, name)
+        return self._logs[name]
+
+    def _checkpoint_names(self) -> list[str]:
+        """Checkpoint directories, oldest first: local ones as renamed into place, an object store's
+        those whose commit marker exists."""
+        if self.local:
+            dirs = [p.name for p in self.dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()]
+        else:
+            dirs = [n for n, size in self.storage.listing().items()
+                    if size is None and _number(n, "ckpt-") is not None and self.storage.exists(f"{n}/{COMMIT}")]
+        return sorted(dirs, key=lambda n: int(n[5:]))
+
     def _checkpoint_dirs(self) -> list[Path]:
-        dirs = [p for p in self.dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()]
-        return sorted(dirs, key=lambda p: int(p.name[5:]))
+        return [self._path(n) for n in self._checkpoint_names()]
 
-    def _segments(self) -> list[Path]:
-        segs = [p for p in self.dir.glob("journal-*.log") if p.stem[8:].isdigit()]
-        return sorted(segs, key=lambda p: int(p.stem[8:]))
+    def _segment_names(self) -> list[str]:
+        names = [n for n in self.storage.listing() if _number(n, "journal-", ".log") is not None]
+        return sorted(names, key=lambda n: int(n[8:-4]))
 
-    def _active_segment(self) -> Path:
-        dirs = self._checkpoint_dirs()
-        start = int(dirs[-1].name[5:]) if dirs else 0
-        return self.dir / f"journal-{start:012d}.log"
+    def _active_name(self) -> str:
+        dirs = self._checkpoint_names()
+        start = int(dirs[-1][5:]) if dirs else 0
+        return f"journal-{start:012d}.log"
 
     # ------------------------------------------------------------------ writing
     def append(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
-        """Durably append one record (e.g. an accepted push); returns after fsync."""
+        """Durably append one record (e.g. an accepted push); returns after fsync (an object store: after
+        its segment object's put). Raises ``OSError`` when the write fails (nothing is appended then)."""
         payload = encode(tensors, meta, self.limits)
-        path = self._active_segment()
-        new = not path.exists()
-        with open(path, "ab") as f:
-            f.write(frame(payload))
-            f.flush()
-            os.fsync(f.fileno())
-        if new:
-            fsync_dir(self.dir)
+        self._log(self._active_name()).append(frame(payload))
 
     def checkpoint(self, version: int, tensors: Mapping[str, Tensor],
                    meta: Mapping[str, Any] | None = None) -> Checkpoint:
         """Atomically write the state at ``version`` and record it in the lineage; later appends go to a
         new journal segment."""
-        final = self.dir / f"ckpt-{version:012d}"
-        if final.exists():
+        name = f"ckpt-{version:012d}"
+        if name in self._checkpoint_names():
             raise ValueError(f"checkpoint for version {version} already exists in {self.dir}")
         previous = self.latest_valid()
         cid = tensors_id(tensors, self.config_hash)
@@ -161,45 +196,118 @@ class LevelStore:
                     "config_hash": self.config_hash, "meta": dict(meta or {}), "tensors": "tensors.safetensors",
                     "created": time.time(), "projection": projection_digest(self.config_hash, tensors),
                     "seen": seen}
-        tmp = self.dir / f".tmp-ckpt-{version:012d}-{os.getpid()}"
+        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        if self.local:
+            final = self._write_local(name, cpu, cid, manifest)
+        else:
+            final = self._write_committed(name, cpu, cid, manifest)
+        self._log(self._active_name()).touch()
+        if self.local:
+            fsync_dir(self.dir)
+        self._append_lineage(self._record_from_manifest(manifest, name))  # before pruning forgets it
+        self._prune()
+        return Checkpoint(cid, manifest["parent"], version, self.config_hash, manifest["meta"], final)
+
+    def _write_local(self, name: str, tensors: dict[str, Tensor], cid: str, manifest: dict[str, Any]) -> Path:
+        """A temporary directory, its files fsynced, renamed into place (atomic), the parent fsynced."""
+        final = self.dir / name
+        tmp = self.dir / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"),
-                  metadata={"id": cid})
+        self.storage.makedirs(tmp.name)
+        save_file(tensors, str(tmp / "tensors.safetensors"), metadata={"id": cid})
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        for name in ("tensors.safetensors", "manifest.json"):
-            with open(tmp / name, "rb") as f:
+        for file in ("tensors.safetensors", "manifest.json"):
+            with open(tmp / file, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(self.dir)
-        self._active_segment().touch()
-        fsync_dir(self.dir)
-        append_lineage(self.dir, LineageRecord.from_manifest(manifest, final))  # before pruning forgets it
-        self._prune()
-        return Checkpoint(cid, manifest["parent"], version, self.config_hash, manifest["meta"], final)
+        return final
+
+    def _write_committed(self, name: str, tensors: dict[str, Tensor], cid: str,
+                         manifest: dict[str, Any]) -> RemotePath:
+        """An object store's checkpoint: a torn earlier attempt removed, the tensors and the manifest
+        put, then the commit marker, last."""
+        self.storage.remove_tree(name)
+        self.storage.write_bytes(f"{name}/tensors.safetensors", save(tensors, metadata={"id": cid}))
+        self.storage.write_bytes(f"{name}/manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        self.storage.write_bytes(f"{name}/{COMMIT}", cid.encode())
+        return self._path(name)
+
+    def _record_from_manifest(self, manifest: Mapping[str, Any], name: str) -> LineageRecord:
+        """The lineage record of the kept checkpoint ``name`` (see :meth:`LineageRecord.from_manifest`)."""
+        if self.local:
+            return LineageRecord.from_manifest(manifest, self.dir / name)
+        sizes = self.storage.listing(name)
+        seen = manifest.get("seen") or {}
+        pushes, nbytes = reported_seen(manifest.get("meta") or {})
+        created = manifest.get("created") or self.storage.modified(f"{name}/manifest.json")
+        return LineageRecord(manifest["id"], manifest.get("parent"), int(manifest["version"]),
+                             manifest["config_hash"], time=created, pushes=seen.get("pushes", pushes),
+                             bytes=seen.get("bytes", nbytes), records=seen.get("records"),
+                             journal_bytes=seen.get("journal_bytes"), counted_from=seen.get("counted_from"),
+                             projection=manifest.get("projection"),
+                             size=sum(s for n, s in sizes.items() if s is not None and n != COMMIT),
+                             recorded=False, path=self._path(name))
+
+    def _read_manifest(self, name: str) -> dict[str, Any]:
+        return json.loads(self.storage.read_bytes(f"{name}/manifest.json"))
+
+    # ------------------------------------------------------------------ lineage
+    def _read_lineage(self, *, repair: bool) -> tuple[list[LineageRecord], list[str]]:
+        if self.local:
+            return read_lineage(self.dir, repair=repair)
+        log = self._log(LINEAGE)
+        frames, end, problem = read_frames(log.read())
+        records: list[LineageRecord] = []
+        for at, payload in frames:
+            try:
+                records.append(LineageRecord.from_json(json.loads(payload.decode())))
+            except (ValueError, TypeError, UnicodeDecodeError) as e:
+                problem, end = f"an unreadable record ({type(e).__name__}: {e})", at
+                break
+        warnings = []
+        if problem is not None:
+            warnings.append(f"{LINEAGE}: {problem} at byte {end}; " + ("cut off" if repair else "ignored from there"))
+            if repair:
+                log.cut(end)
+        return records, warnings
+
+    def _append_lineage(self, record: LineageRecord) -> None:
+        if self.local:
+            append_lineage(self.dir, record)
+        else:
+            self._log(LINEAGE).append(frame(json.dumps(record.to_json(), sort_keys=True).encode()))
 
     def _complete_lineage(self) -> list[LineageRecord]:
         """``lineage.log``'s records after recording every kept checkpoint newer than its last one (a
         store from before lineage, or a crash between a checkpoint's rename and its record)."""
-        records, _ = read_lineage(self.dir, repair=True)
+        records, _ = self._read_lineage(repair=True)
         last = records[-1].version if records else -1
-        for path in self._checkpoint_dirs():
-            if int(path.name[5:]) > last:
+        for name in self._checkpoint_names():
+            if int(name[5:]) > last:
                 try:
-                    rec = LineageRecord.from_manifest(json.loads((path / "manifest.json").read_text()), path)
+                    rec = self._record_from_manifest(self._read_manifest(name), name)
                 except (OSError, ValueError, KeyError, TypeError):
                     continue  # an unreadable manifest: recovery skips it too
-                append_lineage(self.dir, rec)
+                self._append_lineage(rec)
                 records.append(rec)
         return records
+
+    def _segment_counts(self, name: str) -> tuple[int, int]:
+        """(records, payload bytes) of a journal segment: local, from the frame headers; an object
+        store's, from its objects' sizes (each holds one frame)."""
+        if self.local:
+            return _count_frames(self.dir / name)
+        sizes = self._log(name).sizes()
+        return len(sizes), sum(sizes) - FRAME.size * len(sizes)
 
     def _seen_since(self, lineage: list[LineageRecord], meta: dict[str, Any]) -> dict[str, Any]:
         """Pushes and bytes seen up to now: the journal records since the newest checkpoint added to what
         its lineage record counted (counting restarts there when it has none), and what ``meta`` reports."""
-        dirs = self._checkpoint_dirs()
-        start = int(dirs[-1].name[5:]) if dirs else 0
-        n, nbytes = _count_frames(self.dir / f"journal-{start:012d}.log")
+        dirs = self._checkpoint_names()
+        start = int(dirs[-1][5:]) if dirs else 0
+        n, nbytes = self._segment_counts(f"journal-{start:012d}.log")
         base = next((r for r in reversed(lineage) if r.version == start), None) if dirs else None
         if not dirs:
             counted = (0, 0, 0)
@@ -215,91 +323,103 @@ class LevelStore:
     def lineage(self) -> Lineage:
         """Every checkpoint this store has written as far as its lineage goes, oldest first, with kept
         ones marked by their ``path`` (read only: nothing is repaired)."""
-        records, warnings = read_lineage(self.dir, repair=False)
+        records, warnings = self._read_lineage(repair=False)
         kept: dict[tuple[int, str], Path] = {}
-        for path in self._checkpoint_dirs():
+        for name in self._checkpoint_names():
             try:
-                manifest = json.loads((path / "manifest.json").read_text())
-                rec = LineageRecord.from_manifest(manifest, path)
+                rec = self._record_from_manifest(self._read_manifest(name), name)
             except (OSError, ValueError, KeyError, TypeError) as e:
-                warnings.append(f"{path.name}/manifest.json: unreadable ({type(e).__name__}: {e})")
+                warnings.append(f"{name}/manifest.json: unreadable ({type(e).__name__}: {e})")
                 continue
-            kept[(rec.version, rec.id)] = path
+            kept[(rec.version, rec.id)] = self._path(name)
             if not any((r.version, r.id) == (rec.version, rec.id) for r in records):
                 records.append(rec)
         records.sort(key=lambda r: r.version)
         for r in records:
             r.path = kept.get((r.version, r.id))
         complete = bool(records) and records[0].parent is None
-        if not (self.dir / LINEAGE).exists() and records:
+        if not self._log(LINEAGE).exists() and records:
             warnings.append(f"no {LINEAGE} (a store written before lineage): the chain starts at the oldest "
                             f"kept checkpoint, version {records[0].version}")
         return Lineage(records, complete, warnings)
 
     def _prune(self) -> None:
-        dirs = self._checkpoint_dirs()
+        dirs = self._checkpoint_names()
         keep = dirs[-self.keep :]
         for d in dirs[: -self.keep]:
-            shutil.rmtree(d)
-        oldest = int(keep[0].name[5:]) if keep else 0
-        for seg in self._segments():
-            if int(seg.stem[8:]) < oldest:
-                seg.unlink()
+            if not self.local:
+                self.storage.remove(f"{d}/{COMMIT}")  # first: a half-deleted checkpoint is not a committed one
+            self.storage.remove_tree(d)
+        oldest = int(keep[0][5:]) if keep else 0
+        for seg in self._segment_names():
+            if int(seg[8:-4]) < oldest:
+                self._log(seg).remove()
+                self._logs.pop(seg, None)
 
     # ------------------------------------------------------------------ reading
-    def _load_checkpoint(self, path: Path) -> tuple[Checkpoint, dict[str, Tensor]]:
-        manifest = json.loads((path / "manifest.json").read_text())
+    def _load_checkpoint(self, name: str) -> tuple[Checkpoint, dict[str, Tensor]]:
+        manifest = self._read_manifest(name)
         if manifest.get("config_hash") != self.config_hash:
-            raise ValueError(f"checkpoint {path.name} was written with config hash {manifest.get('config_hash')!r}, "
+            raise ValueError(f"checkpoint {name} was written with config hash {manifest.get('config_hash')!r}, "
                              f"this run has {self.config_hash!r}: resume with the same config")
-        tensors = load_file(str(path / manifest["tensors"]))
+        if self.local:
+            tensors = load_file(str(self.dir / name / manifest["tensors"]))
+        else:
+            tensors = load(self.storage.read_bytes(f"{name}/{manifest['tensors']}"))
         if tensors_id(tensors, self.config_hash) != manifest["id"]:
-            raise OSError(f"checkpoint {path.name}: tensors do not match the manifest id (corrupt)")
+            raise OSError(f"checkpoint {name}: tensors do not match the manifest id (corrupt)")
         return Checkpoint(manifest["id"], manifest["parent"], int(manifest["version"]), manifest["config_hash"],
-                          manifest.get("meta", {}), path), tensors
+                          manifest.get("meta", {}), self._path(name)), tensors
 
     def check_checkpoint(self, path: str | Path) -> list[str]:
-        """Re-read one checkpoint directory and say what is wrong with it (empty: nothing): an unreadable
-        manifest or tensor file, tensors that do not hash to the manifest's id, a recorded projection
-        digest the tensors do not give, a config hash other than this store's."""
-        path = Path(path)
+        """Re-read one checkpoint directory (on an object store: its URL or name) and say what is wrong
+        with it (empty: nothing): an unreadable manifest or tensor file, tensors that do not hash to the
+        manifest's id, a recorded projection digest the tensors do not give, a config hash other than
+        this store's."""
+        if self.local:
+            path = Path(path)
+            read = lambda file: (path / file).read_bytes()  # noqa: E731
+        else:
+            name = str(path).rstrip("/").rpartition("/")[2]
+            read = lambda file: self.storage.read_bytes(f"{name}/{file}")  # noqa: E731
         try:
-            manifest = json.loads((path / "manifest.json").read_text())
+            manifest = json.loads(read("manifest.json"))
             cid, written_under = manifest["id"], manifest["config_hash"]
-            tensors = load_file(str(path / manifest.get("tensors", "tensors.safetensors")))
+            tensors = load(read(manifest.get("tensors", "tensors.safetensors")))
         except Exception as e:  # noqa: BLE001 - JSON, a missing key, or safetensors' own SafetensorError
             return [f"{path}: unreadable ({type(e).__name__}: {e})"]
         problems = []
         actual = tensors_id(tensors, written_under)
         if actual != cid:
-            problems.append(f"{path / 'tensors.safetensors'}: the tensors hash to {actual[:16]}..., "
+            problems.append(f"{path}/tensors.safetensors: the tensors hash to {actual[:16]}..., "
                             f"manifest.json says id {cid[:16]}... (corrupt)")
         recorded = manifest.get("projection")
         if recorded is not None and recorded != projection_digest(written_under, tensors):
-            problems.append(f"{path / 'manifest.json'}: projection digest {recorded[:16]}... does not match the "
+            problems.append(f"{path}/manifest.json: projection digest {recorded[:16]}... does not match the "
                             f"tensors' ({projection_digest(written_under, tensors)[:16]}...)")
         if written_under != self.config_hash:
-            problems.append(f"{path / 'manifest.json'}: written under config hash {written_under[:16]}..., "
+            problems.append(f"{path}/manifest.json: written under config hash {written_under[:16]}..., "
                             f"expected {self.config_hash[:16]}...")
         return problems
 
     def latest_valid(self) -> Checkpoint | None:
         """The newest checkpoint whose id verifies (None: none does). Raises ``ValueError`` when it was
         written under another config hash."""
-        for path in reversed(self._checkpoint_dirs()):
+        for name in reversed(self._checkpoint_names()):
             try:
-                return self._load_checkpoint(path)[0]
+                return self._load_checkpoint(name)[0]
             except ValueError:
                 raise
             except Exception:
                 continue
         return None
 
-    def _read_segment(self, seg: Path, warnings: list[str], *, last: bool,
+    def _read_segment(self, seg: str, warnings: list[str], *, last: bool,
                       repair: bool = True) -> list[tuple[dict, dict]]:
         """The records of one segment. A problem stops the replay there, with a warning; in the ``last``
         segment it is a record never acknowledged, cut off when ``repair``."""
-        frames, end, problem = read_frames(seg.read_bytes())
+        log = self._log(seg)
+        frames, end, problem = read_frames(log.read())
         records, offset = [], end
         for at, payload in frames:
             try:
@@ -308,19 +428,17 @@ class LevelStore:
                 problem, offset = f"an undecodable record ({e})", at
                 break
         if problem is not None:
-            warnings.append(f"{seg.name}: {problem} at byte {offset}; "
+            warnings.append(f"{seg}: {problem} at byte {offset}; "
                             + ("cut off (never acknowledged)" if last else "replay stops here"))
             if last and repair:
-                with open(seg, "r+b") as f:
-                    f.truncate(offset)
-                    os.fsync(f.fileno())
+                log.cut(offset)
         return records
 
     def check_journal(self) -> list[str]:
         """Every journal segment parsed and decoded without changing it; one line per problem found
         (a torn tail of the newest segment included: recovery would cut it off)."""
         problems: list[str] = []
-        segments = self._segments()
+        segments = self._segment_names()
         for i, seg in enumerate(segments):
             self._read_segment(seg, problems, last=i == len(segments) - 1, repair=False)
         return problems
@@ -329,16 +447,16 @@ class LevelStore:
         """The newest verified checkpoint plus every journal record after it, in order."""
         warnings: list[str] = []
         chosen, tensors = None, None
-        for path in reversed(self._checkpoint_dirs()):
+        for name in reversed(self._checkpoint_names()):
             try:
-                chosen, tensors = self._load_checkpoint(path)
+                chosen, tensors = self._load_checkpoint(name)
                 break
             except ValueError:
                 raise
             except Exception as e:
-                warnings.append(f"{path.name}: unreadable or corrupt, skipped ({type(e).__name__}: {e})")
+                warnings.append(f"{name}: unreadable or corrupt, skipped ({type(e).__name__}: {e})")
         start = chosen.version if chosen else -1
-        segments = [s for s in self._segments() if int(s.stem[8:]) >= max(start, 0)]
+        segments = [s for s in self._segment_names() if int(s[8:-4]) >= max(start, 0)]
         records = []
         for i, seg in enumerate(segments):
             records += self._read_segment(seg, warnings, last=i == len(segments) - 1)

@@ -20,12 +20,19 @@ point it still learns locally but drops its accumulated gradient instead of push
 the server's (``pushes``, ``pushed_steps``): the pushes its previous life made after its
 checkpoint are its own.
 
+Inbox (:mod:`cluster.inbox`): a worker with a store directory attaches the agent's inbox
+(``<store>/inbox``) to its workload, which takes queued documents as contexts (``learn.share`` of
+them, from the inbox's settings, read at every context boundary); the workload's cursor is in the agent's
+checkpoint, mirrored to the inbox for its depth, and after every checkpoint the inbox may delete
+the segments every kept checkpoint has consumed. ``record()['inbox']`` reports it.
+
 Time spent in server calls is measured separately from local compute, which is what
 ``bench/system.py`` reports as the communication overhead.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +42,8 @@ from typing import Any
 from agents.agent import Agent
 from agents.answers import internalise, respond
 from cluster.config import RuntimeConfig
+from cluster.inbox import INBOX, Inbox
+from cluster.level.growth import pad_columns, send_growth
 from cluster.level.protocol import LevelClient, ProposeResult, PushResult, RejectCode
 from cluster.metrics import AgentProbe
 from cluster.state import flatten, unflatten
@@ -58,6 +67,7 @@ class AgentWorker:
         self.agent, self.servers, self.cfg = agent, servers, runtime or RuntimeConfig()
         self.up = agent.shared[0] if agent.shared else None  # pushes and proposals go to the swarm level
         self.versions = {level: -1 for level in agent.shared}
+        self.server_ranks: dict[str, int] = {}  # each level's rank as of its last reply (0: unknown, an old server)
         self.store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
         self.counters = {"pushes": 0, "coherent_pushes": 0, "rejected": 0, "stale": 0, "pulls": 0, "proposed": 0,
                          "removed": 0, "promoted": 0, "internalisations": 0, "pushed_steps": 0, "skipped_steps": 0,
@@ -71,6 +81,10 @@ class AgentWorker:
         self.eval_start: float | None = None  # held-out bits per byte before any learning
         self.resumed_from: int | None = None
         self._eval_after_chunk = False  # a resumed worker evaluates at the end of its first chunk
+        self.inbox = Inbox(Path(store_dir) / INBOX) if store_dir is not None else None
+        self._mirrored = -1  # the cursor last mirrored to the inbox
+        if self.inbox is not None:  # attached before the restore: a checkpoint may be mid-document
+            agent.workload.feed = self.inbox
         if self.store is not None:
             self._restore()
         if self.eval_start is None:
@@ -95,14 +109,24 @@ class AgentWorker:
             self.probe.call(kind, elapsed)
 
     def pull(self) -> int:
-        """Pull every shared level that changed; returns how many did."""
-        changed = 0
+        """Pull every shared level that changed; returns how many did. Growths of the read space a reply
+        carries are applied first (:mod:`cluster.level.growth`), a level still at a lower rank is run
+        zero-padded (the same function) and handed the growths it lacks."""
+        changed, ranks = 0, {}
         for level, server in self.servers.items():
             out = self._call("pull", server.pull, self.versions[level])
+            for event in out.get("growths", ()):
+                self.agent.apply_growth(event)
             if out.get("changed"):
-                self.agent.load_shared(level, out["tensors"])
+                rank = self.agent.stack.rank
+                self.agent.load_shared(level, {m: pad_columns(t, rank) for m, t in out["tensors"].items()})
                 changed += 1
             self.versions[level] = out["version"]
+            ranks[level] = self.server_ranks[level] = out.get("rank", self.server_ranks.get(level, 0))
+        for level, rank in ranks.items():  # pass growths on: every level of the swarm reaches the same rank
+            for event in self.agent.stack.growths:
+                if rank and event.from_rank >= rank:
+                    self._call("grow", send_growth, self.servers[level], event)
         self.counters["pulls"] += 1
         return changed
 
@@ -146,13 +170,17 @@ class AgentWorker:
         return out
 
     # ------------------------------------------------------------------ the loop
-    def run(self, steps: int, step: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    def run(self, steps: int, step: Callable[[], dict[str, Any]] | None = None,
+            chunk_end: bool = True) -> dict[str, Any]:
         """``steps`` agent steps with their exchanges; returns a summary record of the chunk. ``step``
-        replaces ``agent.step`` (an agent host passes the record of a step it already computed)."""
+        replaces ``agent.step`` (an agent host passes the record of a step it already computed);
+        ``chunk_end``: these steps end a chunk (False: a host's step inside a longer chunk)."""
         bpbs = []
         for i in range(steps):
             start = time.perf_counter()
             out = (step or self.agent.step)()
+            if self.inbox is not None and self.agent.workload.fed["cursor"] != self._mirrored:
+                self._mirror_cursor()
             if self.agent.pushed_through < self.covered_through:  # the server holds this step already
                 self.counters["skipped_steps"] += self.agent.drop_pending()
             self.compute_s += time.perf_counter() - start
@@ -170,7 +198,8 @@ class AgentWorker:
                 self.propose()
             # every eval_every steps, at the run's last step, and once right after a resume, so the
             # figure shown is never older than the learning it reports on
-            if t % self.cfg.eval_every == 0 or t == self.cfg.steps or (self._eval_after_chunk and i == steps - 1):
+            if t % self.cfg.eval_every == 0 or t == self.cfg.steps or \
+                    (self._eval_after_chunk and chunk_end and i == steps - 1):
                 start = time.perf_counter()
                 self.last_eval, self.last_eval_step = self.agent.evaluate(), t
                 self._eval_after_chunk = False
@@ -194,8 +223,35 @@ class AgentWorker:
                 "versions": dict(self.versions), **self.counters, "comm_s": self.comm_s,
                 "compute_s": self.compute_s, "comm_by_kind": dict(self.comm_by_kind), "bytes_sent": self.bytes_sent,
                 "resumed_from": self.resumed_from, "pushed_through": self.agent.pushed_through,
-                "cache": self.agent.cache.stats(),
+                "cache": self.agent.cache.stats(), "inbox": self.inbox_status(),
                 "device": str(getattr(self.agent, "device", "cpu"))}
+
+    # ------------------------------------------------------------------ inbox
+    def inbox_status(self) -> dict[str, Any] | None:
+        """The inbox as this agent sees it (None: no store, so no inbox): its directory (absolute: the
+        query service writes there), cursor, unconsumed bytes and documents after the cursor, and the
+        documents, bytes and steps learned from it (as of the agent's state, checkpointed with it)."""
+        if self.inbox is None:
+            return None
+        fed = self.agent.workload.fed
+        depth, docs = self.inbox.depth(int(fed["cursor"]))
+        return {"dir": str(self.inbox.dir.resolve()), "cursor": int(fed["cursor"]), "depth_bytes": depth,
+                "depth_docs": docs, "learned_docs": int(fed["docs"]), "learned_bytes": int(fed["bytes"]),
+                "learned_steps": int(fed["steps"]), "share": self.inbox.share}
+
+    def _mirror_cursor(self) -> None:
+        self._mirrored = int(self.agent.workload.fed["cursor"])
+        self.inbox.consumed(self._mirrored)
+
+    def _release_inbox(self) -> None:
+        """Let the inbox delete what every kept checkpoint has consumed (the oldest kept cursor)."""
+        cursors = []
+        for manifest in self.store.dir.glob("ckpt-*/manifest.json"):
+            try:
+                cursors.append(int(json.loads(manifest.read_text())["meta"].get("inbox_cursor", 0)))
+            except (OSError, ValueError, KeyError, TypeError):
+                cursors.append(0)  # unreadable: keep everything
+        self.inbox.release(min(cursors, default=0))
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> int:
@@ -208,7 +264,10 @@ class AgentWorker:
             self.store.checkpoint(self.agent.steps, tensors, {"state": skeleton, "counters": self.counters,
                                                               "last_eval": self.last_eval,
                                                               "last_eval_step": self.last_eval_step,
-                                                              "eval_start": self.eval_start})
+                                                              "eval_start": self.eval_start,
+                                                              "inbox_cursor": self.agent.workload.fed["cursor"]})
+            if self.inbox is not None:
+                self._release_inbox()
         return self.agent.steps
 
     def _restore(self) -> None:
@@ -221,6 +280,8 @@ class AgentWorker:
             self.eval_start = rec.checkpoint.meta["eval_start"]
             self.resumed_from = self.agent.steps
             self._eval_after_chunk = True
+            if self.inbox is not None:  # documents opened after the checkpoint are queued again
+                self._mirror_cursor()
         # pushes after the checkpoint may have been accepted already: continue above them, and skip
         # (learn, but never push again) the steps they covered
         if self.up is not None:

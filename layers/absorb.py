@@ -12,11 +12,16 @@ compared by the cosine of their deltas (all modules together):
 The guard compares a :class:`Fingerprint` (bits per byte of each level alone and of all
 together on probe windows, plus the logits) before and after; an absorb that degrades the
 old knowledge by more than ``max_degradation`` bits per byte is rolled back.
+
+Growth (:func:`absorb_growth`): a random read space of rank R keeps about R / d_in of an adapter's
+energy. Absorbing with growth first adds to every module's P the adapter's top read directions P does
+not span yet (:func:`read_directions`, orthonormalised against P), then projects into the grown space.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from layers.eval import LN2, Tally, tally
+from layers.projection import ReadGrowth, complement_rows, continuation_rows
 
 Delta = dict[str, Tensor]  # module -> (d_out, R)
 
@@ -152,3 +158,48 @@ def logits_distance(a: Fingerprint, b: Fingerprint) -> float:
 def degradation(before: Fingerprint, after: Fingerprint, levels: Sequence[str]) -> dict[str, float]:
     """Rise of bits per byte (after - before) with every level and with each level of ``levels`` alone."""
     return {k: after.bpb[k] - before.bpb[k] for k in ["all", *levels] if k in before.bpb}
+
+
+def adapter_scale(config: Mapping, module: str, rank: int) -> float:
+    """PEFT's scale s_src of one module's LoRA pair: ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA), alpha
+    from ``alpha_pattern`` (a suffix regex match) else ``lora_alpha`` (8 by default)."""
+    alpha = float(config.get("lora_alpha", 8))
+    for key, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?{key}$", module):
+            alpha = float(value)
+            break
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def read_directions(a: Tensor, b: Tensor, scale: float) -> Tensor:
+    """Rows C (r, d_in), float64, with ``C^T C = (s B A)^T (s B A)``: the read side of the adapter's delta
+    weighted by the energy it carries (``A`` (r, d_in), ``B`` (d_out, r)); built from the r x r Gram of B."""
+    a64, b64 = a.detach().double().cpu(), b.detach().double().cpu()
+    evals, evecs = torch.linalg.eigh(b64.T @ b64)  # (r,), (r, r)
+    root = evecs * evals.clamp_min(0).sqrt()  # (r, r): G^(1/2) = U diag(sqrt e) U^T, up to the rotation U^T
+    return scale * (root.T @ a64)  # (r, d_in)
+
+
+def absorb_growth(stack, directions: Mapping[str, Tensor], rows: int, source: str) -> ReadGrowth:
+    """The growth that lets ``stack`` keep adapters: per module, the top ``rows`` of ``directions`` (module ->
+    (n, d_in) read directions, e.g. :func:`read_directions` of each adapter stacked) that P does not span
+    yet (:func:`layers.projection.complement_rows`), topped up with continuation rows where the adapters
+    bring fewer; modules without directions get continuation rows when the event is applied. The rows
+    travel in the event, so every process gets the same P.
+
+    Raises ValueError when ``rows`` < 1 or the grown rank would exceed a module's input features.
+    """
+    if rows < 1:
+        raise ValueError(f"absorb: rows to grow must be >= 1, got {rows}")
+    carried = {}
+    for name, d in sorted(directions.items()):
+        module = stack.modules[name]
+        if stack.rank + rows > module.in_features:
+            raise ValueError(f"absorb: growing {name!r} by {rows} rows exceeds its input features "
+                             f"({module.in_features}) at rank {stack.rank}")
+        top = complement_rows(module.P, d, rows)  # (k <= rows, d_in)
+        if top.shape[0] < rows:
+            grown = torch.cat([module.P.detach().cpu().double(), top])  # (R + k, d_in)
+            top = torch.cat([top, continuation_rows(stack.config.seed, name, grown, rows - top.shape[0])])
+        carried[name] = top
+    return ReadGrowth(stack.rank, stack.rank + rows, carried, source=source)

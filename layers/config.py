@@ -49,6 +49,10 @@ class LevelsConfig:
             name or its dotted suffix (as in PEFT); an entry ``re:<regex>`` matches
             full names by ``re.fullmatch``.
         dtype: dtype of P and of every B_l (the base keeps its own dtype).
+        max_rank: the highest rank automatic growth may reach (None: no automatic growth).
+        grow_after: merges in a row a level server must report ``growth_needed`` before it grows the
+            swarm's rank (0: never).
+        grow_step: rows one automatic growth adds (capped at ``max_rank``).
     """
 
     names: list[str] = field(default_factory=lambda: list(DEFAULT_LEVELS))
@@ -57,6 +61,9 @@ class LevelsConfig:
     seed: int = 0
     target_modules: list[str] | None = None
     dtype: str = "float32"
+    max_rank: int | None = None
+    grow_after: int = 0
+    grow_step: int = 8
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +84,11 @@ class LevelsConfig:
             raise ValueError(f"levels.scale: must be finite and > 0, got {self.scale}")
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"levels.dtype: {self.dtype!r} is not one of {list(DTYPE_NAMES)}")
+        if self.max_rank is not None and int(self.max_rank) < int(self.rank):
+            raise ValueError(f"levels.max_rank: {self.max_rank} is below levels.rank {self.rank}")
+        if int(self.grow_after) < 0 or int(self.grow_step) < 1:
+            raise ValueError(f"levels.grow_after / grow_step: need >= 0 / >= 1, got {self.grow_after} / "
+                             f"{self.grow_step}")
         if self.target_modules is not None and len(self.target_modules) == 0:
             raise ValueError("levels.target_modules: empty list (use null for the family defaults)")
 

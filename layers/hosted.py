@@ -29,7 +29,7 @@ from torch import nn
 
 from layers.config import LevelsConfig
 from layers.level_linear import LevelLinear
-from layers.projection import read_projection
+from layers.projection import ReadGrowth, read_projection
 from layers.stack import LevelStack, _set_submodule
 from layers.targets import in_out_features, select_targets
 
@@ -121,6 +121,8 @@ class SharedBase:
             _set_submodule(model, name, slot)
             self.slots[name] = slot
         self.stacks: list[LevelStack] = []
+        self.first_rank = config.rank  # the rank agents' configs name; growth raises self.config.rank
+        self.growths: list[ReadGrowth] = []  # applied to every slot, in order
 
     def check(self, owner: str, config: LevelsConfig, key: Any = None) -> None:
         """Raise ValueError naming ``owner`` and what differs unless a stack of ``config`` (built from
@@ -128,7 +130,7 @@ class SharedBase:
         if key != self.key:
             raise ValueError(f"agent {owner!r}: its model differs from the host's base ({_differences(key, self.key)})")
         for f in SHARED_FIELDS:
-            mine, theirs = getattr(config, f), getattr(self.config, f)
+            mine, theirs = getattr(config, f), getattr(self.config, f) if f != "rank" else self.first_rank
             if mine != theirs:
                 raise ValueError(f"agent {owner!r}: levels.{f}={mine!r} differs from the host's levels.{f}={theirs!r} "
                                  "(agents on one base share the model, target modules, rank, seed, scale and dtype)")
@@ -138,10 +140,36 @@ class SharedBase:
         self.check(owner, config, key)
         modules = {name: LevelLinear(slot.base_layer, slot.P, config.names, scale=slot.scale, dtype=slot.P.dtype)
                    for name, slot in self.slots.items()}  # P is the slot's tensor (no copy): same dtype and device
-        stack = LevelStack(self.model, dataclasses.replace(config), modules, {}, shared=True)
+        stack = LevelStack(self.model, dataclasses.replace(config, rank=self.config.rank), modules, {}, shared=True)
+        stack.growths = list(self.growths)  # it starts grown as far as the base is
         stack.model = RoutedModel(self, stack)  # the model as this agent sees it
         self.stacks.append(stack)
         return stack
+
+    def apply_growth(self, event: ReadGrowth) -> bool:
+        """Grow the shared P of every slot by ``event`` (:class:`~layers.projection.ReadGrowth`) and every
+        stack on this base with it (zero columns in each B_l, each stack's listeners told), so all the
+        host's agents keep one P. Idempotent: a no-op (False) once the base is at ``event.to_rank``.
+        Raises ValueError for an event that does not start at the base's rank (nothing changes)."""
+        if event.to_rank <= self.config.rank:
+            return False
+        if event.from_rank != self.config.rank:
+            raise ValueError(f"SharedBase.apply_growth: event {event.from_rank}->{event.to_rank} does not start at "
+                             f"the base's rank {self.config.rank}")
+        grown = {}
+        for name, slot in self.slots.items():
+            if event.to_rank > slot.P.shape[1]:
+                raise ValueError(f"SharedBase.apply_growth: rank {event.to_rank} exceeds the input features "
+                                 f"({slot.P.shape[1]}) of {name!r}")
+            rows = event.rows_for(self.config.seed, name, slot.P)  # (added, d_in) float64
+            grown[name] = torch.cat([slot.P, rows.to(slot.P)], dim=0)  # (R', d_in)
+        for name, slot in self.slots.items():
+            slot.P = grown[name]
+        self.config.rank = event.to_rank
+        self.growths.append(event)
+        for stack in self.stacks:
+            stack.adopt_growth(event, {name: slot.P for name, slot in self.slots.items()})
+        return True
 
     @contextlib.contextmanager
     def route(self, stack: LevelStack) -> Iterator[None]:

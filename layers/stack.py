@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from layers.config import LevelsConfig
 from layers.level_linear import LevelLinear
-from layers.projection import projection_digest, read_projection
+from layers.projection import ReadGrowth, projection_digest, read_projection
 from layers.targets import in_out_features, select_targets
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ class LevelStack:
         # a stack on a base shared by several agents (layers.hosted): its modules are not in the
         # model's tree, so it can neither detach nor grow on its own
         self.shared = shared
+        self.growths: list[ReadGrowth] = []  # the swarm growth events applied, in order (replayed on restore)
+        self.growth_listeners: list[Callable[[ReadGrowth], None]] = []  # called after each growth
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -239,22 +241,52 @@ class LevelStack:
         are kept as they are); every B_l gets zero columns. The B parameters keep
         their identity but change shape: rebuild any optimizer afterwards.
         """
-        if self.shared:
-            raise ValueError("grow: this stack runs on a shared base (layers.hosted), whose P every agent shares")
         if new_rank <= self.rank:
             raise ValueError(f"grow: new rank {new_rank} must exceed the current rank {self.rank}")
+        self.apply_growth(ReadGrowth(self.rank, new_rank, source="local"))
+
+    def apply_growth(self, event: ReadGrowth) -> bool:
+        """Apply one swarm growth event (:class:`~layers.projection.ReadGrowth`): P gains its rows, every
+        B_l zero columns (the function is unchanged). Idempotent: an event this stack is already past
+        (``to_rank <= rank``) is a no-op (returns False). Checked before anything changes.
+
+        Raises:
+            ValueError: a shared stack (the host grows: ``SharedBase.apply_growth``), an event that does
+                not start at this rank, or a rank above a module's input features.
+        """
+        if event.to_rank <= self.rank:
+            return False
+        if self.shared:
+            raise ValueError("grow: this stack runs on a shared base (layers.hosted), whose P every agent shares")
+        if event.from_rank != self.rank:
+            raise ValueError(f"grow: event {event.from_rank}->{event.to_rank} does not start at this stack's rank "
+                             f"{self.rank} (an earlier growth is missing)")
         for name, module in self.modules.items():
-            if new_rank > module.in_features:
-                raise ValueError(f"grow: rank {new_rank} exceeds the input features ({module.in_features}) of {name!r}")
+            if event.to_rank > module.in_features:
+                raise ValueError(f"grow: rank {event.to_rank} exceeds the input features ({module.in_features}) "
+                                 f"of {name!r}")
+        grown = {}
+        for name, module in self.modules.items():
+            rows = event.rows_for(self.config.seed, name, module.P)  # (added, d_in) float64
+            grown[name] = torch.cat([module.P, rows.to(module.P)], dim=0)  # (R', d_in)
+        self.adopt_growth(event, grown)
+        return True
+
+    def adopt_growth(self, event: ReadGrowth, projections: Mapping[str, torch.Tensor]) -> None:
+        """Run with the grown ``projections`` (module -> (R', d_in), used as they are: a shared base passes
+        its slots' tensors), pad every B_l with zero columns, record ``event`` in :attr:`growths` and
+        tell the :attr:`growth_listeners` (an agent pads its optimizers and pending gradient)."""
+        added = event.to_rank - self.rank
         with torch.no_grad():
             for name, module in self.modules.items():
-                rows = read_projection(self.config.seed, name, new_rank, module.in_features, start=self.rank)
-                module.P = torch.cat([module.P, rows.to(module.P)], dim=0)  # (R', d_in)
+                module.P = projections[name]
                 for b in module.B.values():
-                    pad = b.new_zeros(b.shape[0], new_rank - self.rank)
-                    b.data = torch.cat([b.data, pad], dim=1)  # (d_out, R')
+                    b.data = torch.cat([b.data, b.new_zeros(b.shape[0], added)], dim=1)  # (d_out, R')
                     b.grad = None
-        self.config.rank = new_rank
+        self.config.rank = event.to_rank
+        self.growths.append(event)
+        for listener in list(self.growth_listeners):
+            listener(event)
 
     # ------------------------------------------------------------------ interop
     def export_peft(self, level: str, directory: str | Path, *, base_model_name_or_path: str | None = None) -> Path:

@@ -6,7 +6,10 @@
     swarm stop RUN_DIR [--timeout S]                       # ask a running swarm to checkpoint and stop
     swarm run --serve [--linger] [CONFIG] [key=value ...]  # also serve queries (--linger: after the run too)
     swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service: live run, or from checkpoints
+    swarm dashboard [RUN_DIR] [--address HOST:PORT]        # the run's live web page (docs/dashboard.md)
+    swarm run --dashboard [CONFIG] [key=value ...]         # the run, with its web page beside it
     swarm query levels|level|export|circuits|circuit|generate|score|stats|watch ...
+    swarm feed AGENT [FILE ... | -] | --team TEAM [--every] [FILE ...]  # documents for agents to learn (Learn)
     swarm cluster up|down|status [infra/onebox.yaml]        # a multi-node Ray cluster on this machine
     swarm pretrain-base [CONFIG] [key=value ...]           # the cached pre-trained tiny base
     swarm experiment [CONFIG] [key=value ...]              # default CONFIG: experiment/team
@@ -80,6 +83,16 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
     run.add_argument("--serve", action="store_true", help="also serve the shared memory over gRPC (serve.address)")
     run.add_argument("--linger", action="store_true",
                      help="with --serve: keep serving (from the checkpoints) after the run ends, until Ctrl-C")
+    run.add_argument("--dashboard", action="store_true", help="also serve the run's web page (docs/dashboard.md)")
+    run.add_argument("--dashboard-address", default="127.0.0.1:8700", metavar="HOST:PORT",
+                     help="where --dashboard serves (default 127.0.0.1:8700)")
+    dash = sub.add_parser("dashboard", help="a run's live web page: hierarchy, merges, learning curves, circuits "
+                                            "and what they do (a finished run: from its directory)")
+    dash.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
+    dash.add_argument("--address", default="127.0.0.1:8700",
+                      help="HOST:PORT (default 127.0.0.1:8700); beyond loopback it needs serve.token or $SWARM_TOKEN")
+    dash.add_argument("--wait", action="store_true", help="wait (up to 10 min) for RUN_DIR to hold a run")
+    dash.add_argument("overrides", nargs="*", metavar="key=value", help="serve.token=... (serve.* only)")
     serve = sub.add_parser("serve", help="serve a run's shared memory over gRPC (a live run, or a finished or "
                                          "stopped one read-only from its checkpoints)")
     serve.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the latest run under runs/")
@@ -88,6 +101,8 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
                        help="serve the newest live run under RUN_DIR (default runs/), switching to newer ones")
     serve.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. serve.token=... (serve.* only)")
     sub.add_parser("query", help="query a swarm over gRPC (swarm query --help)", add_help=False)
+    sub.add_parser("feed", help="send documents to an agent (or team) to learn, over gRPC (swarm feed --help)",
+                   add_help=False)
     pre = sub.add_parser("pretrain-base", help="pre-train (once, cached by content) the tiny byte-level base")
     pre.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,6 +116,8 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
     ab.add_argument("--server", help="the level server, when a level has several (e.g. swarm/text)")
     ab.add_argument("--run", metavar="RUN_DIR", help="the run (live or stopped); default: the latest under runs/")
     ab.add_argument("--strength", type=float, help="alpha in B += alpha * delta (absorb.strength)")
+    ab.add_argument("--grow", type=int, metavar="N", help="first grow the read space by N rows holding the "
+                    "adapters' directions P misses, so far more of them is kept (absorb.grow)")
     ab.add_argument("--dry-run", action="store_true", help="report what would happen; change nothing")
     ab.add_argument("--eval", metavar="FILE", help="also score FILE's bytes before and after (what the adapter brings)")
     ab.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -227,6 +244,40 @@ def _serve(args) -> int:
     return 0
 
 
+def _dashboard(args) -> int:
+    """``swarm dashboard``: serve a run's web page until Ctrl-C (live while it runs, else from its directory)."""
+    from swarm.dashboard.command import serve_dashboard
+    from swarm.rundir import latest_run
+
+    bad = [o for o in args.overrides if not o.startswith("serve.")]
+    if bad:
+        print(f"swarm dashboard: only serve.* settings may change here, got {bad[0]!r}", file=sys.stderr)
+        return 2
+    path = args.run_dir or latest_run()
+    if path is None:
+        print("swarm dashboard: no run found under runs/ (start one with `swarm run`)", file=sys.stderr)
+        return 1
+    try:
+        serve_dashboard(path, args.address, args.overrides, wait_s=600.0 if args.wait else 0.0)
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:  # ValueError: ConfigError too
+        print(f"swarm dashboard: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dashboard_run_dir(cfg, resume: str | None, config_name, overrides: list[str], load_config):
+    """``swarm run --dashboard``: the run directory the run will use, known before it starts (a new run
+    without ``run.name`` is given one, the timestamp it would have got) and the config to run with."""
+    from pathlib import Path
+
+    if resume:
+        return Path(resume), cfg, overrides
+    if cfg.run.name is None:
+        overrides = [*overrides, f"run.name={time.strftime('%Y%m%d-%H%M%S')}"]
+        cfg = load_config(config_name or "swarm", overrides)
+    return Path(cfg.run.out_dir) / cfg.run.name, cfg, overrides
+
+
 def _linger(run_dir: str, overrides: list[str]) -> int:
     """``swarm run --serve --linger``: the run has ended; serve it from its checkpoints until Ctrl-C."""
     from swarm.api.server import serve_run
@@ -279,6 +330,8 @@ def _absorb(args) -> int:
         return 2
     if args.strength is not None:
         overrides.append(f"absorb.strength={args.strength}")
+    if args.grow is not None:
+        overrides.append(f"absorb.grow={args.grow}")
     run_dir = args.run or latest_run()
     if run_dir is None:
         print("swarm absorb: no run found under runs/ (name one with --run)", file=sys.stderr)
@@ -344,6 +397,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["feed"]:
+        from swarm.api.feed import main as feed_main
+
+        return feed_main(argv[1:])
     if argv[:1] == ["query"]:
         from swarm.api.client import main as query_main
 
@@ -358,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stop(args.run_dir, args.timeout)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "dashboard":
+        return _dashboard(args)
     if args.command == "cluster":
         return _cluster(args)
     if args.command == "experiment":
@@ -408,6 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from swarm.run.driver import run_swarm  # ray/torch import only when needed
         from swarm.run.signals import RunStopped, exit_code
 
+        page = None
+        if args.dashboard:
+            from swarm.dashboard.command import start_beside, stop_beside
+
+            run_dir, cfg, overrides = _dashboard_run_dir(cfg, args.resume, config_name, overrides, load_config)
+            page = start_beside(run_dir, args.dashboard_address)
+            print(f"dashboard: http://{args.dashboard_address}/ (it opens once the run has started; docs/dashboard.md)",
+                  flush=True)
         try:
             summary = run_swarm(cfg, resume=args.resume, overrides=overrides, progress=not args.quiet,
                                 serve=args.serve)
@@ -416,9 +483,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:  # bad config (ConfigError), run dir, or serve address
             print(f"swarm run: {e}", file=sys.stderr)
             return 2
+        finally:
+            if page is not None and not args.linger:
+                stop_beside(page)
         if summary["state"] not in ("finished", "stopped"):  # a signal: 128 + its number (130, 143)
             return exit_code(summary.get("stopped_by")) or 130
-        return _linger(summary["run_dir"], overrides) if args.linger else 0
+        try:
+            return _linger(summary["run_dir"], overrides) if args.linger else 0
+        finally:
+            if page is not None:
+                stop_beside(page)
     from swarm.tools.demo import run_demo  # torch/transformers import only when needed
 
     run_demo(cfg, progress=not args.quiet)

@@ -11,6 +11,14 @@ A run directory (``runs/<name>/`` by default) holds:
 - ``agents/<agent id>/``: each agent's checkpoints;
 - ``summary.json`` + ``summary.md``: written when the run ends.
 
+With ``run.storage`` set (a local or NFS path, or a URI such as ``s3://bucket/prefix``), the
+stores live under ``<run.storage>/<run name>/`` instead (``levels/...``, ``agents/...``, plus a
+copy of ``config.yaml``), through :mod:`cluster.storage`: the run directory keeps only the
+driver's files. ``swarm run --resume s3://bucket/prefix/<run name>`` then resumes on any machine:
+:meth:`RunDir.require_run` fetches the config and recreates the local run directory
+(``<run.out_dir>/<run name>``). Filesystem options come from ``run.storage_options`` (they
+travel with each store's location, see :func:`cluster.storage.with_options`) or the environment.
+
 States (``status.json``'s ``state``): ``starting`` and ``running`` while the driver lives
 (:data:`LIVE_STATES`); then ``finished`` (every agent reached ``run.steps``), ``stopped``
 (``swarm stop``), ``interrupted`` (SIGINT or SIGTERM: checkpointed), ``aborted`` (left without a
@@ -118,10 +126,17 @@ def liveness_of(snap: dict[str, Any], now: float | None = None) -> Liveness:
 
 
 class RunDir:
-    """Paths inside one run directory (nothing is created until asked)."""
+    """Paths inside one run directory (nothing is created until asked). ``path``: the directory, or
+    the URI of a run's stores (``s3://bucket/prefix/<run name>``) to resume from: :meth:`require_run`
+    then makes the local directory from the config stored there."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        from cluster.storage import is_uri
+
+        self.remote = str(path) if is_uri(path) else None  # a run named by its stores' URI
+        self.path = Path(DEFAULT_OUT_DIR) / self.remote.partition("?")[0].rstrip("/").rpartition("/")[2] \
+            if self.remote else Path(path)
+        self._stores: tuple[Any, ...] | None = None  # (Storage of the run's stores or None, location text)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -154,13 +169,48 @@ class RunDir:
     def summary_md(self) -> Path:
         return self.path / "summary.md"
 
-    def level_store(self, server: str) -> Path:
-        """Checkpoints and journal of the level server ``server`` (e.g. ``swarm/text``)."""
-        return self.path / "levels" / server
+    def stores_root(self) -> tuple[Any, str] | None:
+        """Where the stores live when ``run.storage`` is set: ``(Storage, location)`` of
+        ``<run.storage>/<run name>`` (the location text carries ``run.storage_options``), its copy of
+        ``config.yaml`` written there when missing; None when the stores are in this directory."""
+        if self._stores is None:
+            if not self.config.is_file():
+                return None  # no run here yet: nothing to cache
+            self._stores = (None, "")
+            storage, options = _storage_of(self.config)
+            if storage:
+                from cluster.storage import Storage, is_uri, with_options
 
-    def agent_store(self, agent_id: str) -> Path:
-        """Checkpoints of the agent ``agent_id``."""
-        return self.path / "agents" / agent_id
+                name = self.path.resolve().name
+                location = with_options(f"{storage.rstrip('/')}/{name}", options) if is_uri(storage) \
+                    else str(Path(storage) / name)
+                root = Storage(location)
+                if not root.exists("config.yaml"):
+                    root.makedirs()
+                    root.write_atomic("config.yaml", self.config.read_bytes())
+                self._stores = (root, location)
+        return None if self._stores[0] is None else self._stores  # type: ignore[return-value]
+
+    def _store(self, *parts: str) -> Path | str:
+        root = self.stores_root()
+        if root is None:
+            return self.path.joinpath(*parts)
+        storage, location = root
+        if storage.local:
+            return Path(location).joinpath(*parts)
+        from cluster.storage import split_options, with_options
+
+        base, options = split_options(location)
+        return with_options("/".join([base, *parts]), options)
+
+    def level_store(self, server: str) -> Path | str:
+        """Checkpoints and journal of the level server ``server`` (e.g. ``swarm/text``): a path, or a
+        URI (with its options) when ``run.storage`` names one."""
+        return self._store("levels", server)
+
+    def agent_store(self, agent_id: str) -> Path | str:
+        """Checkpoints of the agent ``agent_id`` (a path, or a URI as for :meth:`level_store`)."""
+        return self._store("agents", agent_id)
 
     @property
     def namespace(self) -> str:
@@ -172,10 +222,30 @@ class RunDir:
         return self.config.is_file()
 
     def require_run(self) -> RunDir:
-        """This run directory; ``FileNotFoundError`` naming it when it holds no run."""
+        """This run directory; ``FileNotFoundError`` naming it when it holds no run. A run named by its
+        stores' URI is fetched first: its ``config.yaml`` is read from there and the local directory
+        ``<run.out_dir>/<run name>`` made (or refreshed) with it."""
+        if self.remote is not None:
+            self._fetch_remote()
         if not self.is_run():
             raise FileNotFoundError(f"{self.path}: not a run directory (no config.yaml)")
         return self
+
+    def _fetch_remote(self) -> None:
+        from cluster.storage import Storage
+
+        root = Storage(self.remote)
+        try:
+            text = root.read_bytes("config.yaml")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{root.where()}: not a run's stores (no config.yaml)") from None
+        import yaml
+
+        out_dir = (yaml.safe_load(text) or {}).get("run", {}).get("out_dir") or DEFAULT_OUT_DIR
+        self.path = Path(out_dir) / self.path.name
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config, text.decode())
+        self._stores = None
 
     def read_status(self) -> dict[str, Any]:
         """The last snapshot written by the run's driver; ``FileNotFoundError`` when there is none."""
@@ -211,6 +281,14 @@ class RunDir:
         except FileNotFoundError:
             return False
         return True
+
+
+def _storage_of(config: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """``run.storage`` and ``run.storage_options`` of a run's ``config.yaml`` (None each when unset)."""
+    import yaml
+
+    run = (yaml.safe_load(config.read_text()) or {}).get("run") or {}
+    return run.get("storage"), run.get("storage_options")
 
 
 def namespace_of(run_dir: str | Path) -> str:

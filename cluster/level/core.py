@@ -5,7 +5,8 @@ for the level. It is validated (:mod:`cluster.level.admission`), journaled (fsyn
 only then acknowledged; pushes collect in a window. A full window is merged by the
 configured aggregator with staleness weights ``1 / (1 + version - base_version)`` (one
 vote per push for the aggregators that take no weights). The merged gradient, scaled to
-unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` through the level's
+unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` (or by Adam moments of the merged
+gradients with ``server.step: adam``: :mod:`cluster.level.server_step`) through the level's
 ``LevelOptimizer``; each merge raises the version. Checkpoints (right after a merge, every
 ``checkpoint_every`` merges) hold the level, the optimizer and aggregator state, the
 per-sender sequence numbers, the counters, the mailbox and the uplink.
@@ -48,7 +49,8 @@ from torch import Tensor
 from cluster.config import ServerConfig
 from cluster.level.admission import check_delta, check_proposals, check_push
 from cluster.level.forwarding import Uplink, forwarding_gate
-from cluster.level.protocol import CircuitRef, Coverage, ProposeResult, PullReply, PushResult, Refusal
+from cluster.level.growth import GrowthRecord, grow_level, is_growth, pad_to_rank, saturated
+from cluster.level.protocol import CircuitRef, Coverage, ProposeResult, PullReply, PushResult, Refusal, RejectCode
 from cluster.level.records import (
     AbsorbRecord,
     AcceptedCircuit,
@@ -59,6 +61,7 @@ from cluster.level.records import (
     RemovalRecord,
     from_journal,
 )
+from cluster.level.server_step import ServerStep
 from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus, stats_dict
 from cluster.metrics import LevelProbe
 from cluster.state import flatten, unflatten
@@ -73,8 +76,10 @@ from layers.circuits import (
     proposals_from,
     remove_projection,
 )
+from layers.config import LevelsConfig
 from layers.dynamics import DynamicsConfig, LevelOptimizer
 from layers.merge import MergeConfig, build_aggregator
+from layers.projection import ReadGrowth
 
 EVENTS_KEPT = 1000  # recent events held in memory (they are not durable)
 
@@ -92,11 +97,13 @@ class LevelCore:
     def __init__(self, name: str, shapes: Mapping[str, tuple[int, int]], *, merge: MergeConfig | None = None,
                  dynamics: DynamicsConfig | None = None, circuits: CircuitsConfig | None = None,
                  server: ServerConfig | None = None, store_dir: str | Path | None = None,
-                 config_hash: str = "", parent: str | None = None, children: int = 1) -> None:
+                 config_hash: str = "", parent: str | None = None, children: int = 1,
+                 growth: LevelsConfig | None = None) -> None:
         """A level at version 0, or recovered from ``store_dir`` when it holds a checkpoint or journal.
 
         ``children``: distinct proposers a consensus round waits for. Raises ``ValueError`` when the
-        store was written with another ``config_hash``.
+        store was written with another ``config_hash``. ``growth``: the levels config whose ``max_rank``,
+        ``grow_after`` and ``grow_step`` drive automatic growth (:mod:`cluster.level.growth`; None: off).
         """
         self.name, self.shapes = name, dict(shapes)
         self.cfg, self.circuits = server or ServerConfig(), circuits or CircuitsConfig()
@@ -105,7 +112,9 @@ class LevelCore:
         self.aggregator = build_aggregator(merge or MergeConfig())
         dynamics = dynamics or DynamicsConfig()
         self.optimizer = LevelOptimizer(self.B, dynamics)
+        self.server_step = ServerStep(self.cfg.step, self.cfg.lr)
         self.warnings: list[str] = []
+        self.storage_error: str | None = None  # the last failed store write, until one succeeds (status says it)
         self._version = 0
         self._last_seq: dict[str, int] = {}
         self._covered: dict[str, Coverage] = {}  # sender -> the step intervals held from it
@@ -126,7 +135,13 @@ class LevelCore:
         # module -> the latest circuit consensus added here: stable by its carriers' detectors, so it is
         # eligible upward at once (this level's own tracker would need min_age merges to vouch for it)
         self._inherited: dict[str, AcceptedCircuit] = {}
+        # growth of the read space (cluster.level.growth): the log (version after, event), the policy
+        self.growths: list[tuple[int, ReadGrowth]] = []
+        self.growth_policy, self.saturated_merges, self.padded_pushes = growth, 0, 0
         self._store = LevelStore(store_dir, config_hash=config_hash) if store_dir is not None else None
+        # no checkpoint during a replay: one written mid-replay would start a new journal segment while
+        # the records still to replay sit in the older one, and the next recovery would skip them
+        self._replaying = False
         if self._store is not None:
             self._recover()
 
@@ -135,6 +150,11 @@ class LevelCore:
     def version(self) -> int:
         """Changes applied so far (merges, consensus rounds, removals, absorbs)."""
         return self._version
+
+    @property
+    def rank(self) -> int:
+        """R: the read space's rank the level's B have now (grows with growth events)."""
+        return next(iter(self.shapes.values()))[1] if self.shapes else 0
 
     @property
     def merges(self) -> int:
@@ -163,15 +183,19 @@ class LevelCore:
     def pull(self, since_version: int = -1) -> PullReply:
         """``version`` and ``changed``; also copies of the tensors unless still at ``since_version``."""
         if since_version == self._version:
-            return {"version": self._version, "changed": False}
-        return {"version": self._version, "changed": True, "tensors": {m: t.clone() for m, t in self.B.items()}}
+            return {"version": self._version, "changed": False}  # a growth changes the version: none since
+        return {"version": self._version, "changed": True, "tensors": {m: t.clone() for m, t in self.B.items()},
+                "rank": self.rank, "growths": [e for v, e in self.growths if v > since_version]}
 
     def status(self) -> LevelStatus:
         """A snapshot of the level (its ``to_dict()`` is the status JSON)."""
         up = self._uplink
         return LevelStatus(self.name, self._version, len(self._window), self._counters.copy(),
                            up.counters.copy() if up is not None else ForwardCounters(), dict(self._last_seq),
-                           list(self.warnings), len(up.outbox) if up is not None else 0, self.optimizer.report())
+                           list(self.warnings), len(up.outbox) if up is not None else 0,
+                           {**self.optimizer.report(), "rank": float(self.rank), "growths": float(len(self.growths)),
+                            "padded_pushes": float(self.padded_pushes)},
+                           self.storage_error)
 
     def events_since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Events (seq, kind, version, detail, time) numbered above ``seq``; the newest 1000, in memory."""
@@ -201,15 +225,41 @@ class LevelCore:
     def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor],
              first_step: int | None = None, last_step: int | None = None) -> PushResult:
         """Validate, journal, then acknowledge; merges when the window is full. ``first_step..last_step``:
-        the sender's steps the gradient sums (both None: unknown). Never raises on bad input."""
+        the sender's steps the gradient sums (both None: unknown). Never raises on bad input. A gradient at
+        a rank this level grew from is zero-padded (``padded_pushes``); other shapes are refused."""
+        if self.growths and isinstance(tensors, Mapping):
+            tensors, padded = pad_to_rank(tensors, self.shapes, {e.from_rank for _, e in self.growths})
+            self.padded_pushes += padded
         refusal = check_push(sender, seq, base_version, tensors, shapes=self.shapes, last_seq=self._last_seq,
                              version=self._version, max_staleness=self.cfg.max_staleness,
                              max_norm=self.cfg.max_norm, first_step=first_step, last_step=last_step,
                              covered=self._covered)
         if refusal:
             return self._refuse(refusal)
-        self._commit(PushRecord(sender, seq, base_version, {m: t.detach().clone() for m, t in tensors.items()},
-                                first_step, last_step))
+        failed = self._durably(PushRecord(sender, seq, base_version,
+                                          {m: t.detach().clone() for m, t in tensors.items()}, first_step, last_step))
+        if failed:
+            return self._refuse(failed)
+        proposal = saturated(self)  # the level's automatic growth (off unless levels.grow_after and max_rank)
+        if proposal is not None:
+            self.grow(proposal)
+        return PushResult.ok(self._version)
+
+    def grow(self, event: ReadGrowth) -> PushResult:
+        """Grow the level's read space by ``event`` (journaled, checkpointed, one version; see
+        :mod:`cluster.level.growth`). An event the level is already past (``to_rank <= rank``) is
+        accepted as a no-op; one that does not start at the level's rank is refused (bad shape)."""
+        if event.to_rank <= self.rank:
+            return PushResult.ok(self._version)
+        if event.from_rank != self.rank:
+            return self._refuse(Refusal(RejectCode.BAD_SHAPE, f"{self.name}: growth {event.from_rank}->"
+                                        f"{event.to_rank} does not start at the level's rank {self.rank}"))
+        if self._window:  # journaled: the window merges at the old rank, as a replay will
+            self._commit(FlushRecord())
+        failed = self._durably(GrowthRecord(event))
+        if failed:
+            return self._refuse(failed)
+        self.checkpoint()
         return PushResult.ok(self._version)
 
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
@@ -267,7 +317,10 @@ class LevelCore:
         refusal = check_delta(tensors, shapes=self.shapes)
         if refusal:
             return self._refuse(refusal)
-        self._commit(AbsorbRecord(str(source), {m: tensors[m].detach().float().clone() for m in sorted(tensors)}))
+        failed = self._durably(AbsorbRecord(str(source),
+                                            {m: tensors[m].detach().float().clone() for m in sorted(tensors)}))
+        if failed:
+            return self._refuse(failed)
         self.checkpoint()
         return PushResult.ok(self._version)
 
@@ -283,6 +336,9 @@ class LevelCore:
             return
         up = self._uplink
         state = {"B": self.B, "optimizer": self.optimizer.state_dict(), "aggregator": self.aggregator.state_dict(),
+                 "server_step": self.server_step.state_dict(),
+                 "growths": [{"version": v, **e.to_dict()} for v, e in self.growths],
+                 "saturated_merges": self.saturated_merges,
                  "uplink": up.state_dict() if up is not None else None, "version": self._version,
                  "last_seq": self._last_seq,
                  "covered": {a: c.to_dict() for a, c in self._covered.items()},
@@ -334,6 +390,8 @@ class LevelCore:
             self._counters.removed += len(record.removals)
         elif isinstance(record, FlushRecord):
             self._merge()
+        elif isinstance(record, GrowthRecord):
+            grow_level(self, record.event)
         elif isinstance(record, AbsorbRecord):
             for m, t in record.tensors.items():
                 self.B[m].add_(t.to(self.B[m]))
@@ -344,6 +402,19 @@ class LevelCore:
             raise TypeError(f"{self.name}: not a journal record: {type(record).__name__}")
 
     # ------------------------------------------------------------------ internals
+    def _durably(self, record: Record) -> Refusal | None:
+        """Commit ``record``; a journal write that fails (``OSError``: disk full, store unreachable)
+        changes nothing and comes back as a ``storage`` refusal, kept in the status until a write succeeds."""
+        try:
+            if self._store is not None:
+                self._store.append(*record.to_journal())
+        except OSError as e:
+            self.storage_error = f"journal write failed: {e}"
+            return Refusal(RejectCode.STORAGE, f"{self.name}: {self.storage_error}; not acknowledged")
+        self.storage_error = None  # the write went through (a checkpoint the record triggers may set it again)
+        self.apply(record)
+        return None
+
     def _commit(self, record: Record) -> None:
         if self._store is not None:
             self._store.append(*record.to_journal())  # durable before it takes effect (and is acknowledged)
@@ -367,12 +438,11 @@ class LevelCore:
         # aggregators that count one vote per push (median, trimmed mean, Krum) take no staleness weights
         merged = self.aggregator.aggregate([r.tensors for r in self._window],
                                            weights if self.aggregator.supports_weights else None)
-        rms = math.sqrt(sum(float(t.double().pow(2).sum()) for t in merged.values())
-                        / sum(t.numel() for t in merged.values()))
-        if rms > 0:  # unit-RMS drive: lr alone sets the step size, whatever the gradients' scale
-            drive = {m: -self.cfg.lr * t / rms for m, t in merged.items()}
+        drive = self.server_step.drive(merged)
+        if drive is not None:
             agreement = self.aggregator.stats.get("mean_agreement", 1.0)
             self.optimizer.step(drive, contributions=self.aggregator.stats["k_eff"] * agreement)
+            self.saturated_merges = self.saturated_merges + 1 if self.optimizer.report()["growth_needed"] else 0
         if self._uplink is not None:
             self._uplink.observe(merged)
         self._tracker.update(self.B)
@@ -387,18 +457,28 @@ class LevelCore:
         if abs(screened - self._phase_mark) >= 0.05:
             self._event("phase", f"screened fraction {self._phase_mark:.2f} -> {screened:.2f}")
             self._phase_mark = screened
-        if self._store is not None and self._counters.merges % self.cfg.checkpoint_every == 0:
-            self.checkpoint()
+        if self._store is not None and not self._replaying and self._counters.merges % self.cfg.checkpoint_every == 0:
+            try:
+                self.checkpoint()
+            except OSError as e:  # not fatal: the journal holds everything since the last checkpoint
+                self.storage_error = f"checkpoint at version {self._version} failed: {e}"
 
     def _recover(self) -> None:
         rec = self._store.recover()
         self.warnings = rec.warnings
         if rec.checkpoint is not None:
             state = unflatten(rec.tensors, rec.checkpoint.meta["state"])
+            for g in state.get("growths", []):  # the checkpoint's B have the grown rank
+                grow_level(self, ReadGrowth.from_dict(g))
+            self.growths = [(int(g["version"]), e) for g, (_, e) in zip(state.get("growths", []), self.growths,
+                                                                        strict=True)]
+            self.saturated_merges = int(state.get("saturated_merges", 0))
             for m in self.B:
                 self.B[m].copy_(state["B"][m])
             self.optimizer.load_state_dict(state["optimizer"])
             self.aggregator.load_state_dict(state["aggregator"])
+            if "server_step" in state:  # checkpoints from before server.step hold no moments (rms has none)
+                self.server_step.load_state_dict(state["server_step"])
             self._version, self._last_seq = state["version"], dict(state["last_seq"])
             # checkpoints from before exactly-once accounting hold no coverage: intervals unknown so far
             self._covered = {a: Coverage.from_dict(c) for a, c in state.get("covered", {}).items()}
@@ -414,8 +494,12 @@ class LevelCore:
                 self._bucket.last_refill = int(state["bucket"]["last_refill"])
             self._inherited = {m: AcceptedCircuit(m, float(c["sigma"]), (), c["u"], c["w"], score=float(c["score"]))
                                for m, c in state.get("inherited", {}).items()}
-        for tensors, meta in rec.records:  # replay through apply, without re-journaling
-            self.apply(from_journal(tensors, meta))
+        self._replaying = True
+        try:
+            for tensors, meta in rec.records:  # replay through apply, without re-journaling
+                self.apply(GrowthRecord.from_journal(tensors, meta) if is_growth(meta) else from_journal(tensors, meta))
+        finally:
+            self._replaying = False
 
 
 def _bump(counts: dict[str, int], refusal: Refusal) -> None:

@@ -21,6 +21,7 @@ from typing import Protocol, TypedDict
 from torch import Tensor
 
 from layers.circuits import Proposal
+from layers.projection import ReadGrowth
 
 
 class RejectCode(enum.Enum):
@@ -41,6 +42,7 @@ class RejectCode(enum.Enum):
     SENDER_MISMATCH = "sender mismatch"
     BAD_INTERVAL = "bad interval"
     OVERLAP = "interval overlap"
+    STORAGE = "storage"  # the journal write failed (disk full, store unreachable): not acknowledged
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,16 @@ class ProposeResult:
 
 class PullReply(TypedDict, total=False):
     """The answer to a pull: ``version`` and ``changed`` always; ``tensors`` (module -> B, (d_out, R),
-    copies) only when ``changed``."""
+    copies), ``rank`` (the level's rank R) and ``growths`` (the growths of the read space,
+    :class:`~layers.projection.ReadGrowth`, the level applied after the version pulled since, in order: the
+    puller applies them before the tensors) only when ``changed`` (a growth changes the version); servers
+    from before growth send neither."""
 
     version: int
     changed: bool
     tensors: dict[str, Tensor]
+    rank: int
+    growths: list[ReadGrowth]
 
 
 class LevelClient(Protocol):

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from cluster.level.growth import GrowthRecord
 from cluster.level.protocol import CircuitRef, Coverage
 from cluster.state import unflatten
 from cluster.store import LevelStore
@@ -172,7 +173,7 @@ class FlushRecord:
 
 Record = PushRecord | ConsensusRecord | RemovalRecord | AbsorbRecord | FlushRecord
 _KINDS: dict[str, type[Record]] = {cls.kind: cls for cls in (PushRecord, ConsensusRecord, RemovalRecord, AbsorbRecord,
-                                                             FlushRecord)}
+                                                             FlushRecord, GrowthRecord)}
 
 
 def from_journal(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Record:

@@ -89,6 +89,8 @@ class LevelStatus:
         warnings: what recovery reported (skipped checkpoints, cut-off records).
         outbox: forwards not yet acknowledged by the parent.
         report: the level optimizer's numbers (screened and crystallised fractions, means, ...).
+        storage_error: why the last store write failed (disk full, ...), until one succeeds; None: fine.
+            In the JSON form only while set.
     """
 
     name: str
@@ -100,6 +102,7 @@ class LevelStatus:
     warnings: list[str]
     outbox: int
     report: dict[str, float]
+    storage_error: str | None = None
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -110,4 +113,4 @@ class LevelStatus:
         """The JSON form (see the module doc); the optimizer's report is flattened into it."""
         return {"name": self.name, "version": self.version, "pending": self.pending, "stats": self.stats,
                 "last_seq": dict(self.last_seq), "warnings": list(self.warnings), "outbox": self.outbox,
-                **self.report}
+                **self.report, **({"storage_error": self.storage_error} if self.storage_error else {})}

@@ -34,6 +34,10 @@ class CircuitsConfig:
         circuit for a shared level to take it.
     alpha: false-acceptance rate of the shared levels' joint test, per module and round.
     null_draws: rotations drawn for the joint test's null; alpha (null_draws + 1) must be >= 1.
+    context_track_every: steps between the agent's tracker updates of the context level (1: every
+        step). The tracker counts steps, not updates (``CircuitTracker.update(steps=N)``), and the
+        agent updates it once more before a boundary's promotion, so this trades tracking cost for
+        a coarser sample of each circuit's strength (bench/results/tracker_cadence.md).
     promote: False switches promotion off everywhere (context -> agent inside an agent, and
         every proposal upward); circuits are still tracked. The experiments' ablation.
     """
@@ -58,6 +62,7 @@ class CircuitsConfig:
     alpha: float = 0.05
     null_draws: int = 99
     promote: bool = True
+    context_track_every: int = 1
 
     def __post_init__(self) -> None:
         check_fields(
@@ -73,6 +78,7 @@ class CircuitsConfig:
             window=self.window >= 1, bypass_threshold=self.score_threshold <= self.bypass_threshold <= 1,
             consensus_min_agents=self.consensus_min_agents >= 1, alpha=0 < self.alpha < 1,
             null_draws=self.null_draws >= 1 and self.alpha * (self.null_draws + 1) >= 1 - 1e-9,
+            context_track_every=self.context_track_every >= 1,
         )
 
     def timescales(self) -> list[float]:

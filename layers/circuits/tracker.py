@@ -11,6 +11,11 @@ update). Stability score, in [0, 1]: the mean over the slower traces of
 ``min(|x_k|, |x_0|) / max(|x_k|, |x_0|)`` when x_k has x_0's sign, else 0. A new
 pattern lights only the fast trace (score near 0), a sign-flipping one leaves the slow
 traces near 0, a persistent one fills them all (score near 1).
+
+An update may stand for several steps (``update(blocks, steps=N)``, the agent's
+``circuits.context_track_every``): the sampled strength is held over the N steps, so each
+trace moves by ``1 - (1 - 1/tau_k)^N``, and age and misses count N. Timescales, ``min_age``
+and ``max_missing`` then keep their meaning in steps at any cadence.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from torch import Tensor
 
 from layers.circuits.config import CircuitsConfig
-from layers.circuits.extract import extract, strength_along
+from layers.circuits.extract import extract
 
 
 @dataclass
@@ -56,6 +61,15 @@ def _similarities(a: list, b: list) -> Tensor:
     ua, wa = torch.stack([x.u for x in a]).float(), torch.stack([x.w for x in a]).float()  # (n, d_out), (n, R)
     ub, wb = torch.stack([x.u for x in b]).float(), torch.stack([x.w for x in b]).float()
     return (ua @ ub.T).abs() * (wa @ wb.T).abs()
+
+
+def _strengths(b: Tensor, tracked: list) -> list[float]:
+    """``u_i^T b w_i`` for every tracked circuit i (:func:`strength_along` for all, in one matmul)."""
+    if not tracked:
+        return []
+    u = torch.stack([t.u for t in tracked]).to(b.dtype)  # (n, d_out)
+    w = torch.stack([t.w for t in tracked]).to(b.dtype)  # (n, R)
+    return ((u @ b.detach()) * w).sum(1).tolist()
 
 
 def _without_duplicates(tracked: list[Circuit], threshold: float) -> list[Circuit]:
@@ -94,9 +108,12 @@ class CircuitTracker:
         self._ids = itertools.count()
         self.updates = 0
 
-    def update(self, blocks: Mapping[str, Tensor]) -> None:
-        """Extract, match, and advance every trace bank by one update."""
+    def update(self, blocks: Mapping[str, Tensor], steps: int = 1) -> None:
+        """Extract, match, and advance every trace bank by ``steps`` steps (>= 1) of the sampled strengths."""
+        if steps < 1:
+            raise ValueError(f"CircuitTracker.update: steps must be >= 1, got {steps}")
         c = self.config
+        follow = 1 - (1 - c.follow_rate) ** steps  # the direction EMA, compounded over the steps
         for module, b in blocks.items():
             self.blocks[module] = b
             found = extract(b, min_energy=c.min_energy, noise_floor=c.noise_floor, max_components=c.max_per_module)
@@ -113,33 +130,41 @@ class CircuitTracker:
             energy = float(b.detach().double().pow(2).sum())
             floor = max(c.noise_floor, (c.min_energy * energy) ** 0.5)  # the extraction's noise floor
             n_before = len(tracked)
-            for ti, t in enumerate(tracked):
-                # signed strength by direct projection along the tracked orientation, matched or not:
-                # identity survives the SVD mixing components while the set of active circuits changes
-                s = strength_along(b, t.u, t.w)
-                t.missing = 0 if abs(s) > floor else t.missing + 1
+            # signed strength by direct projection along the tracked orientation, matched or not:
+            # identity survives the SVD mixing components while the set of active circuits changes
+            strengths = _strengths(b, tracked)
+            for ti, (t, s) in enumerate(zip(tracked, strengths, strict=True)):
+                t.missing = 0 if abs(s) > floor else t.missing + steps
                 if ti in match and s > 0:  # follow slow drift (an EMA, so a passing SVD mix barely moves it)
-                    f, r = found[match[ti]], c.follow_rate
+                    f, r = found[match[ti]], follow
                     sign = 1.0 if float(f.u @ t.u) >= 0 else -1.0
                     u, w = (1 - r) * t.u + r * sign * f.u, (1 - r) * t.w + r * sign * f.w
                     t.u, t.w = u / u.norm(), w / w.norm()
-                self._advance(t, s)
+            self._advance(tracked, strengths, steps)
             for fi, f in enumerate(found):
                 # new only if no tracked circuit already follows this direction (else the SVD's
                 # mixing while strengths cross would spawn duplicates)
                 if fi not in match.values() and all(row[fi] < c.spawn_threshold for row in sims[:n_before]):
                     t = Circuit(next(self._ids), module, f.u.clone(), f.w.clone(),
                                 torch.zeros(len(self.rates), dtype=torch.float64))
-                    self._advance(t, f.sigma)
+                    self._advance([t], [f.sigma], steps)
                     tracked.append(t)
             self.circuits[module] = _without_duplicates([t for t in tracked if t.missing <= c.max_missing],
                                                         c.match_threshold)
         self.updates += 1
 
-    def _advance(self, t: Circuit, s: float) -> None:
-        t.traces += (s - t.traces) * self.rates  # x_k <- x_k + (s - x_k) / tau_k
-        t.strength = s
-        t.age += 1
+    def _advance(self, circuits: list[Circuit], strengths: list[float], steps: int) -> None:
+        """Every circuit's traces, at once: x_k <- x_k + (s - x_k) / tau_k, ``steps`` times with s held,
+        i.e. x_k <- x_k + (s - x_k)(1 - (1 - 1/tau_k)^steps)."""
+        if not circuits:
+            return
+        rates = self.rates if steps == 1 else 1 - (1 - self.rates) ** steps  # (K,)
+        x = torch.stack([t.traces for t in circuits])  # (n, K)
+        s = torch.tensor(strengths, dtype=x.dtype)[:, None]  # (n, 1)
+        x += (s - x) * rates
+        for t, row, strength in zip(circuits, x, strengths, strict=True):
+            t.traces, t.strength = row, strength
+            t.age += steps
 
     def all(self) -> list[Circuit]:
         return [t for ts in self.circuits.values() for t in ts]

@@ -30,18 +30,25 @@ class Aggregator(ABC):
 
     name: str = "aggregator"
     supports_weights: bool = True
+    # True: the rule's first pass reads every input anyway and finds NaN/Inf itself (it must call
+    # check_finite on a suspect input before any state changes), so aggregate skips its own read of them
+    checks_finite: bool = False
 
     def __init__(self) -> None:
         self.stats: dict[str, float] = {}
 
     def aggregate(self, updates: Sequence[Update], weights: Sequence[float] | None = None) -> Update:
         """Merge ``updates`` (all tensors, or all dicts with the same keys) into one of the same structure."""
-        keys, shapes, parts = _normalise(updates)
+        keys, shapes, parts = _normalise(updates, check_finite=not self.checks_finite)
         w = _weights(weights, len(parts))
         if not self.supports_weights and not bool(torch.all(w == w[0])):
             raise ValueError(f"{self.name}: weights are not supported (one push, one vote); pass weights=None")
         self.stats = {"k": float(len(parts)), "k_eff": float(w.sum() ** 2 / (w**2).sum())}
-        merged = self._aggregate(parts, w)
+        try:
+            merged = self._aggregate(parts, w)
+        except NonFiniteInput as bad:
+            where = f"update {bad.update}" + (f", key {keys[bad.part]!r}" if keys is not None else "")
+            raise ValueError(f"{where}: contains NaN or Inf") from None
         out = [m.reshape(shape).to(updates_dtype(updates)) for m, shape in zip(merged, shapes, strict=True)]
         return out[0] if keys is None else dict(zip(keys, out, strict=True))
 
@@ -76,7 +83,28 @@ def _entry(update: Update, k: int, keys: list[str] | None) -> list[tuple[str, Te
     return [(key, update[key]) for key in keys]
 
 
-def _normalise(updates: Sequence[Update]) -> tuple[list[str] | None, list[torch.Size], list[list[Tensor]]]:
+class NonFiniteInput(Exception):
+    """Raised by :func:`check_finite` inside ``_aggregate``; ``aggregate`` turns it into a ValueError naming
+    the entry (``update`` index, ``part`` index into the update's keys)."""
+
+    def __init__(self, update: int, part: int) -> None:
+        super().__init__(update, part)
+        self.update, self.part = update, part
+
+
+def check_finite(parts: list[list[Tensor]], k: int) -> None:
+    """Raise :class:`NonFiniteInput` for the first part of update ``k`` holding a NaN or Inf; else return.
+
+    For rules with ``checks_finite``: call it when a reduction over update ``k`` came out non-finite
+    (a float32 overflow of finite values also does; then this returns and the rule goes on).
+    """
+    for i, t in enumerate(parts[k]):
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteInput(k, i)
+
+
+def _normalise(updates: Sequence[Update], check_finite: bool = True
+               ) -> tuple[list[str] | None, list[torch.Size], list[list[Tensor]]]:
     if len(updates) == 0:
         raise ValueError("aggregate: no updates")
     first = updates[0]
@@ -97,7 +125,7 @@ def _normalise(updates: Sequence[Update]) -> tuple[list[str] | None, list[torch.
                 shapes.append(t.shape)
             elif t.shape != shapes[i]:
                 raise ValueError(f"{where}: shape {tuple(t.shape)} differs from update 0's {tuple(shapes[i])}")
-            if not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
+            if check_finite and not math.isfinite(float(t.sum())) and not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{where}: contains NaN or Inf")  # sum() first: one read, no temporary
             row.append(t.detach().reshape(-1))
         parts.append(row)

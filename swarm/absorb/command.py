@@ -13,6 +13,12 @@
    server, whose level stays exactly as it was. ``--dry-run`` stops here too.
 4. Otherwise the delta goes through the server (``LevelCore.absorb``): validated,
    journaled, checkpointed, one version, like a merge.
+
+With ``--grow N`` (``absorb.grow``) the local stack first grows every module's read space by N rows
+holding the adapters' top read directions P does not span (``layers.absorb.absorb_growth``), projects into the
+grown space (the report gives the energy kept with and without the growth) and runs the guard on
+the grown model. Only a committed absorb sends the growth (rows carried in the event) to every
+server of the run, top first, then the delta; a rollback or a dry run sends nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from agents.model import build_model
 from agents.text import Tokenizer, Windows, eval_windows, load_tokenizer
 from agents.workload import Workload
+from cluster.level.growth import pad_columns
 from cluster.level.protocol import PushResult
 from cluster.topology import Topology
 from layers import LevelStack
@@ -54,6 +61,14 @@ class StoreLevels:
     def absorb(self, name: str, tensors: dict[str, torch.Tensor], source: str) -> PushResult:
         return self.servers[name].absorb(tensors, source)
 
+    def growths(self, name: str) -> list:
+        """The growths of the read space ``name`` applied, in order."""
+        return [e for _, e in self.servers[name].growths]
+
+    def grow(self, name: str, event) -> PushResult:
+        """Journal a growth of the read space at ``name`` (a no-op if it is already past it)."""
+        return self.servers[name].grow(event)
+
 
 class LiveLevels:
     """A running swarm's level server actors."""
@@ -76,6 +91,20 @@ class LiveLevels:
         import ray
 
         return ray.get(self._actor(name).absorb.remote(tensors, source))
+
+    def growths(self, name: str) -> list:
+        """The growths of the read space ``name`` applied, in order."""
+        import ray
+
+        return list(ray.get(self._actor(name).pull.remote(-1)).get("growths", []))
+
+    def grow(self, name: str, event) -> PushResult:
+        """Journal a growth at the server actor ``name`` (agents hand it on to the others as they pull)."""
+        from cluster.actors import RemoteLevel
+        from cluster.level.growth import send_growth
+
+        send_growth(RemoteLevel(self._actor(name)), event)
+        return PushResult.ok(-1)
 
 
 def resolve_target(topology: Topology, level: str | None, server: str | None) -> str:
@@ -122,11 +151,30 @@ def compose(deltas: list[dict], names: list[str], acfg, has_slower: bool) -> tup
     return add(target) if target else {}, add(slower) if slower else {}, records
 
 
+def adapter_growth(stack: LevelStack, adapters: list[str], rows: int):
+    """The growth that keeps ``adapters`` (:func:`layers.absorb.absorb_growth`): their read directions,
+    stacked per module, and ``rows`` new rows per module."""
+    from layers.absorb import absorb_growth, adapter_scale, read_directions
+    from layers.peft_io import read_adapter
+
+    directions: dict[str, list[torch.Tensor]] = {}
+    for path in adapters:
+        config, pairs, _ = read_adapter(path)
+        for name, (a, b) in pairs.items():
+            if name in stack.modules and a.shape[1] == stack.modules[name].in_features:
+                directions.setdefault(name, []).append(read_directions(a, b, adapter_scale(config, name, a.shape[0])))
+    return absorb_growth(stack, {m: torch.cat(d) for m, d in directions.items()}, rows,
+                         source="absorb:" + ",".join(Path(a).name for a in adapters))
+
+
 def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None, server: str | None = None,
-           dry_run: bool = False, overrides: list[str] = (), eval_file: str | None = None) -> dict[str, Any]:
+           dry_run: bool = False, overrides: list[str] = (), eval_file: str | None = None,
+           grow: int | None = None) -> dict[str, Any]:
     """Absorb ``adapters`` into a shared level of the run in ``run_dir``; returns the report (see module doc).
     ``eval_file``: a file whose bytes are also scored before and after (what the adapters bring; the
-    guard does not use it)."""
+    guard does not use it). ``grow`` (or ``absorb.grow=N`` in ``overrides``): first grow every module's
+    read space by N rows holding the adapters' top read directions P does not span, so far more of
+    their energy is kept; the growth reaches the servers only when the absorb is committed."""
     import transformers
 
     from swarm.config import load_config
@@ -134,6 +182,9 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     transformers.utils.logging.disable_progress_bar()  # loading a local base is instant: no bars in the report
     run = RunDir(run_dir).require_run()
     cfg = load_config(run.config, list(overrides))
+    rows = cfg.absorb.grow if grow is None else int(grow)
+    if rows < 0:
+        raise ValueError(f"absorb.grow: need a number of rows >= 0, got {rows}")
     acfg = cfg.absorb
     topology = Topology(cfg.workload, cfg.levels.names[2:])
     target = resolve_target(topology, level, server)
@@ -154,10 +205,17 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
         levels = StoreLevels(run, cfg, topology)
     model = build_model(cfg.model)
     stack = LevelStack.attach(model, cfg.levels)
+    for event in max((levels.growths(name) for name in chain), key=len):  # the run's read space as it is now
+        stack.apply_growth(event)
     versions = {}
     for name in chain:
         versions[name], state = levels.level(name)
-        stack.load_level_state(name.split("/")[0], state)
+        stack.load_level_state(name.split("/")[0], {m: pad_columns(t, stack.rank) for m, t in state.items()})
+    kept_before = {str(a): project_peft(stack, a)[1].energy_kept for a in adapters}  # without growth
+    growth = None
+    if rows:
+        growth = adapter_growth(stack, [str(a) for a in adapters], rows)
+        stack.apply_growth(growth)  # local: the guard judges the grown model; servers get it on commit
     projected = [(str(a), *project_peft(stack, a)) for a in adapters]  # (name, deltas, ImportReport)
     names = [p[0] for p in projected]
     target_delta, slower_delta, groups = compose([p[1] for p in projected], names, acfg, len(chain) > 1)
@@ -186,8 +244,11 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     worst = max(deg.values())
     report = {"run": str(run_dir), "target": target, "live": live, "versions_before": versions,
               "strength": acfg.strength,
-              "adapters": [{"adapter": n, "energy_kept": r.energy_kept, "per_module": r.per_module,
-                            "unmatched": r.unmatched, "ignored_keys": r.ignored_keys} for n, _, r in projected],
+              "adapters": [{"adapter": n, "energy_kept": r.energy_kept, "energy_kept_without_growth": kept_before[n],
+                            "per_module": r.per_module, "unmatched": r.unmatched, "ignored_keys": r.ignored_keys}
+                           for n, _, r in projected],
+              "growth": None if growth is None else {"from_rank": growth.from_rank, "to_rank": growth.to_rank,
+                                                     "rows_carried": len(growth.rows), "id": growth.id},
               "groups": groups, "changed": sorted(changes), "probe_windows": len(windows),
               "bpb_before": before.bpb, "bpb_after": after.bpb, "degradation": deg,
               "logits_kl_bits": logits_distance(before, after), "max_degradation": acfg.max_degradation}
@@ -203,6 +264,11 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
         report["why"] = "nothing was written (--dry-run)"
     else:
         results = {}
+        if growth is not None:  # every server, top first: they all share the read space
+            for name in reversed([s.name for s in topology.servers]):
+                grown = levels.grow(name, growth)
+                if not grown.accepted:
+                    raise ValueError(f"{name} refused the growth: {grown.reason}")
         for name, delta in changes.items():
             tensors = {m: (acfg.strength * t).float() for m, t in delta.items()}
             results[name] = levels.absorb(name, tensors, ",".join(names))
@@ -219,13 +285,19 @@ def render(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
     t = Table(title=f"absorb into {report['target']} (strength {report['strength']:g})")
-    for col in ("adapter", "energy kept", "modules", "lowest module", "not adapted here"):
+    grown = report.get("growth")
+    for col in ("adapter", *(["kept without growth"] if grown else []), "energy kept", "modules", "lowest module",
+                "not adapted here"):
         t.add_column(col)
     for a in report["adapters"]:
         low = min(a["per_module"].items(), key=lambda kv: kv[1]) if a["per_module"] else ("-", 1.0)
-        t.add_row(a["adapter"], f"{a['energy_kept']:.1%}", str(len(a["per_module"])), f"{low[0]} {low[1]:.1%}",
+        t.add_row(a["adapter"], *([f"{a['energy_kept_without_growth']:.1%}"] if grown else []),
+                  f"{a['energy_kept']:.1%}", str(len(a["per_module"])), f"{low[0]} {low[1]:.1%}",
                   ", ".join(a["unmatched"]) or "-")
     console.print(t)
+    if grown:
+        console.print(f"read space grown: rank {grown['from_rank']} -> {grown['to_rank']} "
+                      f"(adapter directions carried for {grown['rows_carried']} modules)")
     for g in report["groups"]:
         sims = ", ".join(f"{k}: {v:.3f}" for k, v in g["similarity"].items())
         console.print(f"{' + '.join(g['adapters'])}: {g['kind']}" + (f" (cosine {sims})" if sims else "")

@@ -4,7 +4,8 @@ Both backends offer the same surface to :class:`swarm.api.servicer.SharedMemoryS
 ``specs`` (server name -> spec with ``level`` and ``parent``), ``namespace``, ``agent_ids``,
 ``live``, ``where`` (a phrase naming the source), ``call(name, method, *args)`` for the level
 methods ``pull``, ``info``, ``circuits``, ``status`` and ``events`` (those of
-:class:`cluster.actors.LevelServerActor`), ``agent(id)`` (a running agent's actor or None),
+:class:`cluster.actors.LevelServerActor`), ``agent(id)`` (a running agent's actor, or its
+:class:`cluster.host_actor.HostedAgent` view when it runs in an agent host; None when not running),
 ``agent_status(id)``, ``statuses()`` (every level's status and every agent's record at once, for
 ``Stats``), ``changed()`` (this process changed an agent: the next ``statuses()`` must show it)
 and ``route(agent_id)`` (its team's servers).
@@ -50,6 +51,7 @@ class RayLevels:
         self.agent_ids = [a.id for a in topology.agents]
         self.snapshots = SnapshotCache(StatusBoard(namespace), status_ttl_s)
         self._view: tuple[Snapshots, Snapshots] | None = None  # (a read, what statuses() made of it)
+        self._host_of: dict[str, str] = {}  # agent id -> the name of the host actor that holds it
 
     async def statuses(self) -> Snapshots:
         """Every level server's status JSON and every agent's record that were published (an agent that
@@ -78,18 +80,33 @@ class RayLevels:
         return await getattr(self.handles[name], method).remote(*args)
 
     def agent(self, agent_id: str):
-        """The actor of a running agent, or None (unknown id, or not alive)."""
+        """A running agent's actor (``run.agents_per_host`` 1), or a view of it inside its host whose calls
+        reach that agent only (:class:`cluster.host_actor.HostedAgent`); None (unknown id, or not alive)."""
         import ray
+
+        from cluster.host_actor import HostedAgent
 
         if agent_id not in self.agent_ids:
             return None
         try:
             return ray.get_actor(f"agent/{agent_id}", namespace=self.namespace)
         except ValueError:
+            pass
+        if agent_id not in self._host_of:  # the host's name is in the agent's published record
+            snap = StatusBoard(self.namespace).read().agents.get(agent_id)
+            host = snap.status.get("host") if snap is not None else None
+            if not host:
+                return None
+            self._host_of[agent_id] = host
+        try:
+            return HostedAgent(ray.get_actor(self._host_of[agent_id], namespace=self.namespace), agent_id)
+        except ValueError:
+            self._host_of.pop(agent_id)  # gone (a stopped run); a later run may place it elsewhere
             return None
 
     async def agent_status(self, agent_id: str) -> dict[str, Any] | None:
-        """The running agent's record (:meth:`cluster.actors.AgentActor.status`); None when it is not alive."""
+        """The running agent's record (:meth:`cluster.actors.AgentActor.status`, or its host's
+        :meth:`cluster.host_actor.AgentHostActor.status` of it); None when it is not alive."""
         actor = self.agent(agent_id)
         return None if actor is None else await actor.status.remote()
 

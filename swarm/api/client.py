@@ -3,12 +3,14 @@
     swarm query levels | stats
     swarm query level NAME [--since V] [--out FILE.safetensors]
     swarm query export NAME --out DIR
-    swarm query circuits [--level L] [--module M] [--limit N]
-    swarm query circuit ID
+    swarm query circuits [--level L] [--module M] [--limit N] [--snippets K]
+    swarm query circuit ID [--snippets K]
     swarm query generate PROMPT [--levels a,b] [--max-new-tokens N] [--temperature T] [--seed S]
     swarm query generate PROMPT --agent ID [--max-new-tokens N]   # as that agent, through its trajectory cache
     swarm query score TEXT [--levels a,b | --agent ID]
     swarm query watch [--levels a,b] [--count N]
+
+``stats`` also shows each agent's inbox (``Learn``, ``swarm feed``): depth and what it learned.
 
 Without ``--levels``, generate and score use the best-trained chain (the team server with the
 most merges and the servers above it), or with ``--agent`` that agent's team chain; they print
@@ -88,6 +90,11 @@ class Client:
                 f.close()
         return [out_dir / p for p in handles]
 
+    def learn(self, requests, **kw) -> pb.LearnResponse:
+        """Send ``requests`` (an iterable of :class:`pb.LearnRequest`, one document each) as one Learn
+        stream; returns the receipts once every document is durably queued (raises ``grpc.RpcError``)."""
+        return self.stub.Learn(iter(requests), metadata=self.metadata, timeout=kw.pop("timeout", self.timeout), **kw)
+
     def close(self) -> None:
         """Close the channel."""
         self.channel.close()
@@ -119,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--level", default="")
     ci.add_argument("--module", default="")
     ci.add_argument("--limit", type=int, default=20)
+    ci.add_argument("--snippets", type=int, default=0,
+                    help="top-activating held-out snippets per circuit (what it does; costs a forward pass)")
     one = sub.add_parser("circuit")
     one.add_argument("id")
+    one.add_argument("--snippets", type=int, default=3, help="top-activating held-out snippets (default 3)")
     gen = sub.add_parser("generate")
     gen.add_argument("prompt")
     gen.add_argument("--levels", help="server names, one per slot (default: the best-trained chain)")
@@ -204,6 +214,24 @@ def as_dict(message) -> dict:
                                                    always_print_fields_with_no_presence=True))
 
 
+def circuit_dict(circuit) -> dict:
+    """A ``Circuit`` as a JSON-ready dict whose snippets are readable text (UTF-8, replacement characters)
+    rather than base64 bytes, plus ``does``: its best snippet on one line with the focus token in brackets."""
+    out = as_dict(circuit)
+    out["snippets"] = [{"agent": s.agent, "activation": s.activation,
+                        **{k: getattr(s, k).decode("utf-8", errors="replace") for k in ("before", "focus", "after")}}
+                       for s in circuit.snippets]
+    out["does"] = snippet_line(circuit.snippets[0]) if circuit.snippets else ""
+    return out
+
+
+def snippet_line(s) -> str:
+    """One snippet (with ``before``, ``focus``, ``after`` bytes) on one line, the focus token in brackets."""
+    def show(b: bytes) -> str:
+        return b.decode("utf-8", errors="replace").replace("\n", "\\n").replace("\t", "\\t")
+    return f"{show(s.before)}[{show(s.focus)}]{show(s.after)}"
+
+
 def versions_line(versions: dict, basis: str) -> str:
     """The levels a Generate or Score used, readably: ``swarm/text v12, foundation v3 (why)``."""
     used = ", ".join(f"{name} v{int(v)}" for name, v in sorted(versions.items())) or "none (the base alone)"
@@ -221,6 +249,9 @@ def _dispatch(client: Client, args, console: Console) -> Any:
         if not args.json and resp.get("agents"):
             console.print(_table("trajectory caches", resp["agents"], [
                 "agent", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted", "entries"]))
+        if not args.json and resp.get("inboxes"):
+            console.print(_table("inboxes (Learn)", resp["inboxes"], [
+                "agent", "depth_bytes", "depth_docs", "cursor", "learned_docs", "learned_bytes"]))
         return _out(console, args, resp, _table(f"stats ({resp.get('namespace', '')})", rows, [
             "name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction"]))
     if args.what == "level":
@@ -237,19 +268,25 @@ def _dispatch(client: Client, args, console: Console) -> Any:
         return _out(console, args, {"files": files}, _table("exported", [{"file": f} for f in files], ["file"]))
     if args.what == "circuits":
         resp = client.call("ListCircuits", pb.ListCircuitsRequest(level=args.level, module=args.module,
-                                                                   limit=args.limit))
-        rows = [as_dict(c) for c in resp.circuits]
+                                                                   limit=args.limit, snippets=args.snippets))
+        rows = [circuit_dict(c) for c in resp.circuits]
         return _out(console, args, rows, _table("circuits (most stable first)", rows,
-                                                ["id", "level", "module", "strength", "score", "age"]))
+                                                ["id", "level", "module", "strength", "score", "age"]
+                                                + (["does"] if args.snippets else [])))
     if args.what == "circuit":
         from cluster.wire import decode  # torch: only for the commands that fetch tensors
 
-        c = client.call("GetCircuit", pb.GetCircuitRequest(id=args.id))
+        c = client.call("GetCircuit", pb.GetCircuitRequest(id=args.id, snippets=args.snippets))
         tensors = decode(c.payload)[0]
-        info = {**{k: v for k, v in as_dict(c).items() if k != "payload"},
+        if not args.json and c.snippets:
+            console.print(_table("top-activating held-out snippets (focus token in brackets)",
+                                 [{"agent": s.agent, "activation": s.activation, "snippet": snippet_line(s)}
+                                  for s in c.snippets], ["agent", "activation", "snippet"]))
+        full = circuit_dict(c)
+        info = {**{k: v for k, v in full.items() if k not in ("payload", "snippets", "does")},
                 "u_norm": float(tensors["u"].norm()), "w_norm": float(tensors["w"].norm()),
                 "d_out": tensors["u"].numel(), "rank": tensors["w"].numel()}
-        return _out(console, args, info, _table("circuit", [info], list(info)))
+        return _out(console, args, {**info, "snippets": full["snippets"]}, _table("circuit", [info], list(info)))
     if args.what == "generate":
         r = client.call("Generate", pb.GenerateRequest(prompt=args.prompt, levels=_levels(args.levels),
                                                        max_new_tokens=args.max_new_tokens,

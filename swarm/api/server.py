@@ -138,6 +138,17 @@ class StrictCodec(grpc.aio.ServerInterceptor):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(stream, **kw)
+        if handler.stream_unary:  # Learn: every message of the client's stream is decoded the same way
+            behaviour = handler.stream_unary
+
+            async def client_stream(raws, context):
+                async def requests():
+                    async for raw in raws:
+                        yield await decode(raw, context)
+
+                return await behaviour(requests(), context)
+
+            return grpc.stream_unary_rpc_method_handler(client_stream, **kw)
         return handler
 
 

@@ -1,10 +1,10 @@
 """``SharedMemory`` over gRPC (``swarm.v1``, see ``swarm/proto/memory.proto``): read-only queries of a swarm.
 
 The servicer reads the run's level servers (Ray actors, awaited from the gRPC event loop)
-and runs a ``MemoryModel`` for Generate, Score and ExportAdapter. Nothing a client sends
-changes shared state. Errors: an unknown level or circuit is NOT_FOUND; a malformed
-field is INVALID_ARGUMENT naming the field; text or generation above the limits is
-RESOURCE_EXHAUSTED. A request running past its deadline is stopped (DEADLINE_EXCEEDED).
+and runs a ``MemoryModel`` for Generate, Score and ExportAdapter. Only ``Learn`` changes
+anything: it queues documents in agents' inboxes (:mod:`swarm.api.learn`). Errors: an unknown
+level or circuit is NOT_FOUND; a malformed field is INVALID_ARGUMENT naming the field; text or
+generation above the limits is RESOURCE_EXHAUSTED. A request running past its deadline is stopped (DEADLINE_EXCEEDED).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from cluster.metrics import RpcProbe, rpc_probe
 from cluster.topology import Topology
 from cluster.wire import encode
 from swarm.api.backends import CheckpointLevels, RayLevels
+from swarm.api.circuit_snippets import SnippetFinder
+from swarm.api.learn import Learner, LearnRefused, inbox_stats
 from swarm.api.model import MemoryModel
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
@@ -46,8 +48,11 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
     local model (Generate, Score, ExportAdapter) run one at a time. Bad requests raise
     :class:`RequestError` (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
     """
-    def __init__(self, levels: RayLevels | CheckpointLevels, memory: MemoryModel, cfg: ServeConfig) -> None:
-        self.levels, self.memory, self.cfg = levels, memory, cfg
+    def __init__(self, levels: RayLevels | CheckpointLevels, memory: MemoryModel, cfg: ServeConfig,
+                 finder: SnippetFinder | None = None) -> None:
+        """``finder``: computes circuits' snippets (None: a request for snippets is FAILED_PRECONDITION)."""
+        self.levels, self.memory, self.cfg, self.finder = levels, memory, cfg, finder
+        self.snippet_cache: dict[tuple[str, int, str, int, int], list] = {}  # (level, version, module, id, k)
         self.lock = asyncio.Lock()  # one request at a time uses the model
         # name -> (version, tensors): a level moves over Ray only when its version changed
         self.cache: dict[str, tuple[int, dict]] = {}
@@ -195,24 +200,52 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return found
 
     @staticmethod
-    def _circuit(name: str, c: dict, payload: bytes = b"") -> pb.Circuit:
+    def _circuit(name: str, c: dict, payload: bytes = b"", snippets=()) -> pb.Circuit:
         return pb.Circuit(id=f"{name}#{c['module']}#{c['id']}", level=name, module=c["module"],
-                          strength=c["strength"], score=c["score"], age=c["age"], payload=payload)
+                          strength=c["strength"], score=c["score"], age=c["age"], payload=payload,
+                          snippets=[pb.Snippet(before=s.before, focus=s.focus, after=s.after,
+                                               activation=s.activation, agent=s.source) for s in snippets])
+
+    async def snippets_of(self, found: list[tuple[str, dict]], k: int) -> list[list]:
+        """The ``k`` top-activating held-out snippets (:class:`layers.circuits.snippets.Snippet`) of each
+        ``(level, circuit)`` in ``found``, computed once per level version (one forward pass per level)."""
+        if k < 0:
+            raise _invalid("snippets", f"must be >= 0, got {k}")
+        if not k or not found:
+            return [[] for _ in found]
+        if self.finder is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "snippets: this service has no held-out data")
+        out: dict[int, list] = {}
+        async with self.lock:
+            for name in dict.fromkeys(n for n, _ in found):
+                versions = await self._load(self.finder.chain(name))
+                todo = [(i, c) for i, (n, c) in enumerate(found) if n == name]
+                keys = {i: (name, versions[name], c["module"], c["id"], k) for i, c in todo}
+                missing = [(i, c) for i, c in todo if keys[i] not in self.snippet_cache]
+                if missing:
+                    got = await asyncio.to_thread(self.finder.find, name, [c for _, c in missing], k)
+                    self.snippet_cache.update({keys[i]: g for (i, _), g in zip(missing, got, strict=True)})
+                out.update({i: self.snippet_cache[keys[i]] for i, _ in todo})
+        return [out[i] for i in range(len(found))]
 
     async def ListCircuits(self, request, context):
         """The tracked circuits of one level (or all), optionally of one module, highest stability score
-        first, at most ``limit`` (0: all).
+        first, at most ``limit`` (0: all); with ``snippets`` > 0, each with that many top-activating snippets of
+        its level's agents' held-out text (:meth:`snippets_of`).
         """
         if request.limit < 0:
             raise _invalid("limit", f"must be >= 0, got {request.limit}")
         found = sorted(await self._circuits(request.level, request.module), key=lambda x: -x[1]["score"])
         if request.limit:
             found = found[: request.limit]
-        return pb.ListCircuitsResponse(circuits=[self._circuit(n, c) for n, c in found])
+        snippets = await self.snippets_of(found, request.snippets)
+        return pb.ListCircuitsResponse(circuits=[self._circuit(n, c, snippets=s)
+                                                 for (n, c), s in zip(found, snippets, strict=True)])
 
     async def GetCircuit(self, request, context):
         """One circuit by its ``<level>#<module>#<number>`` id, with its ``u`` and ``w`` vectors in the
-        payload (wire format). NOT_FOUND when it is gone (circuits come and go).
+        payload (wire format), and ``snippets`` top-activating held-out snippets. NOT_FOUND when it is gone
+        (circuits come and go).
         """
         parts = request.id.split("#")
         if len(parts) != 3 or not parts[2].isdigit():
@@ -221,7 +254,8 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         self._level(name, "id")
         for _, c in await self._circuits(name, module):
             if c["id"] == number:
-                return self._circuit(name, c, encode({"u": c["u"], "w": c["w"]}))
+                snippets = (await self.snippets_of([(name, c)], request.snippets))[0]
+                return self._circuit(name, c, encode({"u": c["u"], "w": c["w"]}), snippets)
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no circuit {request.id!r} (circuits come and go; "
                                                       "list them again)")
 
@@ -323,7 +357,8 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             c = record["cache"]
             agents.append(pb.AgentCacheStats(agent=aid, **{k: c.get(k, 0) for k in (
                 "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")}))
-        reply = pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents).SerializeToString()
+        reply = pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents,
+                                 inboxes=inbox_stats(snaps.agents)).SerializeToString()
         self.stats_reply = (snaps, reply)  # StrictCodec sends bytes as they are
         return reply
 
@@ -352,6 +387,18 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                     yield pb.Event(level=name, seq=e["seq"], kind=e["kind"], version=e["version"],
                                    detail=e["detail"], time=e["time"])
             await asyncio.sleep(0.2)
+
+    learner: Learner | None = None  # build_service gives every service one
+
+    async def Learn(self, request_iterator, context):
+        """Queue a stream of documents in agents' inboxes, durably, and answer with their sequence numbers
+        (:mod:`swarm.api.learn`: the checks and status codes; nothing is queued on an error)."""
+        if self.learner is None:
+            raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "this service was built without Learn")
+        try:
+            return await self.learner.learn(request_iterator)
+        except LearnRefused as e:
+            raise RequestError(e.code, str(e)) from None
 
 
 def _encode_chunks(name: str, version: int, tensors: dict, limit: int) -> list[bytes]:
@@ -424,4 +471,7 @@ def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemo
         levels = CheckpointLevels(cfg, RunDir(run_dir))
     else:
         levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), namespace, cfg.serve.level_ttl_ms / 1000)
-    return _handle_errors(SharedMemoryService(levels, MemoryModel(cfg.model, cfg.levels), cfg.serve), rpc_probe())
+    memory = MemoryModel(cfg.model, cfg.levels)
+    service = SharedMemoryService(levels, memory, cfg.serve, SnippetFinder(cfg, memory))
+    service.learner = Learner(levels, cfg.learn, memory.tokenizer, memory.model.get_input_embeddings().weight.shape[0])
+    return _handle_errors(service, rpc_probe())

@@ -198,12 +198,22 @@ def config_hash(cfg: SwarmConfig) -> str:
     """SHA-256 of everything that shapes learned state (all but ``run`` and ``demo``): a resumed run
     must match it, while its length or progress settings may change."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg))
-    # cache: it shapes learning only when agents are asked; left out so runs from before it still resume
-    for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb", "cache"):
+    # cache, learn: they shape learning only when agents are asked or fed; left out so runs from before them
+    # still resume
+    for key in ("run", "demo", "serve", "pretrain", "experiment", "absorb", "cache", "learn"):
         data.pop(key, None)
     for key in ("device", "gpus_per_agent"):  # where it runs, not what it learns: a run may resume elsewhere
         data.get("agent", {}).pop(key, None)
+    for (section, key), before in _LATER_KEYS.items():  # at the behaviour runs had before the key existed
+        if data.get(section, {}).get(key, before) == before:
+            data.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# Keys added after runs were written, with the value that reproduces what those runs did: left out of
+# the hash at that value, so older runs still resume (and their hash does not change).
+_LATER_KEYS = {("server", "step"): "rms", ("levels", "max_rank"): None, ("levels", "grow_after"): 0,
+               ("levels", "grow_step"): 8, ("circuits", "context_track_every"): 1}
 
 
 def to_yaml(cfg: SwarmConfig) -> str:

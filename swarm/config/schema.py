@@ -12,6 +12,7 @@ from layers.dynamics.config import DynamicsConfig
 from layers.merge.config import MergeConfig
 from swarm.config.absorb import AbsorbConfig
 from swarm.config.experiment import ExperimentConfig
+from swarm.config.learn import LearnConfig
 from swarm.config.pretrain import PretrainConfig
 from swarm.config.serve import ServeConfig
 
@@ -72,3 +73,4 @@ class SwarmConfig:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     absorb: AbsorbConfig = field(default_factory=AbsorbConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    learn: LearnConfig = field(default_factory=LearnConfig)

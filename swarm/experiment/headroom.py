@@ -157,3 +157,39 @@ def section(team_jobs: dict[str, list[dict[str, Any]]], factor: float) -> list[s
         own = mean_ci(paired(value[arm]["own"], value["isolated"]["own"]))
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_ci(*own, digits=4)} |")
     return lines + [""]
+
+
+def targets(team_jobs: dict[str, list[dict[str, Any]]], *, capture: float = 0.6) -> list[tuple[str, str, str]]:
+    """The issue-17 target rows (target, measured, met) the headroom data can decide: the full system
+    captures >= ``capture`` of team headroom on teammates' files with own-file bits per byte no worse than
+    isolated (within two standard errors), and it beats each flat FedAvg arm (ours, Flower's) on teammates'
+    and domain-mates' files by more than two standard errors, paired by seed. Empty without full/isolated."""
+    if not team_jobs.get("full") or not team_jobs.get("isolated"):
+        return []
+    value = {arm: {g: per_seed(js, g) for g in GROUP_LABEL} for arm, js in team_jobs.items()}
+    rows = []
+    if team_jobs.get("oracle_team"):
+        frac = mean_ci(fractions(value["isolated"]["team"], value["full"]["team"], value["oracle_team"]["team"]))
+        own = paired(value["full"]["own"], value["isolated"]["own"])
+        m, se = _mean_se(own)
+        own_ok = m <= 2 * se if math.isfinite(se) else m <= 0
+        rows.append((f"full captures >= {capture:.0%} of team headroom on teammates' files, own files no worse "
+                     "than isolated", f"captured {_ci(*frac)}; own - isolated {m:+.4f} (± {se:.4f} s.e.)",
+                     "yes" if frac[0] >= capture and own_ok else "**no**"))
+    for flat in ("fedavg", "flower_fedavg"):
+        if not team_jobs.get(flat):
+            continue
+        cells, ok = [], True
+        for g in ("team", "domain"):
+            m, se = _mean_se(paired(value["full"][g], value[flat][g]))
+            cells.append(f"{GROUP_LABEL[g]} {m:+.4f} (± {se:.4f} s.e.)")
+            ok = ok and math.isfinite(se) and m < -2 * se
+        rows.append((f"full beats {flat} on teammates' and domain-mates' files by > 2 s.e. (full - {flat})",
+                     "; ".join(cells), "yes" if ok else "**no**"))
+    return rows
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    m, sd = mean_sd(values)
+    n = sum(1 for v in values if math.isfinite(v))
+    return m, sd / math.sqrt(n) if n > 1 else math.nan

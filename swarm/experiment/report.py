@@ -319,7 +319,7 @@ class Report(SweepSections):
                f"{seconds / 60:.1f} CPU-minutes of jobs. Config: `config.yaml`.", "")
         self.w(*headroom.section(self.team, float(self.exp.get("headroom_factor", 5.0))))
         self.w("## Targets", "")
-        self.table(["target", "measured", "met"], [list(t) for t in self.targets])
+        self.table(["target", "measured", "met"], [list(t) for t in headroom.targets(self.team) + self.targets])
         self.lines += body
         path = self.dir / "report.md"
         path.write_text("\n".join(self.lines).rstrip() + "\n")

@@ -61,7 +61,7 @@ class Simulation:
         self.shapes = level_shapes(cfg.model, cfg.levels) if shared else {}
         dynamics = plain_dynamics(cfg.dynamics) if arm.plain_servers else cfg.dynamics
         specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=dynamics,
-                            circuits=cfg.circuits)
+                            circuits=cfg.circuits, levels=cfg.levels)
         self.servers: dict[str, LinkedLevel] = link_levels(specs, self.shapes)
         # attackers: per first-level server, the attackers routed to it and the honest agents it serves
         self.attackers: dict[str, Attackers] = {}

@@ -3,8 +3,10 @@
 Without ``RAY_ADDRESS`` an embedded local Ray sized to the machine is started (and shut
 down at the end); with it the run joins that cluster. Servers are created top-down
 (foundation, domains, swarms), placed on a node with the ``swarm_head`` resource when
-the cluster has one. Agents run in chunks of ``run.chunk`` steps (forever with
-``run.steps: null``); between chunks the driver records metrics and refreshes the display.
+the cluster has one. Agents run in agent hosts (``run.agents_per_host``: K agents on one frozen
+base per actor, :mod:`cluster.host_actor`; ``1``: one agent actor each), in chunks of ``run.chunk``
+steps (forever with ``run.steps: null``); between chunks the driver records metrics (one record per
+agent) and refreshes the display.
 Ctrl-C, SIGTERM and ``swarm stop`` let the chunks in flight finish (for a bounded grace),
 checkpoint every agent and server, write the summary and print the resume command; a
 second signal stops at once (:mod:`swarm.run.signals`). ``swarm run --resume RUN_DIR``
@@ -40,8 +42,9 @@ from rich.live import Live
 
 from agents.model import check_seq_len
 from agents.sources import check_workload
-from cluster.actors import agent_actor, level_server
+from cluster.actors import agent_actor, agent_resources, level_server
 from cluster.build import level_shapes, level_specs
+from cluster.host_actor import HostedAgent, agent_host, host_count, host_groups, host_name, host_share
 from cluster.topology import Topology
 from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
 from swarm.console import wide_console
@@ -81,7 +84,9 @@ class Run:
         self.topology = Topology(cfg.workload, cfg.levels.names[2:])
         self.hash = config_hash(cfg)
         self.servers: dict[str, Any] = {}
-        self.agents: dict[str, Any] = {}
+        self.agents: dict[str, Any] = {}  # agent id -> its actor, or its HostedAgent view in a host
+        self.hosts: dict[str, Any] = {}  # host name -> AgentHostActor (none with run.agents_per_host 1)
+        self.members: dict[str, list[str]] = {}  # host name -> its agents' ids
         self.snap = Snapshot(self.rundir, cfg.run.steps)
         self._metrics: TextIO | None = None
         self.t0 = time.time()
@@ -146,7 +151,8 @@ class Run:
         head = {HEAD_RESOURCE: 0.001} if any(HEAD_RESOURCE in n.get("Resources", {})
                                              for n in ray.nodes() if n.get("Alive")) else {}
         specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
-                            circuits=cfg.circuits, stores=self.rundir.level_store, config_hash=self.hash)
+                            circuits=cfg.circuits, stores=self.rundir.level_store, config_hash=self.hash,
+                            levels=cfg.levels)
         self.phase(f"starting {len(specs)} level servers")
         for spec in specs:  # parents first: a server looks its parent up by name
             handle = level_server(spec, namespace=self.namespace, shapes=shapes, resources=head)
@@ -154,20 +160,53 @@ class Run:
             self.servers[spec.name] = handle
         n = len(self.topology.agents)
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
-        cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
-        self.phase(f"building {n} agents ({cpus:.2g} CPU each): base model, data, first held-out evaluation")
         configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
                    "dynamics": cfg.dynamics, "circuits": cfg.circuits, "cache": cfg.cache}
-        for spec in self.topology.agents:
-            self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
-                                               routes=self.topology.route(spec.id),
-                                               store_dir=str(self.rundir.agent_store(spec.id)),
-                                               config_hash=self.hash, runtime=cfg.run, threads=max(1, int(cpus)))
+        if cfg.run.per_host == 1:  # one plain agent actor per agent, each with its own base
+            cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
+            self.phase(f"building {n} agents ({cpus:.2g} CPU each): base model, data, first held-out evaluation")
+            for spec in self.topology.agents:
+                self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
+                                                   routes=self.topology.route(spec.id),
+                                                   store_dir=str(self.rundir.agent_store(spec.id)),
+                                                   config_hash=self.hash, runtime=cfg.run, threads=max(1, int(cpus)))
+        else:
+            self._launch_hosts(configs, node_cpus)
         for aid, rec in zip(self.agents, ray.get([h.status.remote() for h in self.agents.values()]), strict=True):
             self.snap["agents"][aid] = rec
             self.snap["start_steps"][aid] = rec["step"]
         self.snap["ready"] = time.time()  # steps/s counts from here
         self.phase(f"{n} agents ready; " + progress_line(self.snap).partition(", ")[2])
+
+    def _launch_hosts(self, configs: dict[str, Any], node_cpus: list[float]) -> None:
+        """The agents in hosts (``run.agents_per_host``): one frozen base per host, hosts spread over nodes."""
+        cfg, ids = self.cfg, [s.id for s in self.topology.agents]
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        cuda = agent_resources(configs, gpus)[1] > 0
+        groups = host_groups(ids, host_count(len(ids), cfg.run.per_host, len(node_cpus), gpus, cuda))
+        most = max(len(g) for g in groups)
+        cpus = host_share(node_cpus, len(groups))
+        if cfg.run.agent_cpus:  # a share per agent: a host asks for its agents' shares, as much as a node has
+            cpus = min(cfg.run.agent_cpus * most, max(node_cpus, default=1.0))
+        self.phase(f"building {len(ids)} agents in {len(groups)} host(s) of up to {most} ({cpus:.2g} CPU each): "
+                   "one base per host, data, first held-out evaluation")
+        specs = {s.id: s for s in self.topology.agents}
+        for i, group in enumerate(groups):
+            name = host_name(i, group)
+            self.hosts[name] = agent_host(
+                name, [specs[a] for a in group], namespace=self.namespace, num_cpus=cpus, configs=configs,
+                routes={a: self.topology.route(a) for a in group},
+                stores={a: str(self.rundir.agent_store(a)) for a in group}, config_hash=self.hash, runtime=cfg.run,
+                threads=max(1, int(cpus)))
+            self.members[name] = group
+            self.agents.update({a: HostedAgent(self.hosts[name], a) for a in group})
+
+    def units(self) -> dict[str, Any]:
+        """What the driver steps: host name -> host, or (``run.agents_per_host`` 1) agent id -> agent actor."""
+        return dict(self.hosts) if self.hosts else dict(self.agents)
+
+    def _agents_of(self, unit: str) -> list[str]:
+        return self.members.get(unit, [unit])
 
     # ------------------------------------------------------------------ drive
     def _log(self, record: dict[str, Any]) -> None:
@@ -189,15 +228,18 @@ class Run:
         (killed: they resume from their last periodic checkpoint)."""
         steps, chunk = self.cfg.run.steps, self.cfg.run.chunk
         inflight: dict[Any, str] = {}
+        units = self.units()
 
-        def submit(aid: str) -> None:
-            n = chunk if steps is None else min(chunk, steps - self.snap["agents"][aid]["step"])
+        def submit(unit: str) -> None:  # a host steps its agents together; one at its end sits out
+            least = min(self.snap["agents"][a]["step"] for a in self._agents_of(unit))
+            n = chunk if steps is None else min(chunk, steps - least)
             if n > 0 and self.signals.reason is None:
-                inflight[self.agents[aid].run.remote(n)] = aid
+                handle = units[unit]
+                inflight[handle.run.remote(n, steps) if self.hosts else handle.run.remote(n)] = unit
 
         self._check_stop()
-        for aid in self.agents:
-            submit(aid)
+        for unit in units:
+            submit(unit)
         self.snap["state"] = "running"
         self.signals.interruptible = False  # from here a first signal only asks; the loop below answers
         last_poll, last_line = 0.0, time.time()
@@ -206,11 +248,12 @@ class Run:
             try:
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in done:
-                    aid = inflight.pop(ref)
-                    rec = ray.get(ref)
-                    self.snap["agents"][aid] = rec
-                    self._log({"kind": "agent", **rec})
-                    submit(aid)
+                    unit = inflight.pop(ref)
+                    out = ray.get(ref)
+                    for aid, rec in (out if self.hosts else {unit: out}).items():  # one row per agent
+                        self.snap["agents"][aid] = rec
+                        self._log({"kind": "agent", **rec})
+                    submit(unit)
             except KeyboardInterrupt as e:  # a forced stop (Ray re-raises it as a plain KeyboardInterrupt), or
                 if self.signals.forced is not None:  # Python's own Ctrl-C handler: a Run used without StopSignals
                     raise ForcedStop(self.signals.forced) from e
@@ -250,18 +293,23 @@ class Run:
                                "[/yellow]", highlight=False)
         return True
 
-    def _abandon(self, agents: list[str]) -> None:
-        """Kill the agents whose chunk outlived the stop's grace; they resume from their last checkpoint."""
+    def _abandon(self, units: list[str]) -> None:
+        """Kill the agents (or hosts) whose chunk outlived the stop's grace; their agents resume from their
+        last checkpoints."""
+        agents = [a for u in units for a in self._agents_of(u)]
         self.console.print(f"[yellow]{', '.join(agents)}: still in a chunk after {self.stop_grace_s:.0f} s; "
                            "abandoned (they resume from their last periodic checkpoint)[/yellow]", highlight=False)
+        for unit in units:
+            ray.kill(self.hosts.pop(unit) if self.hosts else self.agents[unit], no_restart=True)
+            self.members.pop(unit, None)
         for aid in agents:
-            ray.kill(self.agents.pop(aid), no_restart=True)
+            self.agents.pop(aid)
             self.snap["agents"][aid] = {**self.snap["agents"][aid], "abandoned": True}
             self.abandoned.append(aid)
 
     def checkpoint(self) -> None:
         """Checkpoint every (not abandoned) agent, then every server (so the children's last forwards are in)."""
-        ray.get([h.checkpoint.remote() for h in self.agents.values()])
+        ray.get([h.checkpoint.remote() for h in self.units().values()])  # a host checkpoints each of its agents
         ray.get([h.checkpoint.remote() for h in self.servers.values()])  # children's last forwards are in
 
     def finish(self, completed: bool) -> dict[str, Any]:
@@ -282,7 +330,7 @@ class Run:
 
     def stop_actors(self) -> None:
         """Kill every actor of the run (no restart): their state is in their last checkpoints."""
-        for h in [*self.agents.values(), *self.servers.values()]:
+        for h in [*self.units().values(), *self.servers.values()]:
             ray.kill(h, no_restart=True)
 
 

@@ -31,7 +31,7 @@ def wait_for_new_process(handle, old_pid, timeout=90):
 
 
 def test_killed_server_and_agent_come_back_and_the_swarm_carries_on(ray_session, tmp_path):
-    cfg = load_config("swarm", OVERRIDES)
+    cfg = load_config("swarm", [*OVERRIDES, "run.agents_per_host=1"])  # one actor per agent (hosts: test_host_kill)
     with Run.open(cfg, tmp_path / "run", Console(file=io.StringIO())) as run:
         agents = run.agents
         ray.get([h.run.remote(10) for h in agents.values()])  # every agent checkpointed at step 10

@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LearnMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEARN_ROUND_ROBIN: _ClassVar[LearnMode]
+    LEARN_EVERY_MEMBER: _ClassVar[LearnMode]
+LEARN_ROUND_ROBIN: LearnMode
+LEARN_EVERY_MEMBER: LearnMode
 
 class Level(_message.Message):
     __slots__ = ("name", "slot", "version", "parent", "modules", "parameters")
@@ -75,17 +83,19 @@ class FileChunk(_message.Message):
     def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class ListCircuitsRequest(_message.Message):
-    __slots__ = ("level", "module", "limit")
+    __slots__ = ("level", "module", "limit", "snippets")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SNIPPETS_FIELD_NUMBER: _ClassVar[int]
     level: str
     module: str
     limit: int
-    def __init__(self, level: _Optional[str] = ..., module: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    snippets: int
+    def __init__(self, level: _Optional[str] = ..., module: _Optional[str] = ..., limit: _Optional[int] = ..., snippets: _Optional[int] = ...) -> None: ...
 
 class Circuit(_message.Message):
-    __slots__ = ("id", "level", "module", "strength", "score", "age", "payload")
+    __slots__ = ("id", "level", "module", "strength", "score", "age", "payload", "snippets")
     ID_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +103,7 @@ class Circuit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     AGE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SNIPPETS_FIELD_NUMBER: _ClassVar[int]
     id: str
     level: str
     module: str
@@ -100,7 +111,22 @@ class Circuit(_message.Message):
     score: float
     age: int
     payload: bytes
-    def __init__(self, id: _Optional[str] = ..., level: _Optional[str] = ..., module: _Optional[str] = ..., strength: _Optional[float] = ..., score: _Optional[float] = ..., age: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    snippets: _containers.RepeatedCompositeFieldContainer[Snippet]
+    def __init__(self, id: _Optional[str] = ..., level: _Optional[str] = ..., module: _Optional[str] = ..., strength: _Optional[float] = ..., score: _Optional[float] = ..., age: _Optional[int] = ..., payload: _Optional[bytes] = ..., snippets: _Optional[_Iterable[_Union[Snippet, _Mapping]]] = ...) -> None: ...
+
+class Snippet(_message.Message):
+    __slots__ = ("before", "focus", "after", "activation", "agent")
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    FOCUS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    before: bytes
+    focus: bytes
+    after: bytes
+    activation: float
+    agent: str
+    def __init__(self, before: _Optional[bytes] = ..., focus: _Optional[bytes] = ..., after: _Optional[bytes] = ..., activation: _Optional[float] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class ListCircuitsResponse(_message.Message):
     __slots__ = ("circuits",)
@@ -109,10 +135,12 @@ class ListCircuitsResponse(_message.Message):
     def __init__(self, circuits: _Optional[_Iterable[_Union[Circuit, _Mapping]]] = ...) -> None: ...
 
 class GetCircuitRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "snippets")
     ID_FIELD_NUMBER: _ClassVar[int]
+    SNIPPETS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    snippets: int
+    def __init__(self, id: _Optional[str] = ..., snippets: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "levels", "max_new_tokens", "temperature", "seed", "agent")
@@ -243,14 +271,16 @@ class AgentCacheStats(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., internalised: _Optional[int] = ..., failed: _Optional[int] = ..., evicted: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("levels", "namespace", "agents")
+    __slots__ = ("levels", "namespace", "agents", "inboxes")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
+    INBOXES_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[LevelStats]
     namespace: str
     agents: _containers.RepeatedCompositeFieldContainer[AgentCacheStats]
-    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., namespace: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentCacheStats, _Mapping]]] = ...) -> None: ...
+    inboxes: _containers.RepeatedCompositeFieldContainer[AgentInbox]
+    def __init__(self, levels: _Optional[_Iterable[_Union[LevelStats, _Mapping]]] = ..., namespace: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[AgentCacheStats, _Mapping]]] = ..., inboxes: _Optional[_Iterable[_Union[AgentInbox, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("levels",)
@@ -273,3 +303,57 @@ class Event(_message.Message):
     detail: str
     time: float
     def __init__(self, level: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., detail: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+
+class LearnRequest(_message.Message):
+    __slots__ = ("agent", "team", "mode", "text", "source")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    team: str
+    mode: LearnMode
+    text: str
+    source: str
+    def __init__(self, agent: _Optional[str] = ..., team: _Optional[str] = ..., mode: _Optional[_Union[LearnMode, str]] = ..., text: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class LearnReceipt(_message.Message):
+    __slots__ = ("agent", "seqs", "bytes", "depth_bytes", "depth_docs")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_DOCS_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    bytes: int
+    depth_bytes: int
+    depth_docs: int
+    def __init__(self, agent: _Optional[str] = ..., seqs: _Optional[_Iterable[int]] = ..., bytes: _Optional[int] = ..., depth_bytes: _Optional[int] = ..., depth_docs: _Optional[int] = ...) -> None: ...
+
+class LearnResponse(_message.Message):
+    __slots__ = ("receipts", "documents", "bytes")
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[LearnReceipt]
+    documents: int
+    bytes: int
+    def __init__(self, receipts: _Optional[_Iterable[_Union[LearnReceipt, _Mapping]]] = ..., documents: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class AgentInbox(_message.Message):
+    __slots__ = ("agent", "depth_bytes", "depth_docs", "cursor", "learned_docs", "learned_bytes")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_DOCS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_DOCS_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    depth_bytes: int
+    depth_docs: int
+    cursor: int
+    learned_docs: int
+    learned_bytes: int
+    def __init__(self, agent: _Optional[str] = ..., depth_bytes: _Optional[int] = ..., depth_docs: _Optional[int] = ..., cursor: _Optional[int] = ..., learned_docs: _Optional[int] = ..., learned_bytes: _Optional[int] = ...) -> None: ...

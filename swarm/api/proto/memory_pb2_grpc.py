@@ -79,6 +79,11 @@ class SharedMemoryStub:
                 request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
                 response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.Event.FromString,
                 _registered_method=True)
+        self.Learn = channel.stream_unary(
+                '/swarm.v1.SharedMemory/Learn',
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.FromString,
+                _registered_method=True)
 
 
 class SharedMemoryServicer:
@@ -141,6 +146,15 @@ class SharedMemoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Learn(self, request_iterator, context):
+        """Queue text in agents' durable inboxes (one document per message; they learn it in their next
+        steps). Answers once every document of the stream is journaled; nothing is queued on an error.
+        Changes state: requires the token whenever one is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SharedMemoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +202,11 @@ def add_SharedMemoryServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.FromString,
                     response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.Event.SerializeToString,
+            ),
+            'Learn': grpc.stream_unary_rpc_method_handler(
+                    servicer.Learn,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +452,33 @@ class SharedMemory:
             '/swarm.v1.SharedMemory/Watch',
             swarm_dot_api_dot_proto_dot_memory__pb2.WatchRequest.SerializeToString,
             swarm_dot_api_dot_proto_dot_memory__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Learn(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/swarm.v1.SharedMemory/Learn',
+            swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.FromString,
             options,
             channel_credentials,
             insecure,

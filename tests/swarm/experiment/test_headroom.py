@@ -76,3 +76,23 @@ def test_the_section_prints_the_check_first_and_each_arms_fraction():
     row = [line for line in lines if line.startswith("| full |")][-1]  # the fractions table comes second
     assert "0.500 [0.500, 0.500]" in row and "-0.1000 [-0.1000, -0.1000]" in row
     assert headroom.section({k: v for k, v in jobs.items() if k != "oracle_all"}, 5.0) == []
+
+
+def _rec(own, team, domain, other):
+    return {"own": own, "team": team, "domain": domain, "other_domains": other}
+
+
+def test_the_targets_judge_capture_own_files_and_the_flat_arms_by_paired_standard_errors():
+    values = {"isolated": (3.0, 3.5, 3.6, 4.0), "oracle_team": (3.0, 3.0, 3.5, 4.0),
+              "full": (3.0, 3.15, 3.4, 4.0), "fedavg": (3.0, 3.3, 3.5, 4.0), "flower_fedavg": (3.0, 3.1, 3.3, 4.0)}
+    noise = {0: 0.0, 1: 0.004, 2: -0.003}  # a little seed noise so standard errors are finite
+    jobs = {arm: [_job(arm, s, {"a": _rec(*(v + noise[s] * (i + 1) for v in vals))})
+                  for s in (0, 1, 2)] for i, (arm, vals) in enumerate(values.items())}
+    rows = {r[0].split(" (")[0].split(",")[0]: r for r in headroom.targets(jobs)}
+    capture = rows["full captures >= 60% of team headroom on teammates' files"]
+    assert capture[2] == "yes" and capture[1].startswith("captured 0.69")  # ~(3.5 - 3.15) / 0.5 = 0.7 (noise)
+    assert rows["full beats fedavg on teammates' and domain-mates' files by > 2 s.e."][2] == "yes"
+    assert rows["full beats flower_fedavg on teammates' and domain-mates' files by > 2 s.e."][2] == "**no**"
+    worse_own = {**jobs, "full": [_job("full", s, {"a": _rec(3.2, 3.15, 3.4, 4.0)}) for s in (0, 1, 2)]}
+    assert headroom.targets(worse_own)[0][2] == "**no**"  # captured, but own files worse than isolated
+    assert headroom.targets({"full": jobs["full"]}) == []

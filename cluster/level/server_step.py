@@ -1,0 +1,72 @@
+"""How a shared level turns one merged gradient into its drive (``server.step``).
+
+- ``rms`` (the default, as before): ``drive = -lr * g / rms(g)``. One number per merge sets the
+  step, so the coordinates with the largest gradients move most; every merge moves ``B`` by
+  exactly ``lr`` in RMS, whatever the gradients' scale.
+- ``adam``: the server keeps Adam moments of the merged gradients (FedAdam: Reddi et al. 2021,
+  "Adaptive Federated Optimization") and drives ``-lr * m_hat / (sqrt(v_hat) + eps)``, so each
+  coordinate moves by about ``lr`` when its merged gradient keeps its sign, and less when it
+  does not. That is the agents' own step rule, so a shared level can move at the pace of the
+  agent levels it summarises (``lr`` about the agents' rate times the agent steps one merge
+  stands for) without the few large-gradient coordinates running away, which is what made
+  ``rms`` diverge at ``lr`` 1e-2 on experiment/code (docs/experiments.md).
+
+The moments are part of the level's checkpoint (:meth:`ServerStep.state_dict`); a replay of the
+journal from that checkpoint recomputes the same drives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+STEPS = ("rms", "adam")
+
+
+class ServerStep:
+    """The drive rule of one level (see the module doc).
+
+    ``kind``: one of :data:`STEPS`; ``lr``: step size (RMS of the drive for ``rms``, per-coordinate
+    size for ``adam``); ``betas``, ``eps``: Adam's. Raises ``ValueError`` for an unknown kind.
+    """
+
+    def __init__(self, kind: str = "rms", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
+                 eps: float = 1e-8) -> None:
+        if kind not in STEPS:
+            raise ValueError(f"server.step: {kind!r} is not one of {', '.join(STEPS)}")
+        self.kind, self.lr, self.betas, self.eps = kind, lr, betas, eps
+        self.t = 0
+        self.m: dict[str, torch.Tensor] = {}
+        self.v: dict[str, torch.Tensor] = {}
+
+    def drive(self, merged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The update to add to the level for one merged gradient (module -> (d_out, R)); None when
+        the merged gradient is zero everywhere (nothing to apply, no moment update)."""
+        rms = math.sqrt(sum(float(g.double().pow(2).sum()) for g in merged.values())
+                        / max(1, sum(g.numel() for g in merged.values())))
+        if rms == 0:
+            return None
+        if self.kind == "rms":
+            return {name: -self.lr * g / rms for name, g in merged.items()}
+        b1, b2 = self.betas
+        self.t += 1
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # bias corrections
+        out = {}
+        for name, g in merged.items():
+            m = self.m.setdefault(name, torch.zeros_like(g))
+            v = self.v.setdefault(name, torch.zeros_like(g))
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            out[name] = -self.lr * (m / c1) / ((v / c2).sqrt_() + self.eps)
+        return out
+
+    def state_dict(self) -> dict:
+        """The moments and step count (empty tensors dicts for ``rms``)."""
+        return {"t": self.t, "m": dict(self.m), "v": dict(self.v)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (copies the tensors)."""
+        self.t = int(state["t"])
+        self.m = {k: t.clone() for k, t in state["m"].items()}
+        self.v = {k: t.clone() for k, t in state["v"].items()}
