@@ -174,7 +174,18 @@ def read_lineage(directory: Path, *, repair: bool) -> tuple[list[LineageRecord],
     path = Path(directory) / LINEAGE
     if not path.exists():
         return [], []
-    frames, end, problem = read_frames(path.read_bytes())
+    records, end, warnings = parse_lineage(path.read_bytes(), repair=repair)
+    if warnings and repair:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+    return records, warnings
+
+
+def parse_lineage(data: bytes, *, repair: bool) -> tuple[list[LineageRecord], int, list[str]]:
+    """The records a lineage log's bytes hold, the byte where the good part ends, and a warning for a
+    torn or bad tail (worded for ``repair``: the caller cuts the log at that byte)."""
+    frames, end, problem = read_frames(data)
     records: list[LineageRecord] = []
     for at, payload in frames:
         try:
@@ -185,11 +196,7 @@ def read_lineage(directory: Path, *, repair: bool) -> tuple[list[LineageRecord],
     warnings = []
     if problem is not None:
         warnings.append(f"{LINEAGE}: {problem} at byte {end}; " + ("cut off" if repair else "ignored from there"))
-        if repair:
-            with open(path, "r+b") as f:
-                f.truncate(end)
-                os.fsync(f.fileno())
-    return records, warnings
+    return records, end, warnings
 
 
 def append_lineage(directory: Path, record: LineageRecord) -> None:

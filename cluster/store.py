@@ -60,6 +60,7 @@ from cluster.lineage import (
     append_lineage,
     frame,
     fsync_dir,
+    parse_lineage,
     projection_digest,
     read_frames,
     read_lineage,
@@ -258,19 +259,9 @@ class LevelStore:
         if self.local:
             return read_lineage(self.dir, repair=repair)
         log = self._log(LINEAGE)
-        frames, end, problem = read_frames(log.read())
-        records: list[LineageRecord] = []
-        for at, payload in frames:
-            try:
-                records.append(LineageRecord.from_json(json.loads(payload.decode())))
-            except (ValueError, TypeError, UnicodeDecodeError) as e:
-                problem, end = f"an unreadable record ({type(e).__name__}: {e})", at
-                break
-        warnings = []
-        if problem is not None:
-            warnings.append(f"{LINEAGE}: {problem} at byte {end}; " + ("cut off" if repair else "ignored from there"))
-            if repair:
-                log.cut(end)
+        records, end, warnings = parse_lineage(log.read(), repair=repair)
+        if warnings and repair:
+            log.cut(end)
         return records, warnings
 
     def _append_lineage(self, record: LineageRecord) -> None:
