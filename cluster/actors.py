@@ -107,8 +107,19 @@ class LevelServerActor:
         """:meth:`LevelCore.absorb`."""
         return self._changed(self.core.absorb(tensors, source))
 
+    def add_member(self, member: str) -> dict[str, Any]:
+        """:meth:`LevelCore.add_member` (:mod:`cluster.level.membership`), as a plain dict: ``ok``, ``code``
+        (a ``RejectCode`` name, e.g. ``"DUPLICATE_MEMBER"``, or None), ``reason``, ``children``, ``version``."""
+        return self._changed(self.core.add_member(member).to_dict())
+
+    def remove_member(self, member: str) -> dict[str, Any]:
+        """:meth:`LevelCore.remove_member`, as a plain dict (see :meth:`add_member`); the member's acknowledged
+        pushes still merge, and what it sends later is refused (``NOT_MEMBER``)."""
+        return self._changed(self.core.remove_member(member).to_dict())
+
     def status(self) -> dict[str, Any]:
-        """The level's status JSON (:meth:`LevelStatus.to_dict`) plus ``pid`` and ``node``."""
+        """The level's status JSON (:meth:`LevelStatus.to_dict`, with ``members`` and ``children``) plus ``pid``
+        and ``node``."""
         return {**self.core.status().to_dict(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def checkpoint(self) -> int:

@@ -2,10 +2,11 @@
 how each server is built, for ``swarm run`` (Ray actors), ``swarm absorb`` (cores recovered from their
 stores) and the experiments (linked cores in one process) alike.
 
-Per server: its name, level, parent and children come from :class:`~cluster.topology.Topology`;
-its merge window is ``server.window`` at the first shared level (the team servers) and
-``server.upper_window`` above it (default: its number of children, so one forward from each
-child on average); its store directory is given by the caller (the run directory owns its layout).
+Per server: its name, level, parent, members and children come from
+:class:`~cluster.topology.Topology`; its merge window is ``server.window`` at the first shared
+level (the team servers) and ``server.upper_window`` above it (default: its number of children,
+so one forward from each child on average, following members as they join and leave); its store
+directory is given by the caller (the run directory owns its layout).
 Building a server the same way everywhere is what lets ``swarm absorb`` replay a run's journals.
 """
 
@@ -21,7 +22,7 @@ from agents.model import build_model
 from cluster.config import ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.forwarding import LinkedLevel
-from cluster.topology import Topology
+from cluster.topology import Topology, check_members
 from layers import LevelsConfig, LevelStack
 from layers.circuits import CircuitsConfig
 from layers.dynamics import DynamicsConfig
@@ -38,13 +39,19 @@ class LevelSpec:
         name: the server (and Ray actor) name, e.g. ``swarm/text``.
         level: the level it holds, e.g. ``swarm``.
         parent: the server above it (None at the top).
-        children: distinct proposers a consensus round waits for.
+        children: distinct proposers a consensus round waits for (at the start: members change it).
         server: the ``server`` section with ``window`` resolved for this server.
         merge, dynamics, circuits: the level's merge, dynamics and circuit settings.
         store_dir: its checkpoints and journal (None: in memory only).
         config_hash: the run's config hash (a store written under another hash is refused).
         levels: the levels config whose ``max_rank``/``grow_after``/``grow_step`` drive the level's
             automatic growth (:mod:`cluster.level.growth`; None: no automatic growth).
+        members: its children's names, sorted (:mod:`cluster.level.membership`; empty: only their
+            number ``children`` is known); when given, ``children`` is their number.
+        window_follows_members: ``server.window`` was sized from ``children`` (an upper level without
+            ``server.upper_window``), so the merge window follows the members as they join and leave.
+
+    Raises ``ValueError`` when ``members`` are not sorted distinct names numbering ``children``.
     """
 
     name: str
@@ -58,6 +65,11 @@ class LevelSpec:
     store_dir: str | None = None
     config_hash: str = ""
     levels: LevelsConfig | None = None
+    members: tuple[str, ...] = ()
+    window_follows_members: bool = False
+
+    def __post_init__(self) -> None:
+        check_members(self.name, self.children, self.members)
 
 
 def merge_window(server: ServerConfig, *, first: bool, children: int) -> int:
@@ -79,7 +91,7 @@ def level_specs(topology: Topology, *, server: ServerConfig, merge: MergeConfig,
                       dataclasses.replace(server, window=merge_window(server, first=s.level == first,
                                                                       children=s.children)),
                       merge, dynamics, circuits, None if stores is None else str(stores(s.name)), config_hash,
-                      levels)
+                      levels, s.members, s.level != first and server.upper_window is None)
             for s in topology.servers]
 
 
@@ -93,7 +105,8 @@ def build_core(spec: LevelSpec, shapes: Shapes) -> LevelCore:
     """The level core of ``spec`` (recovered from its store when it has one; see :class:`LevelCore`)."""
     return LevelCore(spec.name, shapes, merge=spec.merge, dynamics=spec.dynamics, circuits=spec.circuits,
                      server=spec.server, store_dir=spec.store_dir, config_hash=spec.config_hash,
-                     parent=spec.parent, children=spec.children, growth=spec.levels)
+                     parent=spec.parent, children=spec.children, growth=spec.levels, members=spec.members,
+                     window_follows_members=spec.window_follows_members)
 
 
 def link_levels(specs: list[LevelSpec], shapes: Shapes) -> dict[str, LinkedLevel]:

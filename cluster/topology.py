@@ -3,8 +3,10 @@
 The shared levels of the stack (every level after context and agent), in order, are
 scoped to a team, a domain and everyone: with the default names, ``swarm/<team>``,
 ``domain/<domain>`` and ``foundation``. A server's parent is the server of the next
-shared level that contains it; its ``children`` are the proposers it waits for before
-running consensus (agents of the team, teams of the domain, domains).
+shared level that contains it; its ``members`` are its children by name (agent ids at a
+team server, child server names above: the senders of its pushes and proposals) and
+``children`` their number, the proposers it waits for before running consensus. Members
+join and leave a running server (:mod:`cluster.level.membership`); the topology is the start.
 """
 
 from __future__ import annotations
@@ -20,12 +22,30 @@ SCOPES = ("team", "domain", "all")
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """Where one level server sits in the tree (how it is built: :class:`cluster.build.LevelSpec`)."""
+    """Where one level server sits in the tree (how it is built: :class:`cluster.build.LevelSpec`).
+
+    ``members``: its children's names, sorted (empty: only their number ``children`` is known);
+    when given, ``children`` must be their number (``ValueError`` otherwise).
+    """
 
     name: str  # the Ray actor name, e.g. "swarm/text"
     level: str  # the level it holds, e.g. "swarm"
     parent: str | None
     children: int
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_members(self.name, self.children, self.members)
+
+
+def check_members(name: str, children: int, members: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``members`` is empty or a sorted tuple of distinct names numbering ``children``."""
+    if not members:
+        return
+    if not isinstance(members, tuple) or list(members) != sorted(set(members)):
+        raise ValueError(f"{name}: members must be a sorted tuple of distinct names, got {members!r}")
+    if children != len(members):
+        raise ValueError(f"{name}: children={children} but {len(members)} members {list(members)}")
 
 
 def _scope_key(spec: AgentSpec, scope: str) -> str | None:
@@ -75,8 +95,8 @@ class Topology:
                 if above is not None:
                     children.setdefault(above, set()).add(below)
         order = {lvl: i for i, lvl in enumerate(self.levels)}
-        self.servers = sorted((ServerSpec(n, n.split("/")[0], parents[n], len(children[n])) for n in parents),
-                              key=lambda s: (-order[s.level], s.name))
+        self.servers = sorted((ServerSpec(n, n.split("/")[0], parents[n], len(children[n]), tuple(sorted(children[n])))
+                               for n in parents), key=lambda s: (-order[s.level], s.name))
 
     def route(self, agent_id: str) -> dict[str, str]:
         """Shared level -> server name for the agent ``agent_id``; raises ``KeyError`` for an unknown agent."""

@@ -2,14 +2,9 @@
 
 A push ``(sender, seq, base_version, tensors)`` carries an agent's accumulated gradient
 for the level. It is validated (:mod:`cluster.level.admission`), journaled (fsync) and
-only then acknowledged; pushes collect in a window. A full window is merged by the
-configured aggregator with staleness weights ``1 / (1 + version - base_version)`` (one
-vote per push for the aggregators that take no weights). The merged gradient, scaled to
-unit RMS, is applied as ``drive = -lr * merged / rms(merged)`` (or by Adam moments of the merged
-gradients with ``server.step: adam``: :mod:`cluster.level.server_step`) through the level's
-``LevelOptimizer``; each merge raises the version. Checkpoints (right after a merge, every
-``checkpoint_every`` merges) hold the level, the optimizer and aggregator state, the
-per-sender sequence numbers, the counters, the mailbox and the uplink.
+only then acknowledged; pushes collect in a window, and a full window is merged into one
+step of the level (:mod:`cluster.level.merging`); each merge raises the version. Checkpoints
+are taken right after a merge, every ``checkpoint_every`` merges.
 
 Every change of the level is a record (:mod:`cluster.level.records`): a command validates,
 journals the record, then calls :meth:`LevelCore.apply`, the one place where the level's
@@ -23,20 +18,16 @@ keeps per sender a :class:`~cluster.level.protocol.Coverage` (last step held, pu
 checkpointed and rebuilt by replay, and refuses (``RejectCode.OVERLAP``) any push whose interval
 starts at or below the last step it holds from that sender, whatever its seq.
 
-Circuits: proposers (agents, or the levels below) send, per module with a stable circuit,
-their write matrix; once ``children`` distinct proposers are buffered, the joint consensus
-(:func:`layers.circuits.consensus`) decides. Accepted circuits pass the boundary's token
-bucket (``tokens_per_window`` per ``window`` merges of this level; a circuit whose carriers'
-lowest score reaches ``bypass_threshold`` passes an empty bucket), are journaled, added to
-the level, and each carrier finds its removal (``sigma u w^T``, exactly what the level
-added) in a mailbox it empties on its next ``propose``. A level with a ``parent`` feeds its merged
-gradients to an :class:`~cluster.level.forwarding.Uplink` and tracks its own circuits to
-propose them upward; removals it gets back are journaled too.
+Circuits: once ``children`` distinct proposers are buffered, a consensus round runs
+(:mod:`cluster.level.promotion`); its removals wait in a mailbox each carrier empties on its
+next ``propose``. A level with a ``parent`` feeds its merged gradients to an
+:class:`~cluster.level.forwarding.Uplink`. Members (:mod:`cluster.level.membership`) join and
+leave by journaled records; ``children`` follows them. Checkpoint contents:
+:mod:`cluster.level.checkpointing`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -47,9 +38,19 @@ import torch
 from torch import Tensor
 
 from cluster.config import ServerConfig
+from cluster.level import promotion
 from cluster.level.admission import check_delta, check_proposals, check_push
+from cluster.level.checkpointing import level_state, restore_level
 from cluster.level.forwarding import Uplink, forwarding_gate
-from cluster.level.growth import GrowthRecord, grow_level, is_growth, pad_to_rank, saturated
+from cluster.level.growth import GrowthRecord, grow_level, pad_to_rank, saturated
+from cluster.level.membership import (
+    MembershipMixin,
+    MembershipRecord,
+    Roster,
+    apply_membership,
+    follow_roster,
+)
+from cluster.level.merging import merge_pending
 from cluster.level.protocol import CircuitRef, Coverage, ProposeResult, PullReply, PushResult, Refusal, RejectCode
 from cluster.level.records import (
     AbsorbRecord,
@@ -62,20 +63,11 @@ from cluster.level.records import (
     from_journal,
 )
 from cluster.level.server_step import ServerStep
-from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus, stats_dict
+from cluster.level.status import ForwardCounters, LevelCounters, LevelStatus
 from cluster.metrics import LevelProbe
 from cluster.state import flatten, unflatten
 from cluster.store import LevelStore
-from layers.circuits import (
-    CircuitsConfig,
-    CircuitTracker,
-    ModuleTest,
-    Proposal,
-    TokenBucket,
-    consensus,
-    proposals_from,
-    remove_projection,
-)
+from layers.circuits import CircuitsConfig, CircuitTracker, ModuleTest, Proposal, TokenBucket
 from layers.config import LevelsConfig
 from layers.dynamics import DynamicsConfig, LevelOptimizer
 from layers.merge import MergeConfig, build_aggregator
@@ -84,10 +76,10 @@ from layers.projection import ReadGrowth
 EVENTS_KEPT = 1000  # recent events held in memory (they are not durable)
 
 
-class LevelCore:
+class LevelCore(MembershipMixin):
     """One shared level instance (e.g. ``swarm/text``) holding B (module -> (d_out, R)) for every module.
 
-    Read-only to others: ``name``, ``shapes``, ``cfg``, ``circuits``, ``parent``, ``children``,
+    Read-only to others: ``name``, ``shapes``, ``cfg``, ``circuits``, ``parent``, ``children``, ``members``,
     ``B`` (the live tensors: copy before changing), ``version``, ``merges``, ``pending``,
     ``optimizer``, ``aggregator``, ``uplink`` (None without a parent), ``warnings``.
     """
@@ -97,17 +89,26 @@ class LevelCore:
     def __init__(self, name: str, shapes: Mapping[str, tuple[int, int]], *, merge: MergeConfig | None = None,
                  dynamics: DynamicsConfig | None = None, circuits: CircuitsConfig | None = None,
                  server: ServerConfig | None = None, store_dir: str | Path | None = None,
-                 config_hash: str = "", parent: str | None = None, children: int = 1,
-                 growth: LevelsConfig | None = None) -> None:
+                 config_hash: str = "", parent: str | None = None, children: int | None = None,
+                 growth: LevelsConfig | None = None, members: Sequence[str] = (),
+                 window_follows_members: bool = False) -> None:
         """A level at version 0, or recovered from ``store_dir`` when it holds a checkpoint or journal.
 
-        ``children``: distinct proposers a consensus round waits for. Raises ``ValueError`` when the
+        ``members``: its children's names (:mod:`cluster.level.membership`; empty: only a count is
+        known); ``children``: distinct proposers a consensus round waits for (default: the number of
+        members, at least 1). ``window_follows_members``: the merge window is the number of members
+        (an upper level without ``server.upper_window``), also after joins and leaves. Raises
+        ``ValueError`` when ``children`` contradicts ``members``, for a bad member name, or when the
         store was written with another ``config_hash``. ``growth``: the levels config whose ``max_rank``,
         ``grow_after`` and ``grow_step`` drive automatic growth (:mod:`cluster.level.growth`; None: off).
         """
         self.name, self.shapes = name, dict(shapes)
         self.cfg, self.circuits = server or ServerConfig(), circuits or CircuitsConfig()
-        self.parent, self.children = parent, max(1, children)
+        self.roster, self.window_follows_members = Roster(members), window_follows_members
+        if members and children is not None and children != len(self.roster.members):
+            raise ValueError(f"{name}: children={children} but {len(self.roster.members)} members {list(members)}")
+        self.parent, self.children = parent, max(1, children or 0)
+        follow_roster(self)
         self.B = {m: torch.zeros(s) for m, s in self.shapes.items()}  # (d_out, R) each
         self.aggregator = build_aggregator(merge or MergeConfig())
         dynamics = dynamics or DynamicsConfig()
@@ -167,6 +168,11 @@ class LevelCore:
         return tuple(self._window)
 
     @property
+    def members(self) -> tuple[str, ...]:
+        """Its children's names, sorted (empty: built from a count only; :mod:`cluster.level.membership`)."""
+        return self.roster.members
+
+    @property
     def uplink(self) -> Uplink | None:
         """What this level owes its parent (None without a parent); :class:`LinkedLevel` delivers it."""
         return self._uplink
@@ -191,11 +197,11 @@ class LevelCore:
         """A snapshot of the level (its ``to_dict()`` is the status JSON)."""
         up = self._uplink
         return LevelStatus(self.name, self._version, len(self._window), self._counters.copy(),
-                           up.counters.copy() if up is not None else ForwardCounters(), dict(self._last_seq),
-                           list(self.warnings), len(up.outbox) if up is not None else 0,
-                           {**self.optimizer.report(), "rank": float(self.rank), "growths": float(len(self.growths)),
-                            "padded_pushes": float(self.padded_pushes)},
-                           self.storage_error)
+                            up.counters.copy() if up is not None else ForwardCounters(), dict(self._last_seq),
+                            list(self.warnings), len(up.outbox) if up is not None else 0,
+                            {**self.optimizer.report(), "rank": float(self.rank), "growths": float(len(self.growths)),
+                             "padded_pushes": float(self.padded_pushes)},
+                            self.storage_error, self.roster.members, self.children)
 
     def events_since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Events (seq, kind, version, detail, time) numbered above ``seq``; the newest 1000, in memory."""
@@ -207,33 +213,23 @@ class LevelCore:
                  "age": int(c.age), "u": c.u.float().clone(), "w": c.w.float().clone()} for c in self._tracker.all()]
 
     def proposals_up(self) -> list[Proposal]:
-        """This level's stable circuits, as proposals to the level above (empty without a parent): one
-        per module where its tracker has a candidate or where consensus added a circuit (stability
-        inherited from the carriers' detectors), each carrying this level's matrix of the module."""
-        if not self.parent or not self.circuits.promote:
-            return []
-        out = proposals_from(self._tracker, self.name)
-        have = {p.module for p in out}
-        for module, c in sorted(self._inherited.items()):
-            if module not in have:
-                s = float(c.u @ self.B[module] @ c.w)  # its current strength here
-                out.append(Proposal(self.name, module, abs(s), c.u.clone() * math.copysign(1.0, s), c.w.clone(),
-                                    c.score, self.B[module].detach().clone()))
-        return out
+        """This level's stable circuits, as proposals to the level above (:func:`promotion.proposals_up`)."""
+        return promotion.proposals_up(self)
 
     # ------------------------------------------------------------------ commands
     def push(self, sender: str, seq: int, base_version: int, tensors: Mapping[str, Tensor],
              first_step: int | None = None, last_step: int | None = None) -> PushResult:
         """Validate, journal, then acknowledge; merges when the window is full. ``first_step..last_step``:
         the sender's steps the gradient sums (both None: unknown). Never raises on bad input. A gradient at
-        a rank this level grew from is zero-padded (``padded_pushes``); other shapes are refused."""
+        a rank this level grew from is zero-padded (``padded_pushes``); other shapes are refused, and so is
+        anything from a member that left (``NOT_MEMBER``)."""
         if self.growths and isinstance(tensors, Mapping):
             tensors, padded = pad_to_rank(tensors, self.shapes, {e.from_rank for _, e in self.growths})
             self.padded_pushes += padded
-        refusal = check_push(sender, seq, base_version, tensors, shapes=self.shapes, last_seq=self._last_seq,
-                             version=self._version, max_staleness=self.cfg.max_staleness,
-                             max_norm=self.cfg.max_norm, first_step=first_step, last_step=last_step,
-                             covered=self._covered)
+        refusal = self.roster.admits(self.name, sender) or check_push(
+            sender, seq, base_version, tensors, shapes=self.shapes, last_seq=self._last_seq, version=self._version,
+            max_staleness=self.cfg.max_staleness, max_norm=self.cfg.max_norm, first_step=first_step,
+            last_step=last_step, covered=self._covered)
         if refusal:
             return self._refuse(refusal)
         failed = self._durably(PushRecord(sender, seq, base_version,
@@ -265,44 +261,15 @@ class LevelCore:
     def propose(self, sender: str, proposals: list[Proposal]) -> ProposeResult:
         """Buffer ``sender``'s proposals (its latest set replaces an older one); once ``children``
         distinct proposers are in, run consensus. Returns removals waiting for ``sender``
-        (from this round or an earlier one) and the rejections of its proposals. Never raises."""
-        refusal = check_proposals(sender, proposals)
+        (from this round or an earlier one) and the rejections of its proposals; a member that left is
+        refused (``NOT_MEMBER``). Never raises."""
+        refusal = check_proposals(sender, proposals) or self.roster.admits(self.name, sender)
         if refusal:
             _bump(self._counters.rejected_proposals, refusal)
             return ProposeResult(False, self._version, code=refusal.code, reason=refusal.reason)
         self._proposals[sender] = list(proposals)
         if len(self._proposals) >= self.children:
-            batch = [p for props in self._proposals.values() for p in props]
-            self._proposals = {}
-            self._bucket.refill(self.merges)
-            tokens, taken = self._bucket.tokens, []
-            if tokens <= 0 and all(p.score < self.circuits.bypass_threshold for p in batch):
-                # nothing could be taken: spare the tests; the members keep their circuits and propose again
-                for p in batch:
-                    self._rejections.setdefault(p.agent_id, []).append((p.module, "deferred: bandwidth limit"))
-                self._event("consensus", f"{len(batch)} proposals deferred: no tokens until "
-                                         f"{self._bucket.last_refill + self._bucket.window} merges")
-                return ProposeResult(True, self._version, tuple(self._mailbox.pop(sender, [])),
-                                     tuple(self._rejections.pop(sender, [])))
-            result = consensus(batch, self.shapes, self.circuits, seed=self._version)
-            self.last_consensus = result.tests
-            for c in sorted(result.accepted, key=lambda c: c.score * c.sigma, reverse=True):  # best first
-                bypass = tokens <= 0
-                if bypass and c.score < self.circuits.bypass_threshold:
-                    self._counters.deferred += 1  # its carriers keep it and propose it again
-                    for a in c.agents:
-                        self._rejections.setdefault(a, []).append((c.module, "deferred: bandwidth limit"))
-                    continue
-                tokens -= not bypass
-                taken.append(AcceptedCircuit(c.module, float(c.sigma), tuple(c.agents), c.u.float(), c.w.float(),
-                                             bypass, score=float(c.score)))
-            if taken:
-                self._commit(ConsensusRecord(tuple(taken)))
-            for p, why in result.rejected:
-                self._rejections.setdefault(p.agent_id, []).append((p.module, why))
-            accepted = sum(t.accepted for t in result.tests)
-            self._event("consensus", f"{len(batch)} proposals, {len(result.tests)} joint tests, {accepted} accepted, "
-                                     f"{len(taken)} taken")
+            promotion.run_round(self)
         return ProposeResult(True, self._version, tuple(self._mailbox.pop(sender, [])),
                              tuple(self._rejections.pop(sender, [])))
 
@@ -334,20 +301,7 @@ class LevelCore:
         latest = self._store.latest_valid()
         if latest is not None and latest.version == self._version:
             return
-        up = self._uplink
-        state = {"B": self.B, "optimizer": self.optimizer.state_dict(), "aggregator": self.aggregator.state_dict(),
-                 "server_step": self.server_step.state_dict(),
-                 "growths": [{"version": v, **e.to_dict()} for v, e in self.growths],
-                 "saturated_merges": self.saturated_merges,
-                 "uplink": up.state_dict() if up is not None else None, "version": self._version,
-                 "last_seq": self._last_seq,
-                 "covered": {a: c.to_dict() for a, c in self._covered.items()},
-                 "stats": stats_dict(self._counters, up.counters if up is not None else ForwardCounters()),
-                 "mailbox": {a: [{"module": r.module, "u": r.u, "w": r.w, "coefficient": r.coefficient} for r in rs]
-                             for a, rs in self._mailbox.items()},
-                 "bucket": {"tokens": self._bucket.tokens, "last_refill": self._bucket.last_refill},
-                 "inherited": {m: {"sigma": c.sigma, "u": c.u, "w": c.w, "score": c.score}
-                               for m, c in self._inherited.items()}}
+        state = level_state(self)
         tensors, skeleton = flatten(state)
         self._store.checkpoint(self._version, tensors, {"state": skeleton})
 
@@ -365,29 +319,9 @@ class LevelCore:
             if len(self._window) >= self.cfg.window:
                 self._merge()
         elif isinstance(record, ConsensusRecord):
-            self._bucket.refill(self.merges)
-            for c in record.circuits:
-                self.B[c.module].add_(c.sigma * torch.outer(c.u, c.w).float())  # (d_out, R)
-                for agent in c.agents:  # each carrier removes exactly what was added (old records: its projection)
-                    self._mailbox.setdefault(agent, []).append(
-                        CircuitRef(c.module, c.u.clone(), c.w.clone(), float(c.sigma) if c.exact else None))
-                self._inherited[c.module] = c
-                if c.bypassed:
-                    self._counters.bypassed += 1
-                else:
-                    self._bucket.take()
-            self._version += 1
-            self._counters.promotions += len(record.circuits)
-            self.probe.promoted(len(record.circuits))
-            for c in record.circuits:
-                self._event("promotion", f"{c.module}: sigma {c.sigma:.3g} from {', '.join(c.agents)}")
+            promotion.apply_consensus(self, record)
         elif isinstance(record, RemovalRecord):
-            for r in record.removals:
-                remove_projection(self.B[r.module], r.u, r.w, r.coefficient)
-                self._inherited.pop(r.module, None)  # the level above took this module's shared part
-                self._tracker.forget_near(r.module, r.u, r.w)
-            self._version += 1
-            self._counters.removed += len(record.removals)
+            promotion.apply_removals(self, record)
         elif isinstance(record, FlushRecord):
             self._merge()
         elif isinstance(record, GrowthRecord):
@@ -398,6 +332,8 @@ class LevelCore:
             self._version += 1
             self._counters.absorbed += 1
             self._event("absorb", f"{record.source}: {len(record.tensors)} modules")
+        elif isinstance(record, MembershipRecord):
+            apply_membership(self, record)
         else:
             raise TypeError(f"{self.name}: not a journal record: {type(record).__name__}")
 
@@ -433,30 +369,7 @@ class LevelCore:
     def _merge(self) -> None:
         if not self._window:
             return
-        start = time.perf_counter()
-        weights = [1.0 / (1 + self._version - r.base_version) for r in self._window]
-        # aggregators that count one vote per push (median, trimmed mean, Krum) take no staleness weights
-        merged = self.aggregator.aggregate([r.tensors for r in self._window],
-                                           weights if self.aggregator.supports_weights else None)
-        drive = self.server_step.drive(merged)
-        if drive is not None:
-            agreement = self.aggregator.stats.get("mean_agreement", 1.0)
-            self.optimizer.step(drive, contributions=self.aggregator.stats["k_eff"] * agreement)
-            self.saturated_merges = self.saturated_merges + 1 if self.optimizer.report()["growth_needed"] else 0
-        if self._uplink is not None:
-            self._uplink.observe(merged)
-        self._tracker.update(self.B)
-        self._window = []
-        self._version += 1
-        self._counters.merges += 1
-        self.probe.merged(time.perf_counter() - start)
-        stats = self.aggregator.stats
-        self._event("merge", f"{len(weights)} pushes, k_eff {stats.get('k_eff', 0):.2f}, "
-                             f"agreement {stats.get('mean_agreement', 1.0):.2f}")
-        screened = self.optimizer.screened_fraction()
-        if abs(screened - self._phase_mark) >= 0.05:
-            self._event("phase", f"screened fraction {self._phase_mark:.2f} -> {screened:.2f}")
-            self._phase_mark = screened
+        merge_pending(self)
         if self._store is not None and not self._replaying and self._counters.merges % self.cfg.checkpoint_every == 0:
             try:
                 self.checkpoint()
@@ -467,37 +380,11 @@ class LevelCore:
         rec = self._store.recover()
         self.warnings = rec.warnings
         if rec.checkpoint is not None:
-            state = unflatten(rec.tensors, rec.checkpoint.meta["state"])
-            for g in state.get("growths", []):  # the checkpoint's B have the grown rank
-                grow_level(self, ReadGrowth.from_dict(g))
-            self.growths = [(int(g["version"]), e) for g, (_, e) in zip(state.get("growths", []), self.growths,
-                                                                        strict=True)]
-            self.saturated_merges = int(state.get("saturated_merges", 0))
-            for m in self.B:
-                self.B[m].copy_(state["B"][m])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.aggregator.load_state_dict(state["aggregator"])
-            if "server_step" in state:  # checkpoints from before server.step hold no moments (rms has none)
-                self.server_step.load_state_dict(state["server_step"])
-            self._version, self._last_seq = state["version"], dict(state["last_seq"])
-            # checkpoints from before exactly-once accounting hold no coverage: intervals unknown so far
-            self._covered = {a: Coverage.from_dict(c) for a, c in state.get("covered", {}).items()}
-            self._counters = LevelCounters.from_stats(state["stats"])
-            if self._uplink is not None:
-                if state["uplink"] is not None:
-                    self._uplink.load_state_dict(state["uplink"], merges=self._counters.merges)
-                self._uplink.restore_counters(ForwardCounters.from_stats(state["stats"]))
-            self._mailbox = {a: [CircuitRef(r["module"], r["u"], r["w"], r.get("coefficient")) for r in rs]
-                             for a, rs in state["mailbox"].items()}
-            if "bucket" in state:  # checkpoints from before the level's bucket start full
-                self._bucket.tokens = int(state["bucket"]["tokens"])
-                self._bucket.last_refill = int(state["bucket"]["last_refill"])
-            self._inherited = {m: AcceptedCircuit(m, float(c["sigma"]), (), c["u"], c["w"], score=float(c["score"]))
-                               for m, c in state.get("inherited", {}).items()}
+            restore_level(self, unflatten(rec.tensors, rec.checkpoint.meta["state"]))
         self._replaying = True
         try:
             for tensors, meta in rec.records:  # replay through apply, without re-journaling
-                self.apply(GrowthRecord.from_journal(tensors, meta) if is_growth(meta) else from_journal(tensors, meta))
+                self.apply(from_journal(tensors, meta))
         finally:
             self._replaying = False
 

@@ -25,7 +25,7 @@ from layers.projection import ReadGrowth
 
 
 class RejectCode(enum.Enum):
-    """Why a push, absorb or proposal was refused; the value is the counter key in status JSON."""
+    """Why a push, absorb, proposal or membership change was refused; the value is the counter key in status JSON."""
 
     BAD_SENDER = "bad sender"
     BAD_TENSORS = "bad tensors"
@@ -43,6 +43,12 @@ class RejectCode(enum.Enum):
     BAD_INTERVAL = "bad interval"
     OVERLAP = "interval overlap"
     STORAGE = "storage"  # the journal write failed (disk full, store unreachable): not acknowledged
+    # membership (cluster.level.membership): a push or proposal from a member that left, or a bad roster change
+    NOT_MEMBER = "not a member"
+    DUPLICATE_MEMBER = "already a member"
+    LAST_MEMBER = "last member"
+    BAD_MEMBER = "bad member"
+    NO_MEMBER_LIST = "no member list"
 
 
 @dataclass(frozen=True)

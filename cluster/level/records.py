@@ -5,16 +5,18 @@ live and at replay alike. Each record converts to and from the journal's form
 ``(tensors, meta)`` that :meth:`cluster.store.LevelStore.append` writes (msgpack meta plus
 raw tensors); the meta keys are the ones journals have always held, so old journals replay:
 
-=========  ======================================================  ==========================
-kind       meta                                                    tensors
-=========  ======================================================  ==========================
-push       ``sender, seq, base_version[, first_step, last_step]``  module -> (d_out, R)
-           (no ``kind`` key) (3)
-circuits   ``kind, circuits: [{module, sigma, agents, ...}]`` (1)  ``i/u`` (d_out,), ``i/w`` (R,)
-removals   ``kind, modules: [module], coefficients`` (2)           ``i/u`` (d_out,), ``i/w`` (R,)
-absorb     ``kind, source, modules: [module] (sorted)``            module -> (d_out, R)
-flush      ``kind`` (4)                                            none
-=========  ======================================================  ==========================
+==========  ======================================================  ==========================
+kind        meta                                                    tensors
+==========  ======================================================  ==========================
+push        ``sender, seq, base_version[, first_step, last_step]``  module -> (d_out, R)
+            (no ``kind`` key) (3)
+circuits    ``kind, circuits: [{module, sigma, agents, ...}]`` (1)  ``i/u`` (d_out,), ``i/w`` (R,)
+removals    ``kind, modules: [module], coefficients`` (2)           ``i/u`` (d_out,), ``i/w`` (R,)
+absorb      ``kind, source, modules: [module] (sorted)``            module -> (d_out, R)
+flush       ``kind`` (4)                                            none
+growth      ``kind, from_rank, to_rank, source, modules``           module -> rows carried
+membership  ``kind, op ("add"/"remove"), member`` (5)              none
+==========  ======================================================  ==========================
 
 (1) plus ``bypassed``, ``exact`` and ``score`` per circuit; (2) one float (or None) per removal. Both are
 absent from journals written before the joint consensus, which read as ``exact`` False and
@@ -23,6 +25,7 @@ coefficients None: those removals take the receiver's whole projection, as they 
 exactly-once accounting, and from pushes of old clients: an unknown interval. (4) the merge of a
 partial window a checkpoint forces, journaled so that a replay (even from an older checkpoint)
 merges the very same windows and its uplink forwards the very same sums under the same seqs.
+(5) a member joining or leaving the server (:mod:`cluster.level.membership`).
 
 :func:`audit` checks a level's store from its files alone: per sender, the push intervals it
 holds never overlap, and it sums what each sender's pushes cover.
@@ -38,6 +41,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from cluster.level.growth import GrowthRecord
+from cluster.level.membership import MembershipRecord
 from cluster.level.protocol import CircuitRef, Coverage
 from cluster.state import unflatten
 from cluster.store import LevelStore
@@ -171,9 +175,9 @@ class FlushRecord:
         return cls()
 
 
-Record = PushRecord | ConsensusRecord | RemovalRecord | AbsorbRecord | FlushRecord
+Record = PushRecord | ConsensusRecord | RemovalRecord | AbsorbRecord | FlushRecord | GrowthRecord | MembershipRecord
 _KINDS: dict[str, type[Record]] = {cls.kind: cls for cls in (PushRecord, ConsensusRecord, RemovalRecord, AbsorbRecord,
-                                                             FlushRecord, GrowthRecord)}
+                                                             FlushRecord, GrowthRecord, MembershipRecord)}
 
 
 def from_journal(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Record:

@@ -2,7 +2,8 @@
 
 The JSON form is what ``status.json``, ``metrics.jsonl``, the run summary and the gRPC
 ``Stats`` read, and what a checkpoint stores (so a restart resumes the counts):
-``{"name", "version", "pending", "stats": {...}, "last_seq", "warnings", "outbox", **optimizer report}``
+``{"name", "version", "pending", "stats": {...}, "last_seq", "warnings", "outbox", "members", "children",
+**optimizer report}``
 with ``stats`` = ``accepted, merges, promotions, removed, forwarded, rejected, rejected_proposals``
 plus ``absorbed`` once something was absorbed, ``deferred`` and ``bypassed`` once the bandwidth
 limit deferred (or its bypass let through) a consensus circuit, and ``forward_rejected`` once the
@@ -91,6 +92,9 @@ class LevelStatus:
         report: the level optimizer's numbers (screened and crystallised fractions, means, ...).
         storage_error: why the last store write failed (disk full, ...), until one succeeds; None: fine.
             In the JSON form only while set.
+        members: the server's members by name, sorted (empty for a server built from a count only;
+            cluster/level/membership.py).
+        children: how many children merge into it (its members, or the count it was built with).
     """
 
     name: str
@@ -103,6 +107,8 @@ class LevelStatus:
     outbox: int
     report: dict[str, float]
     storage_error: str | None = None
+    members: tuple[str, ...] = ()
+    children: int = 1
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -113,4 +119,5 @@ class LevelStatus:
         """The JSON form (see the module doc); the optimizer's report is flattened into it."""
         return {"name": self.name, "version": self.version, "pending": self.pending, "stats": self.stats,
                 "last_seq": dict(self.last_seq), "warnings": list(self.warnings), "outbox": self.outbox,
+                "members": list(self.members), "children": self.children,
                 **self.report, **({"storage_error": self.storage_error} if self.storage_error else {})}
