@@ -143,10 +143,12 @@ class AgentHostActor:
             w.probe.publish(w)
         return out
 
-    def run(self, steps: int, until: int | None = None) -> dict[str, dict[str, Any]]:
+    def run(self, steps: int, until: int | None = None, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """``steps`` batched rounds of every agent (an agent at step ``until`` or beyond sits out); agent
-        id -> its chunk record (:meth:`AgentWorker.record` with ``train_bpb``, ``pid``, ``node``, ``host``)."""
-        return self._chunk(self.agents(), steps, until)
+        id -> its chunk record (:meth:`AgentWorker.record` with ``train_bpb``, ``pid``, ``node``, ``host``).
+        ``ids``: only those of its agents (the driver's members of it: a host Ray restarted rebuilds the
+        agents it was made with, one that left since among them, and must not step that one)."""
+        return self._chunk(self.agents() if ids is None else [a for a in self.agents() if a in ids], steps, until)
 
     def run_agent(self, agent_id: str, steps: int) -> dict[str, Any]:
         """``steps`` steps of one agent alone (as :meth:`cluster.actors.AgentActor.run`); its record."""
@@ -157,6 +159,13 @@ class AgentHostActor:
         if agent_id is not None:
             return self._worker(agent_id).checkpoint()
         return {a: w.checkpoint() for a, w in self.host.workers.items()}
+
+    def remove_agent(self, agent_id: str) -> int:
+        """Checkpoint ``agent_id`` and stop hosting it (it left the run; its store keeps it); the step
+        its checkpoint holds. Its stack stays on the base, unused, until the host ends."""
+        step = self._worker(agent_id).checkpoint()
+        self.host.remove(agent_id)
+        return step
 
     def respond(self, agent_id: str, prompt: bytes, max_new_tokens: int = 32) -> dict[str, Any]:
         """:meth:`AgentWorker.respond` of one agent: its own levels and trajectory cache only."""

@@ -4,6 +4,7 @@
     swarm run --resume RUN_DIR [key=value ...]
     swarm status [RUN_DIR]
     swarm stop RUN_DIR [--timeout S]                       # ask a running swarm to checkpoint and stop
+    swarm agents add NAME --team T [--data PATH ...] | remove NAME [--run RUN_DIR]  # members of a live run
     swarm run --serve [--linger] [CONFIG] [key=value ...]  # also serve queries (--linger: after the run too)
     swarm serve [RUN_DIR] [--address HOST:PORT]            # gRPC query service: live run, or from checkpoints
     swarm dashboard [RUN_DIR] [--address HOST:PORT]        # the run's live web page (docs/dashboard.md)
@@ -130,6 +131,9 @@ def build_parser(experiment_description: str | None = None) -> argparse.Argument
     stop.add_argument("run_dir", metavar="RUN_DIR")
     stop.add_argument("--timeout", type=float, default=600.0,
                       help="seconds to wait for the run to stop (default 600; the request stays after that)")
+    from swarm.run.control import add_agents_parser
+
+    add_agents_parser(sub)
     ckpt = sub.add_parser("checkpoint", help="show, verify or fork a run's checkpoints (docs/checkpoints.md)")
     ckpt.add_argument("action", choices=["show", "verify", "fork"])
     ckpt.add_argument("target", metavar="RUN_DIR[/STORE]", help="a run directory, or one store in it (swarm/red, "
@@ -167,50 +171,6 @@ def _status(run_dir: str | None) -> int:
     if alive.state != "finished" and not alive.live:
         console.print(f"continue with: swarm run --resume {path}", highlight=False)
     return 0
-
-
-def _stop(run_dir: str, timeout_s: float) -> int:
-    """``swarm stop``: ask the run's driver to stop (a request file it polls between chunks), then wait until
-    its status is no longer live and its summary is written (or its driver exited). 0 when it stopped or
-    had already; 1 when there is no run, it is dead, or it did not stop within ``timeout_s``."""
-    from swarm.rundir import RunDir, driver_alive
-
-    run = RunDir(run_dir)
-    if not run.is_run():
-        print(f"swarm stop: {run_dir} is not a run directory (no config.yaml)", file=sys.stderr)
-        return 1
-    alive = run.liveness()
-    if alive.state == "none":
-        print(f"swarm stop: {run_dir} is not running (no status.json: it never started)", file=sys.stderr)
-        return 1
-    if alive.state == "dead":
-        print(f"swarm stop: {run_dir} is {alive.describe()}; nothing to stop. "
-              f"Continue it with: swarm run --resume {run_dir}", file=sys.stderr)
-        return 1
-    if not alive.live:
-        print(f"{run_dir} already stopped ({alive.state})")
-        return 0
-    asked = time.time()
-    run.request_stop()
-    print(f"asked {run_dir} to stop; waiting up to {timeout_s:.0f} s for the steps in flight, the checkpoints and "
-          "the summary", flush=True)
-    deadline = asked + timeout_s
-    while time.time() < deadline:
-        alive = run.liveness()
-        if alive.state == "dead":
-            print(f"swarm stop: {run_dir} is {alive.describe()}. Continue it with: swarm run --resume {run_dir}",
-                  file=sys.stderr)
-            return 1
-        if not alive.live:
-            summarised = run.summary_json.is_file() and run.summary_json.stat().st_mtime >= asked - 1
-            if summarised or driver_alive(run.read_status().get("driver")) is not True:
-                print(f"{run_dir} {alive.state}" + (f"; summary: {run.summary_md}" if summarised else "")
-                      + f". Continue it with: swarm run --resume {run_dir}")
-                return 0 if alive.state in ("stopped", "interrupted", "finished") else 1
-        time.sleep(0.5)
-    print(f"swarm stop: {run_dir} still {alive.state} after {timeout_s:.0f} s (its stop request stays: it stops "
-          "after the chunks in flight; see swarm status)", file=sys.stderr)
-    return 1
 
 
 def _serve(args) -> int:
@@ -411,8 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "status":
         return _status(args.run_dir)
-    if args.command == "stop":
-        return _stop(args.run_dir, args.timeout)
+    if args.command in ("stop", "agents"):  # requests the running driver takes between chunks
+        from swarm.run.control import main as control_main
+
+        return control_main(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "dashboard":

@@ -7,6 +7,10 @@ A run directory (``runs/<name>/`` by default) holds:
 - ``status.json``: the live snapshot ``swarm status`` shows (written atomically), with the
   driver's ``heartbeat`` and identity (``driver``: pid, process start time, host);
 - ``stop-request.json``: present while ``swarm stop`` asks the running driver to stop;
+- ``members.jsonl``: the membership changes applied to the live run (``swarm agents add/remove``,
+  the AddAgent/RemoveAgent RPCs), one JSON line each; ``--resume`` replays them;
+- ``membership/<id>.request.json`` / ``<id>.answer.json``: a ``swarm agents`` request waiting for
+  the driver, and its answer (:meth:`RunDir.submit_member_request`);
 - ``levels/<server>/``: each level server's checkpoints and journal;
 - ``agents/<agent id>/``: each agent's checkpoints;
 - ``summary.json`` + ``summary.md``: written when the run ends.
@@ -162,6 +166,16 @@ class RunDir:
         return self.path / "stop-request.json"
 
     @property
+    def members_log(self) -> Path:
+        """The membership changes applied to the run, one JSON line each (:mod:`swarm.run.membership`)."""
+        return self.path / "members.jsonl"
+
+    @property
+    def membership_requests(self) -> Path:
+        """Where ``swarm agents add/remove`` leaves requests for the driver and reads its answers."""
+        return self.path / "membership"
+
+    @property
     def summary_json(self) -> Path:
         return self.path / "summary.json"
 
@@ -281,6 +295,61 @@ class RunDir:
         except FileNotFoundError:
             return False
         return True
+
+    def submit_member_request(self, request: dict[str, Any]) -> str:
+        """Leave a membership request (``op``: add or remove, ``name``, ...) for the driver, which takes it
+        between chunks; returns its id, to wait for :meth:`member_answer`."""
+        rid = f"{time.time_ns():x}-{os.getpid()}"
+        self.membership_requests.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.membership_requests / f"{rid}.request.json", json.dumps({**request, "id": rid}))
+        return rid
+
+    def take_member_requests(self) -> list[dict[str, Any]]:
+        """The waiting membership requests, oldest first, each removed as it is taken."""
+        out = []
+        for f in sorted(self.membership_requests.glob("*.request.json")) if self.membership_requests.is_dir() else []:
+            try:
+                out.append(json.loads(f.read_text()))
+            except ValueError:  # not ours (a half-written file is never seen: write_atomic)
+                continue
+            finally:
+                f.unlink(missing_ok=True)
+        return out
+
+    def answer_member_request(self, rid: str, answer: dict[str, Any]) -> None:
+        """The driver's answer to request ``rid`` (see :meth:`member_answer`)."""
+        write_atomic(self.membership_requests / f"{rid}.answer.json", json.dumps(answer, default=str))
+
+    def member_answer(self, rid: str) -> dict[str, Any] | None:
+        """The answer to request ``rid`` once the driver gave it (the file is then removed); else None."""
+        f = self.membership_requests / f"{rid}.answer.json"
+        try:
+            answer = json.loads(f.read_text())
+        except FileNotFoundError:
+            return None
+        f.unlink(missing_ok=True)
+        return answer
+
+    def withdraw_member_request(self, rid: str) -> bool:
+        """Take back request ``rid`` if the driver has not taken it yet (True then)."""
+        try:
+            (self.membership_requests / f"{rid}.request.json").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def read_members(self) -> list[dict[str, Any]]:
+        """Every membership change applied to the run, in order (none when the log is missing)."""
+        if not self.members_log.is_file():
+            return []
+        return [json.loads(line) for line in self.members_log.read_text().splitlines() if line.strip()]
+
+    def log_member(self, change: dict[str, Any]) -> None:
+        """Append one applied membership change to ``members.jsonl`` and flush it to disk."""
+        with open(self.members_log, "a") as f:
+            f.write(json.dumps(change, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _storage_of(config: Path) -> tuple[str | None, dict[str, Any] | None]:

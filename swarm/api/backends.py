@@ -8,7 +8,8 @@ methods ``pull``, ``info``, ``circuits``, ``status`` and ``events`` (those of
 :class:`cluster.host_actor.HostedAgent` view when it runs in an agent host; None when not running),
 ``agent_status(id)``, ``statuses()`` (every level's status and every agent's record at once, for
 ``Stats``), ``changed()`` (this process changed an agent: the next ``statuses()`` must show it)
-and ``route(agent_id)`` (its team's servers).
+``route(agent_id)`` (its team's servers) and ``refresh()`` (follow agents that joined or left:
+``agent_ids`` and ``members``, agent id -> its :class:`agents.topology.AgentSpec`).
 
 :class:`RayLevels` answers ``statuses()`` from the snapshots the servers and agents publish in
 Ray's internal KV (:mod:`cluster.snapshots`), never from an actor call (an agent busy with a
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agents.topology import AgentSpec
 from cluster.snapshots import Snapshot, SnapshotCache, Snapshots, StatusBoard
 from cluster.topology import Topology
 from swarm.rundir import RunDir, liveness_of
@@ -49,7 +51,12 @@ class RayLevels:
         self.namespace = namespace
         self.where = f"Ray namespace {namespace}"  # where the levels come from, for people
         self.agent_ids = [a.id for a in topology.agents]
+        self.members = {a.id: a for a in topology.agents}
         self.snapshots = SnapshotCache(StatusBoard(namespace), status_ttl_s)
+        from swarm.api.membership import board_of
+
+        self.board = board_of(namespace)  # the run's roster as agents join and leave (None: a fixed one)
+        self.roster_ttl_s, self._roster_at = status_ttl_s, -1.0
         self._view: tuple[Snapshots, Snapshots] | None = None  # (a read, what statuses() made of it)
         self._host_of: dict[str, str] = {}  # agent id -> the name of the host actor that holds it
 
@@ -58,6 +65,8 @@ class RayLevels:
         never published is left out; a server that never published is asked over Ray). The same read
         gives the very same object, so a caller may key what it derives from it by identity."""
         snaps = await self.snapshots.get()
+        if await self.refresh():
+            self._view = None
         if self._view is not None and self._view[0] is snaps:
             return self._view[1]
         levels = {n: snaps.levels[n] for n in self.specs if n in snaps.levels}
@@ -70,6 +79,19 @@ class RayLevels:
         if complete:
             self._view = (snaps, view)
         return view
+
+    async def refresh(self) -> bool:
+        """Follow the run's membership board (at most once per ``status_ttl_s``): True when the members changed."""
+        if self.board is None or time.monotonic() - self._roster_at < self.roster_ttl_s:
+            return False
+        roster = await self.board.roster.remote()
+        self._roster_at = time.monotonic()
+        if list(roster) == self.agent_ids:
+            return False
+        self.members = {a: self.members.get(a) or AgentSpec(m["name"], m["team"], m["domain"])
+                        for a, m in roster.items()}
+        self.agent_ids = list(roster)
+        return True
 
     def changed(self) -> None:
         """This process just changed an agent (an answer through its cache): the next ``statuses()`` reads anew."""
@@ -112,7 +134,7 @@ class RayLevels:
 
     def route(self, agent_id: str) -> list[str]:
         """The shared-level servers the agent ``agent_id`` pushes to and pulls from (its team's chain)."""
-        return sorted(self.topology.route(agent_id).values())
+        return team_route(self.topology, self.members, agent_id)
 
 
 class CheckpointLevels:
@@ -134,7 +156,13 @@ class CheckpointLevels:
         self.topology = Topology(cfg.workload, cfg.levels.names[2:])
         self.namespace = run.namespace
         self.where = f"{run.path} (from its checkpoints)"
-        self.agent_ids = [a.id for a in self.topology.agents]
+        self.members = {a.id: a for a in self.topology.agents}
+        for m in run.read_members():  # the members at the run's end (swarm agents add/remove)
+            if m["op"] == "add":
+                self.members[m["agent"]] = AgentSpec(m["name"], m["team"], m["domain"])
+            else:
+                self.members.pop(m["agent"], None)
+        self.agent_ids = list(self.members)
         try:
             self.snapshot = run.read_status()
         except FileNotFoundError:
@@ -194,10 +222,23 @@ class CheckpointLevels:
     def changed(self) -> None:
         """Nothing changes in a stopped run."""
 
+    async def refresh(self) -> bool:
+        """Nobody joins or leaves a stopped run."""
+        return False
+
     def route(self, agent_id: str) -> list[str]:
         """The shared-level servers of the agent ``agent_id``'s team chain."""
-        return sorted(self.topology.route(agent_id).values())
+        return team_route(self.topology, self.members, agent_id)
 
     def close(self) -> None:
         """Remove the copies of the stores."""
         self._copy.cleanup()
+
+
+def team_route(topology: Topology, members: dict[str, AgentSpec], agent_id: str) -> list[str]:
+    """The servers of ``agent_id``'s team chain (an agent that joined: its team's, which every team has
+    in the topology); ``KeyError`` for a non-member."""
+    if agent_id in topology.routes:
+        return sorted(topology.route(agent_id).values())
+    team = members[agent_id].swarm
+    return sorted(topology.route(next(a.id for a in topology.agents if a.swarm == team)).values())

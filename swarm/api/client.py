@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("watch")
     w.add_argument("--levels")
     w.add_argument("--count", type=int, default=0, help="stop after N events (0: until Ctrl-C)")
+    add = sub.add_parser("add-agent", help="NAME joins team T of the live run (as swarm agents add; docs/learn.md)")
+    add.add_argument("name")
+    add.add_argument("--team", required=True)
+    add.add_argument("--data", nargs="+", default=[], help="its files on the run's machine (default: the workload's)")
+    rm = sub.add_parser("remove-agent", help="an agent leaves the live run (checkpointed; add it back to resume)")
+    rm.add_argument("agent", help="an agent id or name")
     return p
 
 
@@ -330,6 +336,13 @@ def _dispatch(client: Client, args, console: Console) -> Any:
         finally:
             stream.cancel()
         return events
+    if args.what in ("add-agent", "remove-agent"):  # the driver answers between chunks: wait as long as it may
+        request = pb.AddAgentRequest(name=args.name, team=args.team, data=args.data) if args.what == "add-agent" \
+            else pb.RemoveAgentRequest(agent=args.agent)
+        r = client.call("AddAgent" if args.what == "add-agent" else "RemoveAgent", request,
+                        timeout=max(args.timeout, 130.0))
+        return _out(console, args, as_dict(r), _table(args.what, [as_dict(r)], ["agent", "team", "op", "children",
+                                                                                 "version", "detail"]))
     raise AssertionError(args.what)
 
 

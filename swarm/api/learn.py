@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from cluster.inbox import Inbox, InboxFull
+from cluster.inbox import Inbox, InboxFull, InboxUnsupported
+from cluster.metrics import InboxProbe
 from swarm.api.proto import memory_pb2 as pb
 from swarm.config.learn import LearnConfig
 
@@ -36,9 +36,10 @@ MODES = {pb.LEARN_ROUND_ROBIN: "round robin", pb.LEARN_EVERY_MEMBER: "every memb
 class LearnRefused(Exception):
     """A Learn stream refused with ``code`` (nothing queued); the message says why."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason  # the refusal's label in swarm_inbox_refusals ("" when no agent is to blame)
 
 
 class Learner:
@@ -47,8 +48,10 @@ class Learner:
     ``levels``: the service's backend (its ``topology`` and ``statuses()``); ``tokenizer``: the model's;
     ``vocab_rows``: rows of the model's embedding (a token id at or above it cannot be learned)."""
 
-    def __init__(self, levels: Any, cfg: LearnConfig, tokenizer: Any, vocab_rows: int) -> None:
+    def __init__(self, levels: Any, cfg: LearnConfig, tokenizer: Any, vocab_rows: int,
+                 probe: InboxProbe | None = None) -> None:
         self.levels, self.cfg, self.tokenizer, self.vocab_rows = levels, cfg, tokenizer, vocab_rows
+        self.probe = probe or InboxProbe()
         self.agents = {a.id: a for a in levels.topology.agents}
         self.teams: dict[str, list[str]] = {}
         for a in levels.topology.agents:
@@ -61,24 +64,26 @@ class Learner:
     def _check_text(self, i: int, text: str) -> int:
         size = len(text.encode("utf-8"))
         if size == 0:
-            raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT, f"text: document {i} is empty")
+            raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT, f"text: document {i} is empty", "empty")
         if size > self.cfg.max_document_bytes:
             raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT, f"text: document {i} has {size} bytes, over "
-                               f"learn.max_document_bytes={self.cfg.max_document_bytes}")
+                               f"learn.max_document_bytes={self.cfg.max_document_bytes}", "too large")
         try:
             ids = self.tokenizer.encode(text)
         except Exception as e:  # noqa: BLE001 - whatever a tokenizer raises on text it cannot take
             raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"text: document {i}: the model's tokenizer cannot encode it ({e})") from None
+                               f"text: document {i}: the model's tokenizer cannot encode it ({e})",
+                               "unencodable") from None
         unknown = getattr(getattr(self.tokenizer, "hf", None), "unk_token_id", None)
         bad = [t for t in ids if t >= self.vocab_rows or (unknown is not None and t == unknown)]
         if bad:
             raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT,
                                f"text: document {i}: the model's tokenizer cannot encode it ({len(bad)} of "
-                               f"{len(ids)} tokens are unknown or outside the model's {self.vocab_rows} rows)")
+                               f"{len(ids)} tokens are unknown or outside the model's {self.vocab_rows} rows)",
+                               "unencodable")
         if len(ids) < 2:
             raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT, f"text: document {i} is {len(ids)} token(s) "
-                               "for the model's tokenizer; at least 2 are needed to learn from it")
+                               "for the model's tokenizer; at least 2 are needed to learn from it", "too few tokens")
         return size
 
     def _targets(self, i: int, req: pb.LearnRequest) -> list[str]:
@@ -112,7 +117,7 @@ class Learner:
             if not where.get("dir"):
                 raise LearnRefused(grpc.StatusCode.UNAVAILABLE, f"agent: {agent!r} has not published its inbox "
                                    "yet (it is starting); try again")
-            inbox = Inbox(Path(where["dir"]), max_bytes=self.cfg.max_inbox_bytes)
+            inbox = Inbox(where["dir"], max_bytes=self.cfg.max_inbox_bytes)
             await asyncio.to_thread(inbox.write_settings, self.cfg.share, self.cfg.max_inbox_bytes)
             self.inboxes[agent] = inbox
         return inbox
@@ -120,26 +125,32 @@ class Learner:
     # ------------------------------------------------------------------ the RPC
     async def learn(self, requests: AsyncIterator[pb.LearnRequest]) -> pb.LearnResponse:
         """Check the whole stream, then queue it (all or nothing) and answer with the receipts."""
-        turns = dict(self.turn)
+        turns, sent = dict(self.turn), {}  # sent: agent -> documents of this stream meant for it
         try:
-            return await self._learn(requests)
-        except LearnRefused:
+            return await self._learn(requests, sent)
+        except LearnRefused as e:
             self.turn = turns  # a refused stream takes no turns
+            if e.reason:  # every document of the stream was refused, counted against the agent it was for
+                for agent, n in sent.items():
+                    self.probe.refused(self.agents[agent], e.reason, n)
             raise
 
-    async def _learn(self, requests: AsyncIterator[pb.LearnRequest]) -> pb.LearnResponse:
+    async def _learn(self, requests: AsyncIterator[pb.LearnRequest], sent: dict[str, int]) -> pb.LearnResponse:
         batches: dict[str, list[tuple[str, str]]] = {}
         sizes: dict[str, int] = {}  # bytes of the stream per agent: bounded while it is read
         i = 0
         async for req in requests:
+            targets = self._targets(i, req)
+            for agent in targets:
+                sent[agent] = sent.get(agent, 0) + 1
             size = self._check_text(i, req.text)
-            for agent in self._targets(i, req):
+            for agent in targets:
                 batches.setdefault(agent, []).append((req.text, req.source))
                 sizes[agent] = sizes.get(agent, 0) + size
                 if sizes[agent] > self.cfg.max_inbox_bytes:
                     raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the stream's documents for agent "
                                        f"{agent} pass {sizes[agent]} bytes, more than an inbox holds "
-                                       f"(learn.max_inbox_bytes={self.cfg.max_inbox_bytes})")
+                                       f"(learn.max_inbox_bytes={self.cfg.max_inbox_bytes})", "full")
             i += 1
         if not batches:
             raise LearnRefused(grpc.StatusCode.INVALID_ARGUMENT, "the stream holds no documents")
@@ -153,13 +164,15 @@ class Learner:
                 if depth + adding > self.cfg.max_inbox_bytes:
                     raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"agent {agent}'s inbox is full: "
                                        f"{depth} unconsumed bytes in {count} documents; adding {adding} bytes "
-                                       f"would pass learn.max_inbox_bytes={self.cfg.max_inbox_bytes}")
+                                       f"would pass learn.max_inbox_bytes={self.cfg.max_inbox_bytes}", "full")
             receipts = []
             for agent, docs in batches.items():
                 try:
                     r = await asyncio.to_thread(inboxes[agent].append, docs)
                 except InboxFull as e:  # another writer process filled it meanwhile
-                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"agent {agent}: {e}") from None
+                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"agent {agent}: {e}", e.reason) from None
+                except InboxUnsupported as e:  # an object store without a conditional put
+                    raise LearnRefused(grpc.StatusCode.FAILED_PRECONDITION, f"agent {agent}: {e}") from None
                 receipts.append(pb.LearnReceipt(agent=agent, seqs=r.seqs, bytes=r.nbytes, depth_bytes=r.depth,
                                                 depth_docs=r.depth_docs))
         return pb.LearnResponse(receipts=receipts, documents=sum(len(r.seqs) for r in receipts),

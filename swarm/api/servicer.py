@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from cluster.metrics import RpcProbe, rpc_probe
+from cluster.metrics import RpcProbe, inbox_probe, rpc_probe
 from cluster.topology import Topology
 from cluster.wire import encode
+from swarm.api import events, membership
 from swarm.api.backends import CheckpointLevels, RayLevels
 from swarm.api.circuit_snippets import SnippetFinder
 from swarm.api.learn import Learner, LearnRefused, inbox_stats
@@ -101,6 +102,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                 slots[slot] = n
             return chosen, "as requested"
         if agent:
+            await self.levels.refresh()  # agents join and leave a live run
             if agent not in self.levels.agent_ids:
                 raise RequestError(grpc.StatusCode.NOT_FOUND, f"agent {agent!r}: no such agent "
                                                               f"(agents: {', '.join(self.levels.agent_ids)})")
@@ -278,6 +280,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             if request.levels or request.temperature:
                 raise _invalid("agent", "an agent answers greedily with its own levels: leave levels and "
                                         "temperature unset")
+            await self.levels.refresh()  # it may have joined or left the run
             if self.levels.agent(request.agent) is not None:
                 return await self._agent_answer(request, prompt, n)
         names, basis = await self._chosen(list(request.levels), request.agent)
@@ -363,8 +366,8 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         return reply
 
     async def Watch(self, request, context) -> AsyncIterator[pb.Event]:
-        """Stream the level servers' events (merges, promotions, phase changes) from now on, polling every
-        0.2 s, until the client cancels; a restarted server's numbering is followed. FAILED_PRECONDITION
+        """Stream the level servers' events (merges, promotions, phase changes) and their teams' joins and
+        leaves from now on (:mod:`swarm.api.events`), until the client cancels. FAILED_PRECONDITION
         for a stopped run (served from its checkpoints): nothing happens there to watch.
         """
         names = [self._level(n, "levels") for n in request.levels] or list(self.levels.specs)
@@ -373,20 +376,8 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                                f"the run is {getattr(self.levels, 'state', 'stopped')} and served from its "
                                "checkpoints: nothing happens there to watch (resume it with `swarm run --resume "
                                "RUN_DIR --serve`)")
-        seen = {}
-        for name in names:  # only what happens from now on
-            events = await self.levels.call(name, "events", 0)
-            seen[name] = events[-1]["seq"] if events else 0
-        while not context.done():
-            for name in names:
-                events = await self.levels.call(name, "events", seen[name])
-                if events and events[0]["seq"] <= seen[name]:  # the server restarted: its numbering too
-                    seen[name] = 0
-                for e in events:
-                    seen[name] = e["seq"]
-                    yield pb.Event(level=name, seq=e["seq"], kind=e["kind"], version=e["version"],
-                                   detail=e["detail"], time=e["time"])
-            await asyncio.sleep(0.2)
+        async for event in events.watch(self.levels, names, context.done):
+            yield event
 
     learner: Learner | None = None  # build_service gives every service one
 
@@ -395,10 +386,19 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         (:mod:`swarm.api.learn`: the checks and status codes; nothing is queued on an error)."""
         if self.learner is None:
             raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "this service was built without Learn")
+        await membership.follow(self.learner, self.levels)  # the members as they are now
         try:
             return await self.learner.learn(request_iterator)
         except LearnRefused as e:
             raise RequestError(e.code, str(e)) from None
+
+    async def AddAgent(self, request, context):
+        """A new member of a team, applied by the run's driver between chunks (:mod:`swarm.api.membership`)."""
+        return await membership.call(membership.add_agent, self.levels, request, RequestError)
+
+    async def RemoveAgent(self, request, context):
+        """A member leaves the live run; its checkpoint is kept (:mod:`swarm.api.membership`)."""
+        return await membership.call(membership.remove_agent, self.levels, request, RequestError)
 
 
 def _encode_chunks(name: str, version: int, tensors: dict, limit: int) -> list[bytes]:
@@ -473,5 +473,7 @@ def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemo
         levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), namespace, cfg.serve.level_ttl_ms / 1000)
     memory = MemoryModel(cfg.model, cfg.levels)
     service = SharedMemoryService(levels, memory, cfg.serve, SnippetFinder(cfg, memory))
-    service.learner = Learner(levels, cfg.learn, memory.tokenizer, memory.model.get_input_embeddings().weight.shape[0])
+    probe = inbox_probe(namespace) if namespace is not None else None  # metrics of a live run only
+    service.learner = Learner(levels, cfg.learn, memory.tokenizer, memory.model.get_input_embeddings().weight.shape[0],
+                              probe)
     return _handle_errors(service, rpc_probe())

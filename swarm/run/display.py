@@ -107,9 +107,34 @@ def servers_table(servers: dict[str, dict[str, Any]], title: str = "level server
     return FitTable(title, SERVER_HEADERS, rows)
 
 
+MEMBER_HEADERS = ("time", "after start", "change", "agent", "team", "members of team")
+
+
+def members_table(snap: dict[str, Any]) -> FitTable | None:
+    """The run's membership changes over time (``swarm agents``), with each team's member count after
+    each change (counted from the first known roster); None when there were none."""
+    history = snap.get("members") or []
+    if not history:
+        return None
+    sizes: dict[str, int] = {}
+    for aid in snap["agents"]:  # the current roster, walked back to the start for the counts
+        team = aid.split("/")[1] if aid.count("/") == 2 else ""
+        sizes[team] = sizes.get(team, 0) + 1
+    for h in reversed(history):
+        sizes[h["team"]] = sizes.get(h["team"], 0) + (-1 if h["op"] == "add" else 1)
+    rows = []
+    for h in history:
+        sizes[h["team"]] += 1 if h["op"] == "add" else -1
+        rows.append([time.strftime("%H:%M:%S", time.localtime(h["time"])), f"{h['time'] - snap['started']:.0f} s",
+                     "joined" if h["op"] == "add" else "left", h["agent"], h["team"], str(sizes[h["team"]])])
+    return FitTable("members over time", MEMBER_HEADERS, rows)
+
+
 def render(snap: dict[str, Any]) -> Group:
-    """Tables of agents and servers for a snapshot (see :class:`Snapshot`); they fit any width."""
-    return Group(agents_table(snap), servers_table(snap["servers"]))
+    """Tables of agents, servers and (when they changed) members for a snapshot (see :class:`Snapshot`);
+    they fit any width."""
+    members = members_table(snap)
+    return Group(agents_table(snap), servers_table(snap["servers"]), *([members] if members else []))
 
 
 def progress_line(snap: dict[str, Any]) -> str:
@@ -163,12 +188,14 @@ class Snapshot(dict):
     (per agent; None: no end); ``agents``: id -> the worker's latest record (``eval_bpb`` measured at
     ``eval_step``); ``start_steps``: id -> step at this invocation's start; ``servers``: name ->
     status (:mod:`cluster.level.status`); while a stop is under way ``stopping`` (``by``, ``since``);
+    ``ray_address`` (the GCS address others join the run's Ray with); ``members``: the membership
+    changes so far (``time``, ``op`` add or remove, ``agent``, ``team``: :mod:`swarm.run.membership`);
     at the end ``stopped_by`` (None, ``SIGINT``, ``SIGTERM`` or ``swarm stop``)."""
 
     def __init__(self, run_dir: RunDir, steps: int | None) -> None:
         now = time.time()
         super().__init__(run_dir=str(run_dir.path), started=now, updated=now, heartbeat=now, driver=driver_identity(),
-                         state="starting", steps=steps, agents={}, servers={}, start_steps={})
+                         state="starting", steps=steps, agents={}, servers={}, start_steps={}, members=[])
         self.run_dir = run_dir
         self._lock = threading.Lock()
         self._written: dict[str, Any] | None = None  # what the last write put on disk, for beat()

@@ -6,7 +6,10 @@ down at the end); with it the run joins that cluster. Servers are created top-do
 the cluster has one. Agents run in agent hosts (``run.agents_per_host``: K agents on one frozen
 base per actor, :mod:`cluster.host_actor`; ``1``: one agent actor each), in chunks of ``run.chunk``
 steps (forever with ``run.steps: null``); between chunks the driver records metrics (one record per
-agent) and refreshes the display.
+agent) and refreshes the display, and applies the membership requests waiting (``swarm agents
+add/remove`` and the AddAgent/RemoveAgent RPCs: agents join and leave, :mod:`swarm.run.membership`;
+a resume replays them from ``members.jsonl``). ``status.json`` carries ``ray_address``, the Ray GCS
+address other processes join the run's cluster with.
 Ctrl-C, SIGTERM and ``swarm stop`` let the chunks in flight finish (for a bounded grace),
 checkpoint every agent and server, write the summary and print the resume command; a
 second signal stops at once (:mod:`swarm.run.signals`). ``swarm run --resume RUN_DIR``
@@ -50,6 +53,7 @@ from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_
 from swarm.console import wide_console
 from swarm.ray_session import start_ray
 from swarm.run.display import Heartbeat, LiveView, Snapshot, progress_line
+from swarm.run.membership import Membership
 from swarm.run.signals import STOP_COMMAND, STOP_GRACE_S, ForcedStop, RunStopped, StopSignals, describe
 from swarm.run.summary import summarize
 from swarm.rundir import LIVE_STATES, RunDir, new_run_dir
@@ -93,6 +97,9 @@ class Run:
         self.signals = signals or StopSignals()  # not installed unless given: a library caller keeps its handlers
         self.stop_grace_s = STOP_GRACE_S
         self.abandoned: list[str] = []  # agents killed because their chunk outlived the stop's grace
+        self.membership = Membership(self)  # agents joining and leaving while it runs (swarm agents)
+        self.agent_configs: dict[str, Any] = {}  # what an agent is built from (launch sets it)
+        self.agent_cpus = 1.0  # the CPU share of one agent (of a host with run.agents_per_host)
 
     def phase(self, what: str) -> None:
         """Print a startup phase as it begins, with the seconds since the run object was made."""
@@ -153,34 +160,40 @@ class Run:
         specs = level_specs(self.topology, server=cfg.server, merge=cfg.merge, dynamics=cfg.dynamics,
                             circuits=cfg.circuits, stores=self.rundir.level_store, config_hash=self.hash,
                             levels=cfg.levels)
+        self.snap["ray_address"] = ray.get_runtime_context().gcs_address  # others join with it (the dashboard)
         self.phase(f"starting {len(specs)} level servers")
         for spec in specs:  # parents first: a server looks its parent up by name
             handle = level_server(spec, namespace=self.namespace, shapes=shapes, resources=head)
             self.snap["servers"][spec.name] = ray.get(handle.status.remote())
             self.servers[spec.name] = handle
-        n = len(self.topology.agents)
+        joined = self.membership.replay()  # a resumed run: the members it had (members.jsonl)
+        original = [s for s in self.topology.agents if s.id in self.membership.members and s.id not in joined]
+        n = len(original) + len(joined)
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
-        configs = {"model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
-                   "dynamics": cfg.dynamics, "circuits": cfg.circuits, "cache": cfg.cache}
+        self.agent_configs = configs = {
+            "model": cfg.model, "levels": cfg.levels, "workload": cfg.workload, "agent": cfg.agent,
+            "dynamics": cfg.dynamics, "circuits": cfg.circuits, "cache": cfg.cache}
         if cfg.run.per_host == 1:  # one plain agent actor per agent, each with its own base
-            cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
+            cpus = self.agent_cpus = cfg.run.agent_cpus or agent_share(node_cpus, n)
             self.phase(f"building {n} agents ({cpus:.2g} CPU each): base model, data, first held-out evaluation")
-            for spec in self.topology.agents:
+            for spec in original:
                 self.agents[spec.id] = agent_actor(spec, namespace=self.namespace, num_cpus=cpus, configs=configs,
                                                    routes=self.topology.route(spec.id),
                                                    store_dir=str(self.rundir.agent_store(spec.id)),
                                                    config_hash=self.hash, runtime=cfg.run, threads=max(1, int(cpus)))
         else:
-            self._launch_hosts(configs, node_cpus)
+            self._launch_hosts(configs, node_cpus, [s.id for s in original])
+        self.membership.launch_joined(joined)
+        self.membership.open_board()
         for aid, rec in zip(self.agents, ray.get([h.status.remote() for h in self.agents.values()]), strict=True):
             self.snap["agents"][aid] = rec
             self.snap["start_steps"][aid] = rec["step"]
         self.snap["ready"] = time.time()  # steps/s counts from here
         self.phase(f"{n} agents ready; " + progress_line(self.snap).partition(", ")[2])
 
-    def _launch_hosts(self, configs: dict[str, Any], node_cpus: list[float]) -> None:
-        """The agents in hosts (``run.agents_per_host``): one frozen base per host, hosts spread over nodes."""
-        cfg, ids = self.cfg, [s.id for s in self.topology.agents]
+    def _launch_hosts(self, configs: dict[str, Any], node_cpus: list[float], ids: list[str]) -> None:
+        """The agents ``ids`` in hosts (``run.agents_per_host``): one frozen base per host, hosts spread over nodes."""
+        cfg = self.cfg
         gpus = float(ray.cluster_resources().get("GPU", 0))
         cuda = agent_resources(configs, gpus)[1] > 0
         groups = host_groups(ids, host_count(len(ids), cfg.run.per_host, len(node_cpus), gpus, cuda))
@@ -188,6 +201,7 @@ class Run:
         cpus = host_share(node_cpus, len(groups))
         if cfg.run.agent_cpus:  # a share per agent: a host asks for its agents' shares, as much as a node has
             cpus = min(cfg.run.agent_cpus * most, max(node_cpus, default=1.0))
+        self.agent_cpus = cpus
         self.phase(f"building {len(ids)} agents in {len(groups)} host(s) of up to {most} ({cpus:.2g} CPU each): "
                    "one base per host, data, first held-out evaluation")
         specs = {s.id: s for s in self.topology.agents}
@@ -228,17 +242,19 @@ class Run:
         (killed: they resume from their last periodic checkpoint)."""
         steps, chunk = self.cfg.run.steps, self.cfg.run.chunk
         inflight: dict[Any, str] = {}
-        units = self.units()
 
         def submit(unit: str) -> None:  # a host steps its agents together; one at its end sits out
+            units = self.units()  # agents join and leave (self.membership)
+            if unit not in units:
+                return
             least = min(self.snap["agents"][a]["step"] for a in self._agents_of(unit))
             n = chunk if steps is None else min(chunk, steps - least)
             if n > 0 and self.signals.reason is None:
-                handle = units[unit]
-                inflight[handle.run.remote(n, steps) if self.hosts else handle.run.remote(n)] = unit
+                handle = units[unit]  # a host steps the agents the driver counts as its members
+                inflight[handle.run.remote(n, steps, self.members[unit]) if self.hosts else handle.run.remote(n)] = unit
 
         self._check_stop()
-        for unit in units:
+        for unit in self.units():
             submit(unit)
         self.snap["state"] = "running"
         self.signals.interruptible = False  # from here a first signal only asks; the loop below answers
@@ -247,12 +263,17 @@ class Run:
         while inflight:
             try:
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                ended = []
                 for ref in done:
                     unit = inflight.pop(ref)
                     out = ray.get(ref)
                     for aid, rec in (out if self.hosts else {unit: out}).items():  # one row per agent
                         self.snap["agents"][aid] = rec
                         self._log({"kind": "agent", **rec})
+                    ended.append(unit)
+                if self.signals.reason is None:  # joins and leaves between chunks: the ended units are idle
+                    ended += self.membership.poll(busy=set(inflight.values()))
+                for unit in ended:
                     submit(unit)
             except KeyboardInterrupt as e:  # a forced stop (Ray re-raises it as a plain KeyboardInterrupt), or
                 if self.signals.forced is not None:  # Python's own Ctrl-C handler: a Run used without StopSignals
@@ -330,7 +351,8 @@ class Run:
 
     def stop_actors(self) -> None:
         """Kill every actor of the run (no restart): their state is in their last checkpoints."""
-        for h in [*self.units().values(), *self.servers.values()]:
+        board = [self.membership.board] if self.membership.board is not None else []
+        for h in [*self.units().values(), *self.servers.values(), *board]:
             ray.kill(h, no_restart=True)
 
 

@@ -98,7 +98,7 @@ def _transfer(run, ids: list[str]) -> dict[str, dict[str, float | None]]:
     from agents.text import Windows
 
     windows = dict(zip(ids, ray.get([run.agents[a].held_out.remote() for a in ids]), strict=True))
-    team = {s.id: s.swarm for s in run.topology.agents}
+    team = {a: m["team"] for a, m in run.membership.members.items()}  # with those that joined
     out: dict[str, dict[str, float | None]] = {}
     for aid in ids:
         groups = {"team": [b for b in ids if b != aid and team[b] == team[aid]],

@@ -289,20 +289,22 @@ class WatchRequest(_message.Message):
     def __init__(self, levels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("level", "seq", "kind", "version", "detail", "time")
+    __slots__ = ("level", "seq", "kind", "version", "detail", "time", "agent")
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     level: str
     seq: int
     kind: str
     version: int
     detail: str
     time: float
-    def __init__(self, level: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., detail: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+    agent: str
+    def __init__(self, level: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., detail: _Optional[str] = ..., time: _Optional[float] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class LearnRequest(_message.Message):
     __slots__ = ("agent", "team", "mode", "text", "source")
@@ -357,3 +359,37 @@ class AgentInbox(_message.Message):
     learned_docs: int
     learned_bytes: int
     def __init__(self, agent: _Optional[str] = ..., depth_bytes: _Optional[int] = ..., depth_docs: _Optional[int] = ..., cursor: _Optional[int] = ..., learned_docs: _Optional[int] = ..., learned_bytes: _Optional[int] = ...) -> None: ...
+
+class AddAgentRequest(_message.Message):
+    __slots__ = ("name", "team", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    team: str
+    data: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., data: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveAgentRequest(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    def __init__(self, agent: _Optional[str] = ...) -> None: ...
+
+class MembershipResponse(_message.Message):
+    __slots__ = ("agent", "team", "op", "children", "version", "time", "detail")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    team: str
+    op: str
+    children: int
+    version: int
+    time: float
+    detail: str
+    def __init__(self, agent: _Optional[str] = ..., team: _Optional[str] = ..., op: _Optional[str] = ..., children: _Optional[int] = ..., version: _Optional[int] = ..., time: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,16 @@ class SharedMemoryStub:
                 request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.SerializeToString,
                 response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.FromString,
                 _registered_method=True)
+        self.AddAgent = channel.unary_unary(
+                '/swarm.v1.SharedMemory/AddAgent',
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.AddAgentRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.FromString,
+                _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/swarm.v1.SharedMemory/RemoveAgent',
+                request_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.FromString,
+                _registered_method=True)
 
 
 class SharedMemoryServicer:
@@ -155,6 +165,21 @@ class SharedMemoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddAgent(self, request, context):
+        """A new member of a team on the live run (swarm agents add); it starts from the team's current
+        shared levels. Changes state: requires the token whenever one is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAgent(self, request, context):
+        """A member leaves (swarm agents remove): checkpointed, its store kept; adding it back resumes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SharedMemoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +232,16 @@ def add_SharedMemoryServicer_to_server(servicer, server):
                     servicer.Learn,
                     request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.FromString,
                     response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.SerializeToString,
+            ),
+            'AddAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddAgent,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.AddAgentRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=swarm_dot_api_dot_proto_dot_memory__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +514,60 @@ class SharedMemory:
             '/swarm.v1.SharedMemory/Learn',
             swarm_dot_api_dot_proto_dot_memory__pb2.LearnRequest.SerializeToString,
             swarm_dot_api_dot_proto_dot_memory__pb2.LearnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.SharedMemory/AddAgent',
+            swarm_dot_api_dot_proto_dot_memory__pb2.AddAgentRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.SharedMemory/RemoveAgent',
+            swarm_dot_api_dot_proto_dot_memory__pb2.RemoveAgentRequest.SerializeToString,
+            swarm_dot_api_dot_proto_dot_memory__pb2.MembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,
