@@ -10,7 +10,8 @@ unit and meaning; :func:`exported_name` turns a definition into what Prometheus 
 Probes: :class:`AgentProbe`, :class:`LevelProbe` and :class:`RpcProbe` do nothing; the plain classes
 (:class:`cluster.worker.AgentWorker`, :class:`cluster.level.core.LevelCore`) hold those by default,
 so the in-process experiments pay one no-op method call per event. The Ray actors install the live
-ones (:class:`LiveAgentProbe`, :class:`LiveLevelProbe`), the query service :func:`rpc_probe`.
+ones (:class:`LiveAgentProbe`, :class:`LiveLevelProbe`), the query service :func:`rpc_probe` (and, for
+the documents ``Learn`` refuses, :func:`inbox_probe`).
 A live record costs about 4 microseconds (measured on the driver); an agent step records 3 to 5.
 """
 
@@ -52,9 +53,26 @@ SERIES: dict[str, tuple[str, tuple[str, ...], str, str]] = {
     "swarm_level_outbox": ("gauge", LEVEL_TAGS, "forwards", "forwards to the parent not yet acknowledged"),
     "swarm_level_screened_fraction": ("gauge", LEVEL_TAGS, "ratio",
                                       "fraction of the level's parameters the optimizer screens"),
+    "swarm_inbox_depth_documents": ("gauge", AGENT_TAGS, "documents",
+                                    "documents queued in the agent's inbox after its cursor (not yet learned)"),
+    "swarm_inbox_depth_bytes": ("gauge", AGENT_TAGS, "bytes", "UTF-8 bytes of those documents"),
+    "swarm_inbox_acked_documents": ("counter", AGENT_TAGS, "documents",
+                                    "documents acknowledged into the agent's inbox after the cursor this "
+                                    "agent process started from (its backlog then, and every one since)"),
+    "swarm_inbox_acked_bytes": ("counter", AGENT_TAGS, "bytes", "UTF-8 bytes of those documents"),
+    "swarm_inbox_learned_documents": ("counter", AGENT_TAGS, "documents",
+                                      "inbox documents this agent process opened as a context"),
+    "swarm_inbox_learned_bytes": ("counter", AGENT_TAGS, "bytes", "UTF-8 bytes of those documents"),
+    "swarm_inbox_refusals": ("counter", (*AGENT_TAGS, "reason"), "documents",
+                             "documents a Learn writer refused for the agent, by reason (full, too large, empty, "
+                             "...): nothing of their stream was queued"),
     "swarm_rpc_seconds": ("histogram", ("method", "code"), "seconds",
                           "gRPC query service calls, by method and status code (a stream: until it ends)"),
 }
+
+
+INBOX_COUNTERS = ("acked_documents", "acked_bytes", "learned_documents", "learned_bytes")
+INBOX_SERIES = ("depth_documents", "depth_bytes", *INBOX_COUNTERS)  # swarm_inbox_<name>, recorded by the agent
 
 
 def exported_name(name: str) -> str:
@@ -159,6 +177,8 @@ class LiveAgentProbe(AgentProbe):
         self.steps, self.bpb, self.train_bpb = (_metric(n) for n in (
             "swarm_agent_steps", "swarm_agent_bits_per_byte", "swarm_agent_train_bits_per_byte"))
         self.calls = _metric("swarm_agent_server_call_seconds")
+        self.inbox = {n: _metric(f"swarm_inbox_{n}") for n in INBOX_SERIES}
+        self._inbox_sent = dict.fromkeys(INBOX_COUNTERS, 0)  # what the inbox counters hold in this process
 
     def call(self, kind: str, seconds: float) -> None:
         """As :meth:`AgentProbe.call`, recorded in the Ray metrics."""
@@ -179,10 +199,64 @@ class LiveAgentProbe(AgentProbe):
             self.publish(worker)
 
     def publish(self, worker) -> None:
-        """As :meth:`AgentProbe.publish`, recorded in the Ray metrics."""
+        """As :meth:`AgentProbe.publish`, recorded in the Ray metrics; the inbox series too (from the
+        record's ``inbox``: its depth is measured when published, so it follows writers in other processes)."""
         self._published = time.monotonic()
+        record = worker.record()
+        if record.get("inbox"):
+            self._record_inbox(record["inbox"], getattr(worker, "inbox_start", None) or {})
         if self.board is not None:
-            self.board.publish("agent", self.id, {**worker.record(), **self.extra})
+            self.board.publish("agent", self.id, {**record, **self.extra})
+
+    def _record_inbox(self, box: Mapping[str, Any], start: Mapping[str, int]) -> None:
+        """Gauges from ``box`` (a record's ``inbox``); counters moved up to their totals since ``start`` (the
+        documents and bytes learned when the process started): learned = learned now - learned then,
+        acked = learned + depth (documents are numbered without gaps and learned in order, so this is
+        every document after the starting cursor)."""
+        self.inbox["depth_documents"].set(box["depth_docs"], self.tags)
+        self.inbox["depth_bytes"].set(box["depth_bytes"], self.tags)
+        learned_docs = box["learned_docs"] - start.get("docs", 0)
+        learned_bytes = box["learned_bytes"] - start.get("bytes", 0)
+        totals = {"learned_documents": learned_docs, "learned_bytes": learned_bytes,
+                  "acked_documents": learned_docs + box["depth_docs"],
+                  "acked_bytes": learned_bytes + box["depth_bytes"]}
+        for name, total in totals.items():
+            if total > self._inbox_sent[name]:
+                self.inbox[name].inc(total - self._inbox_sent[name], self.tags)
+                self._inbox_sent[name] = total
+
+
+# ---------------------------------------------------------------------- Learn writers
+class InboxProbe:
+    """Refusals of documents sent to agents' inboxes (``Learn``); this one ignores them (no Ray)."""
+
+    def refused(self, agent, reason: str, documents: int = 1) -> None:
+        """``documents`` sent to ``agent`` (its :class:`agents.topology.AgentSpec`) were refused for
+        ``reason``: ``full``, ``too large``, ``empty`` (the inbox's :class:`cluster.inbox.InboxFull` and
+        ``DocumentRefused`` carry it as ``.reason``), or the writer's own (``unencodable``, ...)."""
+
+
+class LiveInboxProbe(InboxProbe):
+    """Records ``swarm_inbox_refusals`` with the agent's tags in run ``run`` (its Ray namespace)."""
+
+    def __init__(self, run: str) -> None:
+        self.run, self.refusals = run, _metric("swarm_inbox_refusals")
+        self._tags: dict[tuple[str, str], dict[str, str]] = {}
+
+    def refused(self, agent, reason: str, documents: int = 1) -> None:
+        """As :meth:`InboxProbe.refused`, recorded in the Ray metrics."""
+        if documents <= 0:
+            return
+        tags = self._tags.get((agent.id, reason))
+        if tags is None:
+            tags = self._tags[(agent.id, reason)] = {"run": self.run, "agent": agent.id, "team": agent.swarm,
+                                                     "domain": agent.domain, "reason": reason}
+        self.refusals.inc(documents, tags)
+
+
+def inbox_probe(run: str) -> InboxProbe:
+    """The live probe when Ray runs in this process (its metrics are exported), else the no-op one."""
+    return LiveInboxProbe(run) if ray_running() else InboxProbe()
 
 
 # ---------------------------------------------------------------------- level servers

@@ -18,6 +18,7 @@ keep the atomicity rules of the stores (``cluster.store``) differently:
   append, that the reader lists and reads in order: a record is durable once its put returned,
   and a torn record cannot exist. Cost: one PUT per record appended, and a LIST plus a GET per
   record on recovery (the journal since the last checkpoint, pruned with it).
+  :meth:`Storage.create` (a conditional put) lets writers without a lock claim a name.
 
 Fault injection: :meth:`Storage.inject` installs a callable consulted before every write
 (``fault(op, name)`` raises to make it fail, e.g. :class:`NoSpace` raising ``OSError(ENOSPC)``);
@@ -34,8 +35,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from cluster.storage_remote import RemotePath as RemotePath  # re-exported: its home was here
+
 SEGMENT = "{:012d}.rec"  # one object of a FrameLog on an object store
 Fault = Callable[[str, str], None]
+EXCLUSIVE_PROTOCOLS = {"s3", "s3a", "memory"}  # fsspec's pipe_file(mode="create") is a conditional put there
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -235,6 +239,32 @@ class Storage:
         os.replace(tmp, final)
         fsync_dir(final.parent)
 
+    @property
+    def exclusive(self) -> bool:
+        """True when :meth:`create` can refuse an existing name: local, S3 (``If-None-Match: *``), memory."""
+        if self.local:
+            return True
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool(set(protocols) & EXCLUSIVE_PROTOCOLS)
+
+    def create(self, name: str, data: bytes) -> None:
+        """Write ``name`` whole unless it exists (``FileExistsError``: another writer won the name); local:
+        ``O_EXCL``, fsynced with its directory; object store: one conditional put. ``ValueError`` when not
+        :attr:`exclusive`."""
+        if not self.exclusive:
+            raise ValueError(f"{self.url}: its filesystem ({self.fs.protocol}) offers no exclusive create "
+                             "(conditional put)")
+        self._check("create", name)
+        if not self.local:
+            self.fs.pipe_file(self._full(name), data, mode="create")
+            return
+        path = self.path / name
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(path.parent)
+
     def append(self, name: str, data: bytes) -> None:
         """Local only: append ``data`` to the file ``name`` and fsync; a failed append is cut back off,
         so a later one never follows half a record. ``ValueError`` on an object store (use :class:`FrameLog`)."""
@@ -367,59 +397,3 @@ class FrameLog:
         else:
             self.storage.remove_tree(self.name)
         self._next = None
-
-
-class RemotePath:
-    """A read-mostly, ``pathlib``-like view of a location on an object store (what
-    :attr:`cluster.store.LevelStore.dir` is there), so code written for local stores can read
-    remote ones: ``/``, ``name``, ``glob``, ``exists``, ``is_dir``, ``read_bytes``, ``read_text``;
-    ``str()`` is its URL (with no options)."""
-
-    def __init__(self, storage: Storage, name: str = "") -> None:
-        self.storage, self._name = storage, name.strip("/")
-
-    def __str__(self) -> str:
-        return self.storage.where(self._name)
-
-    def __repr__(self) -> str:
-        return f"RemotePath({str(self)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemotePath) and str(self) == str(other)
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
-    def __truediv__(self, part: str) -> RemotePath:
-        return RemotePath(self.storage, f"{self._name}/{part}" if self._name else str(part))
-
-    @property
-    def name(self) -> str:
-        """The last component of the path."""
-        return (self._name or self.storage.base).rpartition("/")[2]
-
-    def exists(self) -> bool:
-        """True when an object or prefix is there."""
-        return self.storage.exists(self._name)
-
-    def is_dir(self) -> bool:
-        """True when objects exist under this prefix."""
-        return bool(self.storage.listing(self._name))
-
-    def read_bytes(self) -> bytes:
-        """The object's bytes (``FileNotFoundError`` when missing)."""
-        return self.storage.read_bytes(self._name)
-
-    def read_text(self) -> str:
-        """The object's bytes as UTF-8."""
-        return self.read_bytes().decode()
-
-    def glob(self, pattern: str) -> list[RemotePath]:
-        """The objects and prefixes under this path matching ``pattern`` (``*`` within a component)."""
-        root = self.storage._full(self._name)
-        self.storage.fs.invalidate_cache()
-        found = self.storage.fs.glob(f"{root}/{pattern}")
-        return [self / f[len(root) + 1:] for f in sorted(found)]

@@ -20,11 +20,12 @@ point it still learns locally but drops its accumulated gradient instead of push
 the server's (``pushes``, ``pushed_steps``): the pushes its previous life made after its
 checkpoint are its own.
 
-Inbox (:mod:`cluster.inbox`): a worker with a store directory attaches the agent's inbox
+Inbox (:mod:`cluster.inbox`): a worker with a store (a directory or a URI) attaches the agent's inbox
 (``<store>/inbox``) to its workload, which takes queued documents as contexts (``learn.share`` of
 them, from the inbox's settings, read at every context boundary); the workload's cursor is in the agent's
 checkpoint, mirrored to the inbox for its depth, and after every checkpoint the inbox may delete
-the segments every kept checkpoint has consumed. ``record()['inbox']`` reports it.
+the segments every kept checkpoint has consumed. ``record()['inbox']`` reports it, and the live probe
+exports it (:mod:`cluster.metrics`, counting from ``inbox_start``: what was learned at this process's start).
 
 Time spent in server calls is measured separately from local compute, which is what
 ``bench/system.py`` reports as the communication overhead.
@@ -42,7 +43,7 @@ from typing import Any
 from agents.agent import Agent
 from agents.answers import internalise, respond
 from cluster.config import RuntimeConfig
-from cluster.inbox import INBOX, Inbox
+from cluster.inbox import Inbox, inbox_location
 from cluster.level.growth import pad_columns, send_growth
 from cluster.level.protocol import LevelClient, ProposeResult, PushResult, RejectCode
 from cluster.metrics import AgentProbe
@@ -81,12 +82,14 @@ class AgentWorker:
         self.eval_start: float | None = None  # held-out bits per byte before any learning
         self.resumed_from: int | None = None
         self._eval_after_chunk = False  # a resumed worker evaluates at the end of its first chunk
-        self.inbox = Inbox(Path(store_dir) / INBOX) if store_dir is not None else None
+        self.inbox = Inbox(inbox_location(store_dir)) if store_dir is not None else None
         self._mirrored = -1  # the cursor last mirrored to the inbox
         if self.inbox is not None:  # attached before the restore: a checkpoint may be mid-document
             agent.workload.feed = self.inbox
         if self.store is not None:
             self._restore()
+        # the inbox documents and bytes learned when this process took over (the metrics count from here)
+        self.inbox_start = {k: int(agent.workload.fed[k]) for k in ("docs", "bytes")}
         if self.eval_start is None:
             self.eval_start = self.last_eval = agent.evaluate()
             self.last_eval_step = agent.steps
@@ -228,14 +231,15 @@ class AgentWorker:
 
     # ------------------------------------------------------------------ inbox
     def inbox_status(self) -> dict[str, Any] | None:
-        """The inbox as this agent sees it (None: no store, so no inbox): its directory (absolute: the
-        query service writes there), cursor, unconsumed bytes and documents after the cursor, and the
-        documents, bytes and steps learned from it (as of the agent's state, checkpointed with it)."""
+        """The inbox as this agent sees it (None: no store, so no inbox): ``dir``, where it is (an absolute
+        path or a URI with its options: the query service opens it there, as a string), cursor, unconsumed
+        bytes and documents after the cursor, and the documents, bytes and steps learned from it (as of the
+        agent's state, checkpointed with it)."""
         if self.inbox is None:
             return None
         fed = self.agent.workload.fed
         depth, docs = self.inbox.depth(int(fed["cursor"]))
-        return {"dir": str(self.inbox.dir.resolve()), "cursor": int(fed["cursor"]), "depth_bytes": depth,
+        return {"dir": self.inbox.location, "cursor": int(fed["cursor"]), "depth_bytes": depth,
                 "depth_docs": docs, "learned_docs": int(fed["docs"]), "learned_bytes": int(fed["bytes"]),
                 "learned_steps": int(fed["steps"]), "share": self.inbox.share}
 
@@ -244,14 +248,18 @@ class AgentWorker:
         self.inbox.consumed(self._mirrored)
 
     def _release_inbox(self) -> None:
-        """Let the inbox delete what every kept checkpoint has consumed (the oldest kept cursor)."""
-        cursors = []
+        """Let the inbox delete what every kept checkpoint is done with: the documents up to its cursor, but
+        the one it has open (a resume reopens it). A checkpoint from before ``inbox_open`` was recorded
+        may have its cursor open: it keeps that one too."""
+        done = []
         for manifest in self.store.dir.glob("ckpt-*/manifest.json"):
             try:
-                cursors.append(int(json.loads(manifest.read_text())["meta"].get("inbox_cursor", 0)))
+                meta = json.loads(manifest.read_text())["meta"]
+                cursor = int(meta.get("inbox_cursor", 0))
+                done.append(cursor - 1 if meta.get("inbox_open", cursor) else cursor)
             except (OSError, ValueError, KeyError, TypeError):
-                cursors.append(0)  # unreadable: keep everything
-        self.inbox.release(min(cursors, default=0))
+                done.append(0)  # unreadable: keep everything
+        self.inbox.release(max(min(done, default=0), 0))
 
     # ------------------------------------------------------------------ durability
     def checkpoint(self) -> int:
@@ -265,7 +273,8 @@ class AgentWorker:
                                                               "last_eval": self.last_eval,
                                                               "last_eval_step": self.last_eval_step,
                                                               "eval_start": self.eval_start,
-                                                              "inbox_cursor": self.agent.workload.fed["cursor"]})
+                                                              "inbox_cursor": self.agent.workload.fed["cursor"],
+                                                              "inbox_open": self.agent.workload.fed["open"]})
             if self.inbox is not None:
                 self._release_inbox()
         return self.agent.steps

@@ -9,7 +9,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from cluster.metrics import SERIES, AgentProbe, LevelProbe, exported_name
+from cluster.metrics import INBOX_COUNTERS, SERIES, AgentProbe, LevelProbe, exported_name
 from swarm.api.client import Client
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.server import MemoryServer
@@ -90,7 +90,9 @@ def test_a_live_run_exports_every_series_on_the_metrics_endpoint(ray_session, tm
         status = ray.get(red.status.remote())
         assert status["stats"]["merges"] > 0
 
-        expected = {exported_name(n) for n in SERIES if n not in ("swarm_promotions",)}  # no consensus in 6 steps
+        # no consensus in 6 steps, and nothing is sent to the inboxes
+        unfed = {"swarm_promotions", "swarm_inbox_refusals", *(f"swarm_inbox_{n}" for n in INBOX_COUNTERS)}
+        expected = {exported_name(n) for n in SERIES if n not in unfed}
         deadline = time.time() + 120  # Ray exports every few seconds
         while True:
             samples = scrape(port)

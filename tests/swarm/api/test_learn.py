@@ -223,3 +223,52 @@ def test_a_run_without_an_end_learns_what_swarm_feed_sends_until_swarm_stop(tmp_
     assert json.loads((run_dir / "summary.json").read_text())["state"] == "stopped"
     newest = sorted((run_dir / "agents" / "toy/red/a1").glob("ckpt-*"))[-1]
     assert json.loads((newest / "manifest.json").read_text())["meta"]["inbox_cursor"] == 1  # checkpointed
+
+
+class RecordingProbe:
+    """The inbox probe's interface, keeping what it was told (the live one exports it; test_inbox_metrics.py)."""
+
+    def __init__(self) -> None:
+        self.refused_docs: dict[tuple[str, str], int] = {}
+
+    def refused(self, agent, reason: str, documents: int = 1) -> None:
+        key = (agent.id, reason)
+        self.refused_docs[key] = self.refused_docs.get(key, 0) + documents
+
+
+def test_each_refused_stream_is_counted_against_its_agents_by_reason(swarm):
+    """Learn tells the probe every document of a refused stream, per agent it was for and the reason;
+    refusals that name no agent's fault (an unknown team, an empty stream) are not counted."""
+    import asyncio
+
+    from cluster.topology import Topology
+    from swarm.api.backends import RayLevels
+    from swarm.api.learn import Learner, LearnRefused
+
+    run, _, _, cfg = swarm
+    probe = RecordingProbe()
+    levels = RayLevels(Topology(cfg.workload, cfg.levels.names[2:]), run.namespace)
+    learner = Learner(levels, cfg.learn, ByteTokenizer(), 256, probe)
+
+    async def send(*requests):
+        async def stream():
+            for r in requests:
+                yield r
+        with pytest.raises(LearnRefused) as e:
+            await learner.learn(stream())
+        return e.value.code
+
+    async def main():
+        b1, a1 = "toy/blue/b1", "toy/red/a1"
+        assert await send(pb.LearnRequest(agent=b1, text="fine text"), pb.LearnRequest(agent=b1, text="")) \
+            == grpc.StatusCode.INVALID_ARGUMENT
+        assert await send(pb.LearnRequest(agent=a1, text="x" * 1501)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert await send(pb.LearnRequest(agent=a1, text="x")) == grpc.StatusCode.INVALID_ARGUMENT
+        assert await send(*[pb.LearnRequest(team="red", mode=pb.LEARN_EVERY_MEMBER, text="d" * 1000)] * 5) \
+            == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert await send(pb.LearnRequest(team="green", text="hello there")) == grpc.StatusCode.NOT_FOUND
+
+    asyncio.run(main())
+    assert probe.refused_docs == {("toy/blue/b1", "empty"): 2, ("toy/red/a1", "too large"): 1,
+                                  ("toy/red/a1", "too few tokens"): 1,
+                                  ("toy/red/a1", "full"): 5, ("toy/red/a2", "full"): 5}
