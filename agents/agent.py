@@ -125,8 +125,12 @@ class Agent:
 
     def begin_step(self) -> StepInput:
         """The next batch of the stream (ids (B, T+1) on the agent's device); at a context boundary the
-        context level's stable circuits are promoted first (the step then learns in the new context)."""
+        context level's stable circuits are promoted first (the step then learns in the new context),
+        and a document sent to the agent confirms the cached answers it holds (:meth:`TrajectoryCache.confirm`;
+        replayed with the boundary after a restore, so exactly once in the checkpointed state)."""
         batch, boundary = self.workload.next_batch()
+        if boundary and self.workload.feed_text:
+            self.cache.confirm(self.workload.feed_text)
         batch = self._on_device(batch)
         promoted = self.context_boundary() if boundary and self.steps else 0
         return StepInput(batch, boundary, promoted)

@@ -59,6 +59,8 @@ def internalise(agent) -> list[dict[str, Any]]:
     """
     cfg, out = agent.cache.config, []
     for entry in agent.cache.due():
+        if entry.key not in agent.cache.entries:  # superseded by an answer to its prompt internalised just before
+            continue
         prompt, answer = _ids(agent, entry.prompt), _ids(agent, entry.answer)  # (1, P), (1, A)
         seq = torch.cat([prompt, answer], dim=1)  # (1, P+A)
         n_prompt, n_answer = prompt.shape[1], answer.shape[1]

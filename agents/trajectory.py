@@ -6,8 +6,9 @@ its hit count and a provenance hash (SHA-256 of the prompt, the answer, the vers
 who produced it). An entry hit ``internalise_after`` times is due: the agent trains its
 agent level on it until greedy decoding reproduces the answer without the cache, or a
 step budget runs out; either way the entry then leaves the cache (``internalised`` or
-``failed``). The cache is bounded; past ``max_entries`` the least recently used entry is
-evicted.
+``failed``). A document sent to the agent (``Learn``) that holds a cached conversation makes its
+entry due at once (:meth:`TrajectoryCache.confirm`): an answer fed back is one worth knowing.
+The cache is bounded; past ``max_entries`` the least recently used entry is evicted.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class TrajectoryCache:
     def __init__(self, config: CacheConfig | None = None) -> None:
         self.config = config or CacheConfig()
         self.entries: OrderedDict[str, CacheEntry] = OrderedDict()  # oldest use first
-        self.counts = {"lookups": 0, "hits": 0, "internalised": 0, "failed": 0, "evicted": 0}
+        self.counts = {"lookups": 0, "hits": 0, "confirmed": 0, "internalised": 0, "failed": 0, "evicted": 0}
 
     def get(self, prompt: bytes, versions: dict[str, int]) -> CacheEntry | None:
         """The entry for (prompt, versions), counted as a hit and made most recent; None on a miss."""
@@ -68,13 +69,34 @@ class TrajectoryCache:
         out = [e for e in self.entries.values() if e.hits >= self.config.internalise_after]
         return sorted(out, key=lambda e: -e.hits)
 
+    def confirm(self, text: str) -> int:
+        """A document sent to the agent (``Learn``) that holds one of its cached conversations confirms
+        the answer: that entry is due for internalisation now, however few its hits. A conversation is
+        the prompt then the answer as the query service shows them (UTF-8, undecodable bytes replaced),
+        so a client can feed back exactly what it was given. The number of entries it confirmed."""
+        confirmed = 0
+        for e in self.entries.values():
+            shown = e.prompt.decode("utf-8", errors="replace") + e.answer.decode("utf-8", errors="replace")
+            if e.hits < self.config.internalise_after and shown in text:
+                e.hits = self.config.internalise_after
+                confirmed += 1
+        self.counts["confirmed"] += confirmed
+        return confirmed
+
     def retire(self, key: str, outcome: str) -> None:
-        """An internalisation finished: ``outcome`` is ``internalised`` or ``failed``; the entry leaves."""
+        """An internalisation finished: ``outcome`` is ``internalised`` or ``failed``; the entry leaves, and
+        when internalised so do the other entries of its prompt (answers at other versions it supersedes)."""
         if outcome not in ("internalised", "failed"):
             raise ValueError(f"retire: outcome must be internalised or failed, got {outcome!r}")
-        if self.entries.pop(key, None) is not None:
-            self.counts[outcome] += 1
-            self.counts["evicted"] += 1
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            return
+        self.counts[outcome] += 1
+        self.counts["evicted"] += 1
+        if outcome == "internalised":  # the agent now gives this answer itself: other answers to the prompt are stale
+            for k in [k for k, e in self.entries.items() if e.prompt == entry.prompt]:
+                del self.entries[k]
+                self.counts["evicted"] += 1
 
     def stats(self) -> dict[str, Any]:
         c = self.counts
@@ -86,7 +108,7 @@ class TrajectoryCache:
                             for e in self.entries.values()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.counts = dict(state["counts"])
+        self.counts = {**dict.fromkeys(self.counts, 0), **state["counts"]}  # older checkpoints lack "confirmed"
         self.entries = OrderedDict()
         for e in state["entries"]:
             entry = CacheEntry(**{**e, "prompt": bytes.fromhex(e["prompt"]), "answer": bytes.fromhex(e["answer"])})

@@ -66,6 +66,7 @@ class Workload:
         self.feed: Feed | None = None  # live documents: the worker attaches the agent's inbox
         # cursor: the last feed document opened; open: the one being learned (0: a workload document)
         self.fed: dict[str, Any] = {"cursor": 0, "open": 0, "credit": 0.0, "docs": 0, "bytes": 0, "steps": 0}
+        self.feed_text = ""  # the text of the feed document being learned ('' in a workload document)
 
     @property
     def source(self) -> str:
@@ -94,8 +95,9 @@ class Workload:
         if doc is not None:
             self.fed.update(open=doc.seq, cursor=doc.seq, docs=self.fed["docs"] + 1,
                             bytes=self.fed["bytes"] + len(doc.text.encode("utf-8")))
+            self.feed_text = doc.text
             return self.tokenizer.encode_with_bytes(doc.text)
-        self.fed["open"] = 0
+        self.fed["open"], self.feed_text = 0, ""
         self.context += 1
         return self._open(self.context)
 
@@ -123,8 +125,10 @@ class Workload:
             if self.feed is None:
                 raise ValueError(f"agent {self.spec.id}: its checkpoint is learning inbox document "
                                  f"{self.fed['open']} but no inbox is attached")
-            self._data = self.tokenizer.encode_with_bytes(self.feed.document(int(self.fed["open"])).text)
+            self.feed_text = self.feed.document(int(self.fed["open"])).text
+            self._data = self.tokenizer.encode_with_bytes(self.feed_text)
         else:
+            self.feed_text = ""
             self._data = self._open(self.context) if self.context >= 0 else None
 
     def __iter__(self) -> Iterator[tuple[Windows, bool]]:

@@ -254,7 +254,7 @@ def _dispatch(client: Client, args, console: Console) -> Any:
         rows = resp.get("levels", [])
         if not args.json and resp.get("agents"):
             console.print(_table("trajectory caches", resp["agents"], [
-                "agent", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted", "entries"]))
+                "agent", "lookups", "hits", "hit_rate", "confirmed", "internalised", "failed", "evicted", "entries"]))
         if not args.json and resp.get("inboxes"):
             console.print(_table("inboxes (Learn)", resp["inboxes"], [
                 "agent", "depth_bytes", "depth_docs", "cursor", "learned_docs", "learned_bytes"]))

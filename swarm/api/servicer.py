@@ -359,7 +359,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                 continue
             c = record["cache"]
             agents.append(pb.AgentCacheStats(agent=aid, **{k: c.get(k, 0) for k in (
-                "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")}))
+                "entries", "lookups", "hits", "hit_rate", "confirmed", "internalised", "failed", "evicted")}))
         reply = pb.StatsResponse(levels=out, namespace=self.levels.namespace, agents=agents,
                                  inboxes=inbox_stats(snaps.agents)).SerializeToString()
         self.stats_reply = (snaps, reply)  # StrictCodec sends bytes as they are

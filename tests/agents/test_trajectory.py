@@ -23,12 +23,31 @@ def test_hits_are_per_prompt_and_shared_version():
     cache.get(b"p", {"swarm": 1})
     (entry,) = cache.due()
     assert entry.hits == 2 and len(entry.provenance) == 64
-    assert cache.stats() == {"entries": 1, "lookups": 3, "hits": 2, "internalised": 0, "failed": 0, "evicted": 0,
-                             "hit_rate": pytest.approx(2 / 3)}
+    assert cache.stats() == {"entries": 1, "lookups": 3, "hits": 2, "confirmed": 0, "internalised": 0, "failed": 0,
+                             "evicted": 0, "hit_rate": pytest.approx(2 / 3)}
+    cache.put(b"p", {"swarm": 2}, b"b", producer="x")  # the same prompt at a later version: superseded below
+    cache.put(b"q", {"swarm": 1}, b"c", producer="x")
     cache.retire(entry.key, "internalised")
-    assert cache.stats()["entries"] == 0 and cache.stats()["internalised"] == 1 and cache.stats()["evicted"] == 1
+    stats = cache.stats()
+    assert (stats["entries"], stats["internalised"], stats["evicted"]) == (1, 1, 2) and cache.get(b"q", {"swarm": 1})
     with pytest.raises(ValueError, match="outcome"):
         cache.retire("k", "lost")
+
+
+def test_a_document_holding_a_cached_conversation_as_the_service_showed_it_makes_that_entry_due():
+    cache = TrajectoryCache(CacheConfig(internalise_after=3))
+    raw = b"ok \xff\xfe!"  # an answer that is not UTF-8: the service shows it with replacement characters
+    asked = cache.put(b"say: ", {"swarm": 1}, raw, producer="x")
+    other = cache.put(b"other: ", {"swarm": 1}, b"no", producer="x")
+    assert cache.confirm("say: ok \ufffd\ufffd? (a different answer)") == 0 and cache.due() == []
+    assert cache.confirm("user> say: ok \ufffd\ufffd!\nthanks") == 1  # the conversation inside a longer document
+    assert [e.key for e in cache.due()] == [asked.key] and other.hits == 0
+    assert cache.confirm("say: ok \ufffd\ufffd!") == 0  # already due: confirmed once
+    assert cache.stats()["confirmed"] == 1
+    state = cache.state_dict()
+    del state["counts"]["confirmed"]  # a checkpoint from before confirmations
+    cache.load_state_dict(state)
+    assert cache.stats()["confirmed"] == 0 and [e.key for e in cache.due()] == [asked.key]
 
 
 @settings(max_examples=40, deadline=None)

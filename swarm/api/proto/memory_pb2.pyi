@@ -251,7 +251,7 @@ class LevelStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., merges: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., promotions: _Optional[int] = ..., forwarded: _Optional[int] = ..., screened_fraction: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
 
 class AgentCacheStats(_message.Message):
-    __slots__ = ("agent", "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted")
+    __slots__ = ("agent", "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted", "confirmed")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LOOKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class AgentCacheStats(_message.Message):
     INTERNALISED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     EVICTED_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
     agent: str
     entries: int
     lookups: int
@@ -268,7 +269,8 @@ class AgentCacheStats(_message.Message):
     internalised: int
     failed: int
     evicted: int
-    def __init__(self, agent: _Optional[str] = ..., entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., internalised: _Optional[int] = ..., failed: _Optional[int] = ..., evicted: _Optional[int] = ...) -> None: ...
+    confirmed: int
+    def __init__(self, agent: _Optional[str] = ..., entries: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., hit_rate: _Optional[float] = ..., internalised: _Optional[int] = ..., failed: _Optional[int] = ..., evicted: _Optional[int] = ..., confirmed: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("levels", "namespace", "agents", "inboxes")

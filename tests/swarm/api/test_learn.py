@@ -25,7 +25,8 @@ from swarm.run.driver import Run
 from tests.cluster.test_runtime import OVERRIDES, wait_for_new_process
 
 TOKEN = "s3cret"
-LEARN = ["learn.share=1.0", "learn.max_inbox_bytes=4000", "learn.max_document_bytes=1500"]
+LEARN = ["learn.share=1.0", "learn.max_inbox_bytes=4000", "learn.max_document_bytes=1500",
+         "cache.step_budget=200", "cache.lr=3e-2"]  # internalisation that succeeds on the tiny model
 # a document unlike the synthetic workload: a fixed English paragraph
 TEXT = ("The lighthouse keeper counted the ships that passed the northern cape each night, and wrote "
         "their names in a green ledger that smelled of salt and lamp oil. ") * 5
@@ -65,6 +66,42 @@ def record(run, agent):
     import ray
 
     return ray.get(run.agents[agent].status.remote())
+
+
+# the loop of DESIGN section 9; first in the module, while a2 has had 10 steps (a later a2 answers blanks to anything)
+PROMPT = "The lighthouse keeper "
+
+
+def test_an_answer_fed_back_through_learn_is_internalised_and_given_again_without_the_cache(swarm):
+    """An agent answers (its trajectory cache keeps the answer); its own stream then moves it to another
+    answer. The first conversation, fed back through ``Learn`` exactly as the service showed it, makes the
+    cached entry due when the agent opens it; the agent internalises it and answers the first answer
+    again from its own levels, with no cache entry for its current shared versions."""
+    import ray
+
+    run, client, _, cfg = swarm
+    agent, handle = "toy/red/a2", run.agents["toy/red/a2"]
+    ask = pb.GenerateRequest(prompt=PROMPT, agent=agent, max_new_tokens=12)
+    first = client.call("Generate", ask)
+    ray.get(handle.run.remote(20))  # its own stream; its pulls change the shared versions the cache is keyed by
+    moved = client.call("Generate", ask)
+    assert not first.cached and not moved.cached and moved.text != first.text, (first.text, moved.text)
+    before = record(run, agent)["cache"]
+    learn(client, PROMPT + first.text, agent=agent, source="conversation")
+    rec, steps = record(run, agent), 0
+    while rec["cache"]["internalised"] + rec["cache"]["failed"] == before["internalised"] + before["failed"]:
+        assert steps < 2 * cfg.workload.steps_per_context, rec["cache"]  # it opens the document at a boundary
+        rec, steps = ray.get(handle.run.remote(1)), steps + 1
+        rec = record(run, agent)
+    assert rec["cache"]["confirmed"] == before["confirmed"] + 1, rec["cache"]
+    assert rec["cache"]["internalised"] == before["internalised"] + 1, rec["cache"]
+    final = client.call("Generate", ask)
+    assert not final.cached and final.text == first.text, (first.text, moved.text, final.text)
+    deadline = time.time() + 30  # Stats reads the snapshots agents publish
+    while (stats := {a.agent: a for a in client.call("Stats", pb.StatsRequest()).agents}).get(agent) is None \
+            or stats[agent].confirmed != rec["cache"]["confirmed"]:
+        assert time.time() < deadline, stats.get(agent)
+        time.sleep(0.3)
 
 
 def test_acked_text_is_learned_and_lowers_the_agents_bits_per_byte_on_it(swarm):
