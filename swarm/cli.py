@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"swarm {args.command}: pretrained base: {e}", file=sys.stderr)
             return 2
     if args.command == "run":
-        from swarm.run.driver import run_swarm  # ray/torch import only when needed
+        from swarm.run.command import run_swarm  # ray/torch import only when needed
         from swarm.run.signals import RunStopped, exit_code
 
         page = None

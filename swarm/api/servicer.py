@@ -21,7 +21,9 @@ from cluster.topology import Topology
 from cluster.wire import encode
 from swarm.api import events, membership
 from swarm.api.backends import CheckpointLevels, RayLevels
+from swarm.api.circuit_rpcs import CircuitRpcs
 from swarm.api.circuit_snippets import SnippetFinder
+from swarm.api.errors import RequestError, invalid
 from swarm.api.learn import Learner, LearnRefused, inbox_stats
 from swarm.api.model import MemoryModel
 from swarm.api.proto import memory_pb2 as pb
@@ -30,18 +32,7 @@ from swarm.api.rpcs import RPCS, Kind
 from swarm.config.serve import ServeConfig
 
 
-class RequestError(Exception):
-    """A request the service refuses: raised inside an RPC, turned into ``code`` with the message as details."""
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _invalid(field: str, why: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {why}")
-
-
-class SharedMemoryService(pb_grpc.SharedMemoryServicer):
+class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
     """The ``swarm.v1.SharedMemory`` RPCs over one run's level servers and agents.
 
     Levels are pulled over Ray only when their version changed (and at most once per
@@ -77,7 +68,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
     # ------------------------------------------------------------------ validation helpers
     def _level(self, name: str, field: str = "name") -> str:
         if not isinstance(name, str) or not name:
-            raise _invalid(field, "a level name is required (see ListLevels)")
+            raise invalid(field, "a level name is required (see ListLevels)")
         if name not in self.levels.specs:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"{field}: no level {name!r} (levels: "
                                f"{sorted(self.levels.specs)})")
@@ -97,7 +88,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             for n in chosen:
                 slot = self.levels.specs[n].level
                 if slot in slots:
-                    raise _invalid("levels", f"{slots[slot]!r} and {n!r} both fill the {slot!r} level; name one "
+                    raise invalid("levels", f"{slots[slot]!r} and {n!r} both fill the {slot!r} level; name one "
                                              f"per slot with --levels (e.g. --levels {slots[slot]})")
                 slots[slot] = n
             return chosen, "as requested"
@@ -161,9 +152,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         """
         name = self._level(request.name)
         if request.since_version < -1:
-            raise _invalid("since_version", f"must be -1 (always) or a version >= 0, got {request.since_version}")
+            raise invalid("since_version", f"must be -1 (always) or a version >= 0, got {request.since_version}")
         if request.chunk_bytes < 0:
-            raise _invalid("chunk_bytes", f"must be >= 0, got {request.chunk_bytes}")
+            raise invalid("chunk_bytes", f"must be >= 0, got {request.chunk_bytes}")
         limit = min(request.chunk_bytes or self.cfg.chunk_bytes, self.cfg.max_message_mb * 2**20 // 2)
         version, tensors = await self._pull(name)
         if request.since_version == version:
@@ -192,75 +183,6 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
                 yield pb.FileChunk(path=path, offset=offset, data=data[offset : offset + step],
                                    last=offset + step >= len(data))
 
-    async def _circuits(self, level: str, module: str) -> list[tuple[str, dict]]:
-        names = [self._level(level, "level")] if level else list(self.levels.specs)
-        found = []
-        for name in names:
-            for c in await self.levels.call(name, "circuits"):
-                if not module or c["module"] == module:
-                    found.append((name, c))
-        return found
-
-    @staticmethod
-    def _circuit(name: str, c: dict, payload: bytes = b"", snippets=()) -> pb.Circuit:
-        return pb.Circuit(id=f"{name}#{c['module']}#{c['id']}", level=name, module=c["module"],
-                          strength=c["strength"], score=c["score"], age=c["age"], payload=payload,
-                          snippets=[pb.Snippet(before=s.before, focus=s.focus, after=s.after,
-                                               activation=s.activation, agent=s.source) for s in snippets])
-
-    async def snippets_of(self, found: list[tuple[str, dict]], k: int) -> list[list]:
-        """The ``k`` top-activating held-out snippets (:class:`layers.circuits.snippets.Snippet`) of each
-        ``(level, circuit)`` in ``found``, computed once per level version (one forward pass per level)."""
-        if k < 0:
-            raise _invalid("snippets", f"must be >= 0, got {k}")
-        if not k or not found:
-            return [[] for _ in found]
-        if self.finder is None:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "snippets: this service has no held-out data")
-        out: dict[int, list] = {}
-        async with self.lock:
-            for name in dict.fromkeys(n for n, _ in found):
-                versions = await self._load(self.finder.chain(name))
-                todo = [(i, c) for i, (n, c) in enumerate(found) if n == name]
-                keys = {i: (name, versions[name], c["module"], c["id"], k) for i, c in todo}
-                missing = [(i, c) for i, c in todo if keys[i] not in self.snippet_cache]
-                if missing:
-                    got = await asyncio.to_thread(self.finder.find, name, [c for _, c in missing], k)
-                    self.snippet_cache.update({keys[i]: g for (i, _), g in zip(missing, got, strict=True)})
-                out.update({i: self.snippet_cache[keys[i]] for i, _ in todo})
-        return [out[i] for i in range(len(found))]
-
-    async def ListCircuits(self, request, context):
-        """The tracked circuits of one level (or all), optionally of one module, highest stability score
-        first, at most ``limit`` (0: all); with ``snippets`` > 0, each with that many top-activating snippets of
-        its level's agents' held-out text (:meth:`snippets_of`).
-        """
-        if request.limit < 0:
-            raise _invalid("limit", f"must be >= 0, got {request.limit}")
-        found = sorted(await self._circuits(request.level, request.module), key=lambda x: -x[1]["score"])
-        if request.limit:
-            found = found[: request.limit]
-        snippets = await self.snippets_of(found, request.snippets)
-        return pb.ListCircuitsResponse(circuits=[self._circuit(n, c, snippets=s)
-                                                 for (n, c), s in zip(found, snippets, strict=True)])
-
-    async def GetCircuit(self, request, context):
-        """One circuit by its ``<level>#<module>#<number>`` id, with its ``u`` and ``w`` vectors in the
-        payload (wire format), and ``snippets`` top-activating held-out snippets. NOT_FOUND when it is gone
-        (circuits come and go).
-        """
-        parts = request.id.split("#")
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise _invalid("id", f"expected '<level>#<module>#<number>' (from ListCircuits), got {request.id!r}")
-        name, module, number = parts[0], parts[1], int(parts[2])
-        self._level(name, "id")
-        for _, c in await self._circuits(name, module):
-            if c["id"] == number:
-                snippets = (await self.snippets_of([(name, c)], request.snippets))[0]
-                return self._circuit(name, c, encode({"u": c["u"], "w": c["w"]}), snippets)
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"id: no circuit {request.id!r} (circuits come and go; "
-                                                      "list them again)")
-
     async def Generate(self, request, context):
         """Continue ``prompt`` with the base plus the chosen shared levels (one per slot; see :meth:`_chosen`),
         or, with ``agent``, as that running agent through its trajectory cache (a stopped run's agent: its
@@ -269,16 +191,16 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         """
         prompt = self._text(request.prompt, "prompt")
         if request.max_new_tokens < 0:
-            raise _invalid("max_new_tokens", f"must be >= 0, got {request.max_new_tokens}")
+            raise invalid("max_new_tokens", f"must be >= 0, got {request.max_new_tokens}")
         n = request.max_new_tokens or 64
         if n > self.cfg.max_new_tokens:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"max_new_tokens: {n} above the limit {self.cfg.max_new_tokens}")
         if not math.isfinite(request.temperature) or request.temperature < 0:
-            raise _invalid("temperature", f"must be finite and >= 0, got {request.temperature}")
+            raise invalid("temperature", f"must be finite and >= 0, got {request.temperature}")
         if request.agent:
             if request.levels or request.temperature:
-                raise _invalid("agent", "an agent answers greedily with its own levels: leave levels and "
+                raise invalid("agent", "an agent answers greedily with its own levels: leave levels and "
                                         "temperature unset")
             await self.levels.refresh()  # it may have joined or left the run
             if self.levels.agent(request.agent) is not None:
@@ -312,9 +234,9 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
         """
         text = self._text(request.text, "text")
         if len(text.encode("utf-8")) < 2:
-            raise _invalid("text", "needs at least 2 bytes to score")
+            raise invalid("text", "needs at least 2 bytes to score")
         if request.agent and request.levels:
-            raise _invalid("agent", "name levels or an agent, not both")
+            raise invalid("agent", "name levels or an agent, not both")
         names, basis = await self._chosen(list(request.levels), request.agent)
         async with self.lock:
             versions = await self._load(names)
@@ -322,7 +244,7 @@ class SharedMemoryService(pb_grpc.SharedMemoryServicer):
             try:
                 full, n_bytes = await asyncio.to_thread(self.memory.bits_per_byte, text, list(slots.values()))
             except ValueError as e:  # a text of several bytes may still be one token of the model's tokenizer
-                raise _invalid("text", str(e)) from None
+                raise invalid("text", str(e)) from None
             contributions = {}
             for name, slot in slots.items():
                 without, _ = await asyncio.to_thread(self.memory.bits_per_byte, text,

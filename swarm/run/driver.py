@@ -1,4 +1,5 @@
-"""``swarm run``: the level servers and agents of a topology on Ray, learning, with live progress.
+"""``swarm run``'s run: the level servers and agents of a topology on Ray, learning, with live progress
+(the command around it, start or resume, drive and finish: :mod:`swarm.run.command`).
 
 Without ``RAY_ADDRESS`` an embedded local Ray sized to the machine is started (and shut
 down at the end); with it the run joins that cluster. Servers are created top-down
@@ -35,7 +36,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,20 +44,17 @@ import ray
 from rich.console import Console
 from rich.live import Live
 
-from agents.model import check_seq_len
-from agents.sources import check_workload
 from cluster.actors import agent_actor, agent_resources, level_server
 from cluster.build import level_shapes, level_specs
 from cluster.host_actor import HostedAgent, agent_host, host_count, host_groups, host_name, host_share
 from cluster.topology import Topology
-from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
-from swarm.console import wide_console
+from swarm.config import SwarmConfig, config_hash
 from swarm.ray_session import start_ray
 from swarm.run.display import Heartbeat, LiveView, Snapshot, progress_line
 from swarm.run.membership import Membership
-from swarm.run.signals import STOP_COMMAND, STOP_GRACE_S, ForcedStop, RunStopped, StopSignals, describe
+from swarm.run.signals import STOP_COMMAND, STOP_GRACE_S, ForcedStop, StopSignals, describe
 from swarm.run.summary import summarize
-from swarm.rundir import LIVE_STATES, RunDir, new_run_dir
+from swarm.rundir import LIVE_STATES, RunDir
 
 HEAD_RESOURCE = "swarm_head"
 LINE_EVERY_S = 5.0  # progress lines: at most one per this many seconds ...
@@ -354,89 +352,3 @@ class Run:
         board = [self.membership.board] if self.membership.board is not None else []
         for h in [*self.units().values(), *self.servers.values(), *board]:
             ray.kill(h, no_restart=True)
-
-
-def _check_resumable(original: SwarmConfig, cfg: SwarmConfig, run_dir: Path) -> None:
-    """Overrides on resume may change how long and how a run goes (run, serve), not what it learned."""
-    if config_hash(original) == config_hash(cfg):
-        return
-    from omegaconf import OmegaConf
-
-    a, b = (OmegaConf.to_container(OmegaConf.structured(c)) for c in (original, cfg))
-    free = ("run", "serve", "demo", "pretrain")  # the sections the config hash leaves out
-    changed = [f"{section}.{key}" for section in b if isinstance(b[section], dict) and section not in free
-               for key in b[section] if a.get(section, {}).get(key) != b[section][key]]
-    raise ConfigError(f"--resume {run_dir}: {', '.join(changed) or 'the config'} would change what the run "
-                      "learned; only run.* and serve.* may change on resume")
-
-
-def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = None, overrides: list[str] = (),
-              progress: bool = True, console: Console | None = None, serve: bool = False) -> dict[str, Any]:
-    """``swarm run``: start (or resume) a run; returns the summary dict (``state``: ``finished``,
-    ``stopped`` or ``interrupted``; ``stopped_by``: None, ``swarm stop``, ``SIGINT`` or ``SIGTERM``).
-    ``progress``: live tables when ``console`` is a terminal (else, and with False, plain progress
-    lines). ``serve``: the gRPC query service runs next to it (``serve.address``) until the run ends.
-
-    SIGINT and SIGTERM are handled (from the main thread) for the run's duration, see
-    :mod:`swarm.run.signals`; :class:`RunStopped` when a signal ended the run without a summary
-    (during startup, or a second signal), after the status is written and the resume command printed."""
-    console = wide_console(console)
-    if resume is not None:
-        run_dir = RunDir(resume).require_run()
-        cfg = load_config(run_dir.config, overrides)
-        _check_resumable(load_config(run_dir.config), cfg, run_dir.path)
-        check_workload(cfg.workload)
-        check_seq_len(cfg.model, cfg.workload.seq_len)
-    else:
-        check_workload(cfg.workload)  # bad data is refused before a run directory or Ray exists
-        check_seq_len(cfg.model, cfg.workload.seq_len)
-        run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
-        run_dir.config.write_text(to_yaml(cfg))
-    topology = Topology(cfg.workload, cfg.levels.names[2:])
-    length = f"{cfg.run.steps} steps each" if cfg.run.steps is not None else \
-        "no step limit (until Ctrl-C, SIGTERM or swarm stop)"
-    console.print(f"[bold]swarm run[/bold] {run_dir.path}: {len(topology.agents)} agents, "
-                  f"{len(topology.servers)} level servers, {length}" + (" (resumed)" if resume else ""),
-                  highlight=False)
-    signals = StopSignals()
-    signals.install()
-    try:
-        with Run.open(cfg, run_dir, console, signals) as run:
-            summary = _drive_and_finish(run, cfg, console, progress=progress, serve=serve)
-    except KeyboardInterrupt as e:  # ours (Ray may re-raise them as plain KeyboardInterrupts): see signals.forced
-        try:
-            state = run_dir.read_status().get("state", "aborted")
-        except (OSError, ValueError):  # stopped before the first status write
-            state = "interrupted"
-        how = "while starting" if signals.forced is None and not isinstance(e, ForcedStop) else \
-            "at once" + (" (after the final checkpoint)" if state == "interrupted" else ", without a final checkpoint")
-        console.print(f"[yellow]{describe(signals.reason or 'SIGINT')}: stopped {how}[/yellow]", highlight=False)
-        console.print(f"continue with: swarm run --resume {run_dir.path}", highlight=False)
-        raise RunStopped(str(run_dir.path), state, signals.reason or "SIGINT") from None
-    finally:
-        signals.restore()
-    if summary["state"] != "finished":
-        console.print(f"checkpointed; continue with: swarm run --resume {run_dir.path}", highlight=False)
-    return summary
-
-
-def _drive_and_finish(run: Run, cfg: SwarmConfig, console: Console, *, progress: bool, serve: bool) -> dict[str, Any]:
-    """The body of :func:`run_swarm` inside the open run: the optional query service, the drive (live
-    tables or plain lines), the final checkpoint and summary."""
-    service = None
-    try:
-        if serve:
-            from swarm.api.server import MemoryServer
-            from swarm.api.servicer import build_service
-
-            service = MemoryServer(lambda: build_service(cfg, run.namespace), cfg.serve)
-            port = service.start()
-            console.print(f"query service on {cfg.serve.address.rpartition(':')[0]}:{port} "
-                          "(swarm query --address ... stats)")
-        live_tables = progress and console.is_terminal  # a pipe or a file gets plain lines
-        with Live(LiveView(run.snap), console=console, refresh_per_second=2) if live_tables else nullcontext() as live:
-            completed = run.drive(live)
-        return run.finish(completed)
-    finally:
-        if service is not None:
-            service.stop()

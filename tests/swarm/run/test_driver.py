@@ -9,7 +9,7 @@ from rich.console import Console
 
 from swarm.cli import main
 from swarm.config import ConfigError, load_config
-from swarm.run.driver import run_swarm
+from swarm.run.command import run_swarm
 from tests.cluster.test_runtime import OVERRIDES
 
 
