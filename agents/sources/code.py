@@ -114,9 +114,11 @@ def code_topology(cfg: WorkloadConfig) -> dict[str, dict[str, list[str]]]:
     return topology
 
 
-def code_documents(cfg: WorkloadConfig, agent: str) -> AgentDocuments:
-    """One agent's files, every ``held_out_every``-th held out; each file is read when accessed."""
-    train, held = split_every(code_files(_domain_of(cfg, agent), agent), cfg.held_out_every)
+def code_documents(cfg: WorkloadConfig, agent: str, domain: str | None = None) -> AgentDocuments:
+    """One agent's files, every ``held_out_every``-th held out; each file is read when accessed.
+    ``domain``: the agent's language (default: the topology's; an agent outside the topology, one that
+    joins a running swarm or an experiment's joiner or switch package, reads its team's language)."""
+    train, held = split_every(code_files(domain or _domain_of(cfg, agent), agent), cfg.held_out_every)
     return AgentDocuments(train=FileDocuments(train), held_out=FileDocuments(held))
 
 

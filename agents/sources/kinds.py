@@ -54,7 +54,7 @@ def documents_for(cfg: WorkloadConfig, spec: AgentSpec) -> AgentDocuments:
     if cfg.kind == "stdlib":
         docs = stdlib_documents([spec.name], cfg.held_out_every)
     elif cfg.kind == "code":
-        docs = code_documents(cfg, spec.name)
+        docs = code_documents(cfg, spec.name, spec.domain)
     elif cfg.kind == "files":
         docs = files_documents(cfg, spec.name)
     elif cfg.kind == "jsonl":

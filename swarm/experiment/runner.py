@@ -70,17 +70,33 @@ def check_code_disjoint(cfg) -> int:
               for p in part.paths}
     digests = {d: p for p, d in corpus.items()}
     n = 0
-    for domain, teams in cfg.workload.teams.items():
-        for agents in teams.values():
-            for agent in agents:
-                for path in code_files(domain, agent):
-                    n += 1
-                    twin = corpus.get(path.resolve()) and path or digests.get(hashlib.sha256(path.read_bytes())
-                                                                               .hexdigest())
-                    if twin:
-                        raise ValueError(f"experiment: {path} (agent {agent!r}) is in the base's pretraining corpus "
-                                         f"({twin}); the base must not have seen any agent's files")
+    for domain, agent in code_agents(cfg):
+        for path in code_files(domain, agent):  # a package that is not installed is refused here, up front
+            n += 1
+            twin = corpus.get(path.resolve()) and path or digests.get(hashlib.sha256(path.read_bytes()).hexdigest())
+            if twin:
+                raise ValueError(f"experiment: {path} (agent {agent!r}) is in the base's pretraining corpus "
+                                 f"({twin}); the base must not have seen any agent's files")
     return n
+
+
+def code_agents(cfg) -> list[tuple[str, str]]:
+    """(language, dotted path) of everything an experiment's agents read on a code workload: the topology's
+    agents, the joiner (in its team's language) and the switch packages (each in the language of the agent
+    that moves to it, in agent order), when those scenarios run."""
+    from agents.topology import agent_specs
+
+    specs, exp = agent_specs(cfg.workload), cfg.experiment
+    pairs = [(s.domain, s.name) for s in specs]
+    if "join" in exp.scenarios:
+        team = next((s for s in specs if s.swarm == exp.join.team), None)
+        if team is None:
+            raise ValueError(f"experiment.join.team: {exp.join.team!r} is not a team of the workload "
+                             f"({', '.join(sorted({s.swarm for s in specs}))})")
+        pairs.append((team.domain, exp.join.agent))
+    if "switch" in exp.scenarios:
+        pairs += [(s.domain, exp.switch.packages[i % len(exp.switch.packages)]) for i, s in enumerate(specs)]
+    return list(dict.fromkeys(pairs))
 
 
 def run_dir_for(cfg) -> Path:

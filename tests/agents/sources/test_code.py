@@ -65,6 +65,18 @@ def test_a_missing_package_is_refused_by_name():
         documents_for(cfg, AgentSpec("numba.core", "sci", "python"))
 
 
+def test_an_agent_outside_the_topology_reads_its_teams_language():
+    """A joiner (swarm agents add, the experiment's join and switch) is not in the topology: its spec's
+    domain says which language's files it reads; a domain that is no language is refused by name."""
+    cfg = _cfg(topology=DEFAULT_TOPOLOGY)
+    docs = documents_for(cfg, AgentSpec("sympy.solvers", "sympy", "python"))
+    assert docs.train.paths and all(p.suffix == ".py" and "solvers" in p.parts for p in docs.train.paths)
+    header = documents_for(cfg, AgentSpec("ATen.cpu", "aten", "cpp")).held_out.paths
+    assert header and all(p.suffix in (".h", ".hpp", ".cuh") for p in header)
+    with pytest.raises(WorkloadError, match="domain 'java' is not a language of the code kind"):
+        documents_for(cfg, AgentSpec("sympy.solvers", "sympy", "java"))
+
+
 @pytest.mark.parametrize("topology, message", [
     ({"java": {"spring": ["spring.core"]}}, "domain 'java' is not a language of the code kind"),
     ({"python": {"s": ["sympy..core"]}}, "'sympy..core' .* is not a dotted path"),

@@ -91,3 +91,28 @@ def test_a_bad_experiment_config_fails_before_any_work(tmp_path, capsys):
     assert main(["experiment", "experiment/ci", f"experiment.out_dir={tmp_path}", "experiment.arms=[nope]"]) == 2
     assert "unknown arm 'nope'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+SWITCH = ("[transformers.utils,transformers.integrations,sympy.printing,sympy.matrices,"
+          "ATen.cpu,ATen.cuda,ATen.functorch,c10.cuda]")
+
+
+def test_a_code_experiments_joiner_and_switch_packages_are_read_in_their_languages_and_checked_first():
+    """The join and switch scenarios on the code workload: the joiner reads its team's language, each switch
+    package the language of the agent that moves to it; a package that is not installed, or a team that
+    does not exist, is refused before any job runs (not after a team phase)."""
+    from agents.sources.document import WorkloadError
+    from swarm.config import load_config
+    from swarm.experiment.runner import check_packages, code_agents
+
+    scenarios = ["experiment.scenarios=[team,join,switch]", "experiment.join.team=sympy",
+                 f"experiment.switch.packages={SWITCH}"]
+    cfg = load_config("experiment/code", [*scenarios, "experiment.join.agent=sympy.solvers"])
+    pairs = code_agents(cfg)
+    assert {("python", "sympy.solvers"), ("cpp", "ATen.cpu"), ("python", "sympy.printing")} <= set(pairs)
+    assert len(pairs) == 8 + 1 + 8
+    check_packages(cfg)  # every file read, none in the pretraining corpus
+    with pytest.raises(WorkloadError, match=r"agent 'sympy.nothing' \(domain python\): no directory"):
+        check_packages(load_config("experiment/code", [*scenarios, "experiment.join.agent=sympy.nothing"]))
+    with pytest.raises(ValueError, match=r"experiment.join.team: 'net' is not a team of the workload \(aten, c10, "):
+        code_agents(load_config("experiment/code", ["experiment.scenarios=[team,join]"]))
