@@ -289,9 +289,10 @@ def _serve_forever(make_service, cfg: ServeConfig, what: str, background=None, u
         task = asyncio.create_task(background()) if background else None
         try:
             await server.wait_for_termination()
-        finally:
+        finally:  # Ctrl-C cancels this task: stop serving now (calls in flight get a second), not at loop close
             if task is not None:
                 task.cancel()
+            await server.stop(1.0)
 
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # started from a script or a test process that ignores SIGINT: Ctrl-C must still stop the service
@@ -376,4 +377,8 @@ def serve_run(run_dir, overrides=(), echo=print) -> None:
         what = f"{run_dir} (from its checkpoints)"
     else:
         what = f"{run_dir} ({run.namespace}, live)"
-    _serve_forever(lambda: service, cfg.serve, what, uses_ray=uses_ray)
+    try:
+        _serve_forever(lambda: service, cfg.serve, what, uses_ray=uses_ray)
+    finally:
+        if not uses_ray:
+            service.levels.close()  # the read-only copy of the run's stores
