@@ -61,7 +61,10 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
     topology = Topology(cfg.workload, cfg.levels.names[2:])
     members = {a.id for a in topology.agents}
     for change in run_dir.read_members() if resume is not None else []:  # swarm agents add/remove before
-        (members.add if change["op"] == "add" else members.discard)(change["agent"])
+        if change["op"] == "add":
+            members.add(change["agent"])
+        else:
+            members.discard(change["agent"])
     length = f"{cfg.run.steps} steps each" if cfg.run.steps is not None else \
         "no step limit (until Ctrl-C, SIGTERM or swarm stop)"
     console.print(f"[bold]swarm run[/bold] {run_dir.path}: {len(members)} agents, "

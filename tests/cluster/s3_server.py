@@ -13,6 +13,11 @@ from contextlib import contextmanager
 BUCKET = "swarm-test"
 
 
+def s3_url(name: str) -> str:
+    """The URI of ``name`` in the test bucket."""
+    return f"s3://{BUCKET}/{name}"
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:

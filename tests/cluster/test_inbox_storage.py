@@ -13,17 +13,7 @@ import pytest
 
 from cluster.inbox import Inbox, InboxFull, InboxUnsupported, inbox_location
 from cluster.storage import Storage
-from tests.cluster.s3_server import BUCKET, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as env:
-        yield env
-
-
-def _url(name: str) -> str:
-    return f"s3://{BUCKET}/{name}"
+from tests.cluster.s3_server import s3_url
 
 
 def _segments(url: str) -> list[str]:
@@ -31,24 +21,24 @@ def _segments(url: str) -> list[str]:
 
 
 def test_appends_are_segment_objects_read_back_in_order(s3):
-    writer = Inbox(_url("order/inbox"))
-    assert not writer.local and writer.location == _url("order/inbox")
+    writer = Inbox(s3_url("order/inbox"))
+    assert not writer.local and writer.location == s3_url("order/inbox")
     first = writer.append([("one", "a"), ("two", "b")])
-    second = Inbox(_url("order/inbox")).append([("three", "c")])  # another writer, its own view
+    second = Inbox(s3_url("order/inbox")).append([("three", "c")])  # another writer, its own view
     assert (first.seqs, second.seqs) == ([1, 2], [3])
     assert (second.depth, second.depth_docs) == (len("onetwothree"), 3)
-    assert _segments(_url("order/inbox")) == ["segment-000000000001.log", "segment-000000000003.log"]
-    reader = Inbox(_url("order/inbox"))  # the agent
+    assert _segments(s3_url("order/inbox")) == ["segment-000000000001.log", "segment-000000000003.log"]
+    reader = Inbox(s3_url("order/inbox"))  # the agent
     assert [reader.next_after(i).text for i in range(3)] == ["one", "two", "three"]
     assert reader.next_after(3) is None and reader.document(2).source == "b"
     reader.consumed(2)
     assert writer.depth() == (len("three"), 1)  # measured from the mirrored cursor
     writer.write_settings(share=0.5, max_bytes=None)
-    assert Inbox(_url("order/inbox")).share == 0.5
+    assert Inbox(s3_url("order/inbox")).share == 0.5
 
 
 def test_compaction_deletes_only_what_every_kept_checkpoint_consumed(s3):
-    url = _url("compact/inbox")
+    url = s3_url("compact/inbox")
     inbox = Inbox(url)
     for i in range(1, 6):
         inbox.append([(f"doc {i}", "")])
@@ -78,7 +68,7 @@ class _Race:
 
 
 def test_a_writer_that_loses_the_race_takes_the_next_number(s3):
-    url = _url("race/inbox")
+    url = s3_url("race/inbox")
     a, b = Inbox(url), Inbox(url)
     b.storage.inject(_Race(a, [("from a", "")]))
     receipt = b.append([("from b", "")])  # its put of segment 1 fails: a holds it now
@@ -89,7 +79,7 @@ def test_a_writer_that_loses_the_race_takes_the_next_number(s3):
 
 
 def test_the_loser_checks_the_depth_again_against_what_the_winner_queued(s3):
-    url = _url("race-full/inbox")
+    url = s3_url("race-full/inbox")
     a, b = Inbox(url, max_bytes=10), Inbox(url, max_bytes=10)
     b.storage.inject(_Race(a, [("x" * 8, "")]))
     with pytest.raises(InboxFull, match="8 unconsumed bytes in 1 documents, adding 5 bytes"):
@@ -98,7 +88,7 @@ def test_the_loser_checks_the_depth_again_against_what_the_winner_queued(s3):
 
 
 def test_concurrent_writers_queue_every_document_once_without_gaps(s3):
-    url = _url("threads/inbox")
+    url = s3_url("threads/inbox")
     sent: dict[str, list[int]] = {}
     errors: list[BaseException] = []
 
@@ -125,7 +115,7 @@ def test_concurrent_writers_queue_every_document_once_without_gaps(s3):
 
 def test_a_uri_collapsed_into_a_path_is_refused_naming_it(s3):
     with pytest.raises(ValueError, match="inbox location s3:/swarm-test/x/inbox: a URI turned into a path"):
-        Inbox(Path(_url("x/inbox")))
+        Inbox(Path(s3_url("x/inbox")))
 
 
 def test_a_store_without_a_conditional_put_refuses_appends_naming_it(tmp_path):
@@ -160,7 +150,7 @@ def _worker(store: str):
 def test_an_agent_learns_each_document_once_across_a_restart(s3, tmp_path, kind):
     """Also a regression (both kinds): compaction used to delete the segment of the document a kept
     checkpoint had open, which its resume then failed to reopen."""
-    store = _url("agent/agents/toy/red/a1") if kind == "s3" else str(tmp_path / "a1")
+    store = s3_url("agent/agents/toy/red/a1") if kind == "s3" else str(tmp_path / "a1")
     # settings first: an agent on an object store reads them again only every SETTINGS_TTL_S
     Inbox(inbox_location(store)).write_settings(share=1.0, max_bytes=None)
     w = _worker(store)  # checkpoints every 5 steps (test_worker.RUNTIME), contexts of 4 steps

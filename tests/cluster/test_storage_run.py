@@ -18,19 +18,13 @@ from cluster.level.records import audit
 from cluster.storage import Storage
 from cluster.topology import Topology
 from swarm.config import config_hash, load_config
-from tests.cluster.s3_server import BUCKET, s3_server
+from tests.cluster.s3_server import s3_url
 from tests.swarm.run.test_stop import ONE_AGENT, Driver, in_session
 
 # Out of the default run (`pytest -m long` runs them): real `swarm run` processes, each with its own Ray;
 # they passed alone but failed inside the full suite on a loaded 2-core machine (stop 29 note).
 pytestmark = [pytest.mark.slow, pytest.mark.long]
-ROOT = f"s3://{BUCKET}/runs"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as env:
-        yield env
+ROOT = s3_url("runs")
 
 
 def _driver(args: list[str], log: Path, cwd: Path) -> Driver:
