@@ -73,6 +73,9 @@ def test_head_loss_every_level_comes_back_at_its_journaled_version(s3, tmp_path)
         assert in_session(first.proc.pid, wait_s=30) == []
     finally:
         first.kill_session()
+    # where the agent got to: its last checkpoint is at most one chunk (2 steps) past the last status it published
+    reached = max(r["step"] for r in json.loads((run_dir / "status.json").read_text())["agents"].values())
+    target = reached + 2 + 10  # so the resumed run must train at least 10 more steps
     shutil.rmtree(run_dir)
     cfg = load_config(_config_file(uri, tmp_path))
     chash, shapes = config_hash(cfg), level_shapes(cfg.model, cfg.levels)
@@ -85,7 +88,7 @@ def test_head_loss_every_level_comes_back_at_its_journaled_version(s3, tmp_path)
         journaled[spec.name] = build_core(spec, shapes).version
     assert journaled["swarm/red"] > 0
 
-    again = _driver(["run", "--resume", uri, "run.steps=10", "--quiet"], tmp_path / "2.log", tmp_path)
+    again = _driver(["run", "--resume", uri, f"run.steps={target}", "--quiet"], tmp_path / "2.log", tmp_path)
     try:
         status = run_dir / "status.json"
         # the first snapshot that lists every server: each is back at (or, once agents push, past) the
@@ -97,7 +100,7 @@ def test_head_loss_every_level_comes_back_at_its_journaled_version(s3, tmp_path)
         again.kill_session()
     snap = json.loads(status.read_text())
     [(agent, rec)] = snap["agents"].items()
-    assert snap["state"] == "finished" and rec["step"] == 10  # training continued
+    assert snap["state"] == "finished" and rec["step"] == target  # training continued
     assert snap["servers"]["swarm/red"]["version"] >= journaled["swarm/red"]
     red = audit(f"{uri}/levels/swarm/red", chash)
     assert red.violations == [] and red.coverage[agent].last == rec["pushed_through"]
