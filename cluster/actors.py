@@ -155,6 +155,15 @@ def level_server(spec: LevelSpec, *, namespace: str, shapes: Shapes, resources: 
                                     resources=resources or {}).remote(spec, shapes, namespace)
 
 
+def lower_priority(nice: int) -> int:
+    """Lower this process's CPU priority to niceness ``nice`` (``run.agent_nice``; never raises it, which
+    needs privileges); returns the niceness now."""
+    current = os.nice(0)
+    if nice > current:
+        current = os.nice(nice - current)
+    return current
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class AgentActor:
     """One agent: builds its model, finds its servers by name, resumes from its own checkpoint."""
@@ -162,6 +171,7 @@ class AgentActor:
     def __init__(self, spec, configs: dict[str, Any], routes: dict[str, str], namespace: str, store_dir: str,
                  config_hash: str, runtime: RuntimeConfig, threads: int = 1) -> None:
         torch.set_num_threads(max(1, threads))
+        self.nice = lower_priority(runtime.agent_nice)
         from agents.agent import Agent
 
         agent = Agent(spec, **configs)

@@ -78,6 +78,10 @@ class RuntimeConfig:
             them): ``auto`` is one host per Ray node (one per GPU when agents run on CUDA); ``1`` is one
             plain agent actor per agent. Where an agent runs does not change what it learns: a run may
             resume with another value.
+        agent_nice: the niceness agent actors and hosts lower themselves to (0-19; 0: as started). Training
+            is batch work: the level servers, the driver and the query service keep the default priority,
+            so on a node whose cores the agents fill they still answer in milliseconds (bench/learn.py,
+            bench/grpc_stats.py); it changes no result, only who waits for a core.
         storage: where the level servers' and agents' stores live (None: inside the run directory):
             a local or NFS path, or a URI of a durable filesystem (``s3://bucket/prefix``, ``gs://...``);
             the run's stores go under ``<storage>/<run name>/`` (docs/durability.md).
@@ -99,6 +103,7 @@ class RuntimeConfig:
     storage: str | None = None
     storage_options: dict[str, Any] | None = None
     agents_per_host: str = "auto"
+    agent_nice: int = 5
 
     def __post_init__(self) -> None:
         self.agents_per_host = str(self.agents_per_host).strip().lower()  # YAML may give an int
@@ -108,7 +113,7 @@ class RuntimeConfig:
                      **{k: getattr(self, k) >= 1 for k in (
             "chunk", "pull_every", "propose_every", "eval_every", "checkpoint_every")},
             steps=self.steps is None or self.steps >= 1,
-            agent_cpus=self.agent_cpus is None or self.agent_cpus > 0)
+            agent_cpus=self.agent_cpus is None or self.agent_cpus > 0, agent_nice=0 <= self.agent_nice <= 19)
 
     @property
     def per_host(self) -> int | None:

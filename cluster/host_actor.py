@@ -25,7 +25,7 @@ from typing import Any
 import ray
 import torch
 
-from cluster.actors import RemoteLevel, agent_resources
+from cluster.actors import RemoteLevel, agent_resources, lower_priority
 from cluster.config import RuntimeConfig
 from cluster.host import AgentHost
 from cluster.metrics import LiveAgentProbe
@@ -85,6 +85,7 @@ class AgentHostActor:
         server actor name; ``stores``: agent id -> its store directory. Builds ONE base on the device of
         ``configs['agent']``, then each agent on it; each resumes from its own store."""
         torch.set_num_threads(max(1, threads))
+        self.nice = lower_priority(runtime.agent_nice)
         from agents.agent import Agent
         from agents.device import resolve_device
         from agents.model import shared_base

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -184,7 +185,14 @@ class Storage:
             d = self.path / name
             if not d.is_dir():
                 return {}
-            return {p.name: (None if p.is_dir() else p.stat().st_size) for p in d.iterdir()}
+            found: dict[str, int | None] = {}
+            for p in d.iterdir():
+                try:  # another process may remove an entry between the listing and its stat (a temp file)
+                    st = p.stat()
+                except FileNotFoundError:
+                    continue
+                found[p.name] = None if stat.S_ISDIR(st.st_mode) else st.st_size
+            return found
         self.fs.invalidate_cache()
         try:
             entries = self.fs.ls(self._full(name), detail=True)

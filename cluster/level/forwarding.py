@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from cluster.config import ServerConfig
+from cluster.level.growth import send_growth
 from cluster.level.protocol import Coverage, LevelClient, ProposeResult, PullReply, PushResult
 from cluster.level.status import ForwardCounters
 from layers.circuits import Proposal
@@ -153,6 +154,7 @@ class LinkedLevel:
                              f"{'no' if parent is None else 'a'} parent client")
         self.core, self.parent = core, parent
         self._proposed_at = -1  # the merge count of the last upward proposal
+        self._growths_sent = 0  # the core's growths handed to the parent (a restart hands them again: no-ops)
         if parent is not None:
             core.uplink.acknowledged(parent.seen(core.name))
             self.forward()
@@ -163,6 +165,10 @@ class LinkedLevel:
         core, uplink = self.core, self.core.uplink
         if self.parent is None or uplink is None:
             return
+        if len(core.growths) > self._growths_sent:  # the parent grows first: else it would refuse (and the
+            for _, event in core.growths[self._growths_sent:]:
+                send_growth(self.parent, event)  # outbox drop) entries at the grown rank; a no-op when past it
+            self._growths_sent = len(core.growths)
         for entry in list(uplink.outbox):
             uplink.delivered(entry, self.parent.push(core.name, entry.seq, entry.base_version, entry.tensors,
                                                      entry.first_step, entry.last_step))

@@ -34,6 +34,8 @@ from cluster.snapshots import Snapshot, SnapshotCache, Snapshots, StatusBoard
 from cluster.topology import Topology
 from swarm.rundir import RunDir, liveness_of
 
+ROSTER_TTL_S = 1.0  # how old the live roster a call reads may be (seconds) when it names known agents
+
 
 class RayLevels:
     """The level servers of one live run, by name (handles looked up in the run's namespace)."""
@@ -56,7 +58,7 @@ class RayLevels:
         from swarm.api.membership import board_of
 
         self.board = board_of(namespace)  # the run's roster as agents join and leave (None: a fixed one)
-        self.roster_ttl_s, self._roster_at = status_ttl_s, -1.0
+        self.roster_ttl_s, self._roster_at = max(status_ttl_s, ROSTER_TTL_S), -1.0
         self._view: tuple[Snapshots, Snapshots] | None = None  # (a read, what statuses() made of it)
         self._host_of: dict[str, str] = {}  # agent id -> the name of the host actor that holds it
 
@@ -80,9 +82,12 @@ class RayLevels:
             self._view = (snaps, view)
         return view
 
-    async def refresh(self) -> bool:
-        """Follow the run's membership board (at most once per ``status_ttl_s``): True when the members changed."""
-        if self.board is None or time.monotonic() - self._roster_at < self.roster_ttl_s:
+    async def refresh(self, force: bool = False) -> bool:
+        """Follow the run's membership board: True when the members changed. At most once per
+        ``roster_ttl_s`` (a Ray call each time, which a busy node makes slow: Learn paid it on every
+        call), unless ``force``: callers force it for a name they do not know and after a change of
+        their own, so only a change made through another process can be that late."""
+        if self.board is None or (not force and time.monotonic() - self._roster_at < self.roster_ttl_s):
             return False
         roster = await self.board.roster.remote()
         self._roster_at = time.monotonic()
@@ -222,7 +227,7 @@ class CheckpointLevels:
     def changed(self) -> None:
         """Nothing changes in a stopped run."""
 
-    async def refresh(self) -> bool:
+    async def refresh(self, force: bool = False) -> bool:
         """Nobody joins or leaves a stopped run."""
         return False
 

@@ -60,6 +60,17 @@ class Learner:
         self.inboxes: dict[str, Inbox] = {}
         self.locks: dict[str, asyncio.Lock] = {}  # one writer per inbox in this process at a time
 
+    async def follow(self, force: bool = False) -> None:
+        """Bring the agents and teams up to the run's current members (the roster as of at most
+        ``ROSTER_TTL_S`` ago, or read now when ``force``)."""
+        await self.levels.refresh(force=force)
+        if set(self.agents) == set(self.levels.members):
+            return
+        self.agents = dict(self.levels.members)
+        self.teams = {}
+        for aid, spec in self.levels.members.items():
+            self.teams.setdefault(spec.swarm, []).append(aid)
+
     # ------------------------------------------------------------------ checks
     def _check_text(self, i: int, text: str) -> int:
         size = len(text.encode("utf-8"))
@@ -140,6 +151,8 @@ class Learner:
         sizes: dict[str, int] = {}  # bytes of the stream per agent: bounded while it is read
         i = 0
         async for req in requests:
+            if (req.agent and req.agent not in self.agents) or (req.team and req.team not in self.teams):
+                await self.follow(force=True)  # it may have joined since the roster was read
             targets = self._targets(i, req)
             for agent in targets:
                 sent[agent] = sent.get(agent, 0) + 1
@@ -158,25 +171,32 @@ class Learner:
         async with contextlib.AsyncExitStack() as stack:
             for agent in sorted(batches):  # sorted: two streams never wait on each other's locks
                 await stack.enter_async_context(self.locks.setdefault(agent, asyncio.Lock()))
-            for agent in batches:  # every inbox has room before any is written
+            # every inbox has room before any is written; for one inbox append's own check (under the
+            # inbox's file lock) is that, and skipping the pre-check saves a listing and a read per call
+            for agent in batches if len(batches) > 1 else ():
                 depth, count = await asyncio.to_thread(inboxes[agent].depth)
                 adding = sizes[agent]
                 if depth + adding > self.cfg.max_inbox_bytes:
-                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"agent {agent}'s inbox is full: "
-                                       f"{depth} unconsumed bytes in {count} documents; adding {adding} bytes "
-                                       f"would pass learn.max_inbox_bytes={self.cfg.max_inbox_bytes}", "full")
+                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       _full(agent, depth, count, adding, self.cfg.max_inbox_bytes), "full")
             receipts = []
             for agent, docs in batches.items():
                 try:
                     r = await asyncio.to_thread(inboxes[agent].append, docs)
-                except InboxFull as e:  # another writer process filled it meanwhile
-                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"agent {agent}: {e}", e.reason) from None
+                except InboxFull as e:  # full (one inbox), or another writer process filled it meanwhile
+                    raise LearnRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, _full(agent, e.depth, e.docs, e.adding,
+                                                                                 e.limit), e.reason) from None
                 except InboxUnsupported as e:  # an object store without a conditional put
                     raise LearnRefused(grpc.StatusCode.FAILED_PRECONDITION, f"agent {agent}: {e}") from None
                 receipts.append(pb.LearnReceipt(agent=agent, seqs=r.seqs, bytes=r.nbytes, depth_bytes=r.depth,
                                                 depth_docs=r.depth_docs))
         return pb.LearnResponse(receipts=receipts, documents=sum(len(r.seqs) for r in receipts),
                                 bytes=sum(r.bytes for r in receipts))
+
+
+def _full(agent: str, depth: int, docs: int, adding: int, limit: int) -> str:
+    return (f"agent {agent}'s inbox is full: {depth} unconsumed bytes in {docs} documents; adding {adding} bytes "
+            f"would pass learn.max_inbox_bytes={limit}")
 
 
 def inbox_stats(agents: dict[str, Any]) -> list[pb.AgentInbox]:

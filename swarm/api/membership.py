@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from typing import Any
 
 import grpc
@@ -54,6 +55,9 @@ class MembershipBoard:
         self.ids = itertools.count(1)
         self.seq = 0
         self.taken_at: float | None = None  # when the driver last took requests (it does every second or so)
+        # which life of the actor this is: Ray restarts it (a crash of its worker) with the launch roster,
+        # and the driver, seeing a new incarnation in take's answer, restores what changed since
+        self.incarnation = uuid.uuid4().hex
 
     def submit(self, request: dict[str, Any]) -> str:
         """Queue ``request`` for the driver; its id (to read the answer with :meth:`answer_of`)."""
@@ -67,11 +71,19 @@ class MembershipBoard:
         self.pending = [r for r in self.pending if r["id"] != rid]
         return len(self.pending) < before
 
-    def take(self) -> list[dict[str, Any]]:
-        """Every waiting request, oldest first (the driver answers each with :meth:`answer`)."""
+    def take(self) -> tuple[list[dict[str, Any]], str]:
+        """Every waiting request, oldest first (the driver answers each with :meth:`answer`), and this life's
+        incarnation (a new one: the board restarted; the driver then calls :meth:`restore`)."""
         out, self.pending = self.pending, []
         self.taken_at = time.time()
-        return out
+        return out, self.incarnation
+
+    def restore(self, roster: dict[str, dict[str, str]], log: list[dict[str, Any]]) -> None:
+        """After a restart: the driver's current roster and the events it had logged here (their ``seq``
+        kept, so a Watch that saw some does not see them again). Requests and answers in flight when the
+        board died are lost: their RPCs time out saying so."""
+        self.members, self.log = dict(roster), list(log[-EVENT_KEEP:])
+        self.seq = max([self.seq, *(e["seq"] for e in self.log)])
 
     def idle_s(self) -> float | None:
         """Seconds since the driver last took requests; None when it never did (still starting)."""
@@ -85,15 +97,17 @@ class MembershipBoard:
         """The answer to ``rid`` once given (handed out once), else None."""
         return self.answers.pop(rid, None)
 
-    def changed(self, op: str, agent: str, member: dict[str, str] | None, when: float) -> None:
-        """Record an applied change: ``op`` ``join`` (``member``: its name, team, domain) or ``leave``."""
+    def changed(self, op: str, agent: str, member: dict[str, str] | None, when: float) -> dict[str, Any]:
+        """Record an applied change: ``op`` ``join`` (``member``: its name, team, domain) or ``leave``;
+        returns the event logged (the driver keeps it for :meth:`restore`)."""
         if op == "join":
             self.members[agent] = dict(member or {})
         else:
             self.members.pop(agent, None)
         self.seq += 1
-        self.log = [*self.log[-(EVENT_KEEP - 1):], {"seq": self.seq, "kind": op, "agent": agent, "time": when,
-                                                    "team": (member or {}).get("team", "")}]
+        event = {"seq": self.seq, "kind": op, "agent": agent, "time": when, "team": (member or {}).get("team", "")}
+        self.log = [*self.log[-(EVENT_KEEP - 1):], event]
+        return event
 
     def roster(self) -> dict[str, dict[str, str]]:
         """Agent id -> ``{"name", "team", "domain"}`` of every current member."""
@@ -192,17 +206,21 @@ async def _board(levels):
 
 async def add_agent(levels, request) -> pb.MembershipResponse:
     """AddAgent: ``name`` joins ``team`` (its documents: ``data`` files, else the run's workload's)."""
-    await levels.refresh()
+    await levels.refresh(force=True)
     _check(levels, request, add=True)
-    return response(await ask(await _board(levels), {"op": "add", "name": request.name, "team": request.team,
-                                                     "data": list(request.data)}))
+    answer = await ask(await _board(levels), {"op": "add", "name": request.name, "team": request.team,
+                                              "data": list(request.data)})
+    await levels.refresh(force=True)  # this process's calls see the new member at once
+    return response(answer)
 
 
 async def remove_agent(levels, request) -> pb.MembershipResponse:
     """RemoveAgent: ``agent`` (an id or a name) leaves; its checkpoint is kept (add it back to resume)."""
-    await levels.refresh()
+    await levels.refresh(force=True)
     _check(levels, request, add=False)
-    return response(await ask(await _board(levels), {"op": "remove", "name": request.agent}))
+    answer = await ask(await _board(levels), {"op": "remove", "name": request.agent})
+    await levels.refresh(force=True)
+    return response(answer)
 
 
 async def call(fn, levels, request, error):
@@ -211,15 +229,3 @@ async def call(fn, levels, request, error):
         return await fn(levels, request)
     except MembershipRefused as e:
         raise error(e.code, str(e)) from None
-
-
-async def follow(learner, levels) -> None:
-    """Bring a :class:`swarm.api.learn.Learner`'s agents and teams up to the run's current members."""
-    await levels.refresh()
-    if set(learner.agents) == set(levels.members):
-        return
-    learner.agents = dict(levels.members)
-    learner.teams = {}
-    for aid, spec in levels.members.items():
-        learner.teams.setdefault(spec.swarm, []).append(aid)
-

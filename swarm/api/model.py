@@ -16,7 +16,7 @@ import torch
 
 from agents.config import ModelConfig
 from agents.model import build_model
-from agents.text import load_tokenizer
+from agents.text import decode_bytes, load_tokenizer
 from layers import LevelsConfig, LevelStack
 from layers.eval import Tally, token_bits
 
@@ -79,9 +79,10 @@ class MemoryModel:
         return total.bits_per_byte, n_bytes
 
     def generate(self, prompt: str, slots: list[str], max_new_tokens: int, temperature: float, seed: int,
-                 should_stop=lambda: False) -> str:
-        """Sample (or greedy when temperature is 0) up to ``max_new_tokens`` tokens after ``prompt``, decoded
-        by the model's tokenizer; generation ends early at the tokenizer's end-of-text token (not returned).
+                 should_stop=lambda: False) -> bytes:
+        """Sample (or greedy when temperature is 0) up to ``max_new_tokens`` tokens after ``prompt``; their
+        bytes (:func:`agents.text.decode_bytes`: exact for a byte model, which may stop inside a UTF-8
+        character); generation ends early at the tokenizer's end-of-text token (not returned).
         An empty prompt starts from the tokenizer's BOS (token 0 for the byte tokenizer)."""
         start = getattr(self.tokenizer, "bos_token_id", None)
         eos = getattr(getattr(self.tokenizer, "hf", None), "eos_token_id", None)
@@ -103,7 +104,7 @@ class MemoryModel:
                     break
                 out.append(int(nxt))
                 ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-        return self.tokenizer.decode(out)
+        return decode_bytes(self.tokenizer, out)
 
     @property
     def base_path(self) -> str | None:

@@ -93,7 +93,8 @@ class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
                 slots[slot] = n
             return chosen, "as requested"
         if agent:
-            await self.levels.refresh()  # agents join and leave a live run
+            if agent not in self.levels.agent_ids:  # it may have joined since the roster was read
+                await self.levels.refresh(force=True)
             if agent not in self.levels.agent_ids:
                 raise RequestError(grpc.StatusCode.NOT_FOUND, f"agent {agent!r}: no such agent "
                                                               f"(agents: {', '.join(self.levels.agent_ids)})")
@@ -202,7 +203,7 @@ class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
             if request.levels or request.temperature:
                 raise invalid("agent", "an agent answers greedily with its own levels: leave levels and "
                                         "temperature unset")
-            await self.levels.refresh()  # it may have joined or left the run
+            await self.levels.refresh(force=request.agent not in self.levels.agent_ids)  # joins and leaves
             if self.levels.agent(request.agent) is not None:
                 return await self._agent_answer(request, prompt, n)
         names, basis = await self._chosen(list(request.levels), request.agent)
@@ -214,17 +215,19 @@ class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
             versions = await self._load(names)
             slots = [self.levels.specs[n].level for n in names]
             try:
-                text = await asyncio.to_thread(self.memory.generate, prompt, slots, n, request.temperature,
+                raw = await asyncio.to_thread(self.memory.generate, prompt, slots, n, request.temperature,
                                                request.seed, lambda: stop_at is not None and time.monotonic() > stop_at)
             except TimeoutError as e:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
-        return pb.GenerateResponse(text=text, versions=versions, agent=request.agent, basis=basis)
+        return pb.GenerateResponse(text=raw.decode("utf-8", errors="replace"), raw=raw, versions=versions,
+                                   agent=request.agent, basis=basis)
 
     async def _agent_answer(self, request, prompt: str, n: int):
         """Generate as a running agent, through its trajectory cache (greedy, the agent's own levels)."""
         out = await self.levels.agent(request.agent).respond.remote(prompt.encode("utf-8"), n)
         self.levels.changed()  # its cache counters moved: the next Stats shows it
-        return pb.GenerateResponse(text=out["answer"].decode("utf-8", errors="replace"), versions=out["versions"],
+        return pb.GenerateResponse(text=out["answer"].decode("utf-8", errors="replace"), raw=out["answer"],
+                                   versions=out["versions"],
                                    cached=out["cached"], agent=request.agent,
                                    basis=f"agent {request.agent}'s own levels")
 
@@ -308,7 +311,7 @@ class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
         (:mod:`swarm.api.learn`: the checks and status codes; nothing is queued on an error)."""
         if self.learner is None:
             raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "this service was built without Learn")
-        await membership.follow(self.learner, self.levels)  # the members as they are now
+        await self.learner.follow()  # the members as they are now
         try:
             return await self.learner.learn(request_iterator)
         except LearnRefused as e:

@@ -39,7 +39,7 @@ from agents.sources import WorkloadError, documents_for
 from agents.topology import AgentSpec
 from cluster.actors import agent_actor
 from cluster.host_actor import HOST_PREFIX, HostedAgent, agent_host, host_name
-from swarm.api.membership import open_board
+from swarm.api.membership import EVENT_KEEP, open_board
 
 
 def files_workload(workload, spec: AgentSpec, data: list[str]):
@@ -72,6 +72,8 @@ class Membership:
         self.history: list[dict[str, Any]] = []
         self.waiting: list[dict[str, Any]] = []  # removals waiting for their agent's chunk to end
         self.board = None
+        self.events: list[dict[str, Any]] = []  # the join/leave events logged on the board (restored after a restart)
+        self.incarnation: str | None = None  # the board's life the driver last restored
         self._hosts = itertools.count()
 
     # ------------------------------------------------------------------ launch and resume
@@ -114,8 +116,10 @@ class Membership:
 
     def open_board(self) -> None:
         """Create the run's membership board with the current roster (the query service reads it)."""
-        self.board = open_board(self.run.namespace, {a: {k: m[k] for k in ("name", "team", "domain")}
-                                                     for a, m in self.members.items()})
+        self.board = open_board(self.run.namespace, self._roster())
+
+    def _roster(self) -> dict[str, dict[str, str]]:
+        return {a: {k: m[k] for k in ("name", "team", "domain")} for a, m in self.members.items()}
 
     def _spec_of(self, aid: str) -> AgentSpec | None:
         parts = aid.split("/")
@@ -157,7 +161,14 @@ class Membership:
         whose agents cannot leave yet. Returns the units to submit a chunk to (the joined agents')."""
         requests = [(r, "dir") for r in self.run.rundir.take_member_requests()]
         if self.board is not None:
-            requests += [(r, "board") for r in ray.get(self.board.take.remote())]
+            try:
+                taken, incarnation = ray.get(self.board.take.remote())
+                if incarnation != self.incarnation:  # Ray restarted it with the launch roster: give it the
+                    ray.get(self.board.restore.remote(self._roster(), self.events))  # current one back
+                    self.incarnation = incarnation
+            except ray.exceptions.RayActorError:  # restarting (or gone): its requests wait for the next poll
+                taken = []
+            requests += [(r, "board") for r in taken]
         waiting, self.waiting = self.waiting, []
         started: list[str] = []
         for req, via in [*[(w, w["_via"]) for w in waiting], *requests]:
@@ -266,7 +277,14 @@ class Membership:
         self.history.append({"time": now, "op": op, "agent": spec.id, "team": spec.swarm})
         self.run.snap["members"] = list(self.history)
         if self.board is not None:
-            self.board.changed.remote("join" if op == "add" else "leave", spec.id,
-                                      {"name": spec.name, "team": spec.swarm, "domain": spec.domain}, now)
+            kind = "join" if op == "add" else "leave"
+            try:
+                event = ray.get(self.board.changed.remote(kind, spec.id, {"name": spec.name, "team": spec.swarm,
+                                                                          "domain": spec.domain}, now))
+            except ray.exceptions.RayActorError:  # restarting: the next poll restores it with this event
+                event = {"seq": (self.events[-1]["seq"] if self.events else 0) + 1, "kind": kind,
+                         "agent": spec.id, "time": now, "team": spec.swarm}
+                self.incarnation = None
+            self.events = [*self.events[-(EVENT_KEEP - 1):], event]
         return {"ok": True, "code": None, "op": op, "agent": spec.id, "team": spec.swarm, "time": now,
                 "children": server.get("children"), "version": server.get("version")}

@@ -1,5 +1,9 @@
 """AgentHostActor: K agents in one Ray actor end where the same K agents in an in-process AgentHost end."""
 
+import os
+import subprocess
+import sys
+
 import ray
 import torch
 
@@ -14,6 +18,15 @@ from layers.merge import MergeConfig
 from tests.cluster.test_host import CIRCUITS, DYN, LEVELS, MODEL, RUNTIME, WORKLOAD, relative, swarm
 
 STEPS = 12
+
+
+def test_lower_priority_only_lowers():
+    """In a child process (niceness cannot be raised back here): to 3, then a request for 1 keeps 3."""
+    start = os.nice(0)
+    out = subprocess.run([sys.executable, "-c", "from cluster.actors import lower_priority as f; print(f(3), f(1))"],
+                         capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(
+                             os.path.dirname(os.path.abspath(__file__)))))
+    assert out.stdout.split() == [str(max(start, 3))] * 2
 
 
 def test_host_placement_splits_agents_and_cpus():
@@ -41,6 +54,9 @@ def test_a_host_actor_gives_the_levels_of_the_in_process_host(ray_session, tmp_p
                       config_hash="h", runtime=RUNTIME)
     try:
         assert ray.get(host.agents.remote()) == ids
+        # run.agent_nice: the host computes at a lower CPU priority than the servers and the service
+        nice, now = ray.get(host.__ray_call__.remote(lambda self: (self.nice, os.nice(0))))
+        assert nice == now >= RUNTIME.agent_nice > 0
         local = AgentHost(shared_base(MODEL, LEVELS))
         workers, local_servers = swarm(local.base)
         for w in workers.values():

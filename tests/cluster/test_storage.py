@@ -37,6 +37,17 @@ def test_locations_and_local_files(tmp_path):
         Storage("nosuchscheme://x/y")
 
 
+def test_listing_skips_an_entry_removed_while_it_is_listed(tmp_path, monkeypatch):
+    """Another process's temp file (an atomic write of cursor.json) can vanish between the directory's
+    listing and its stat: the listing leaves it out instead of failing the caller (a Learn call did)."""
+    storage = Storage(tmp_path)
+    storage.write_atomic("kept.json", b"{}")
+    listed = list(tmp_path.iterdir())
+    gone = tmp_path / ".cursor.json.123.tmp"  # listed, then renamed away before its stat
+    monkeypatch.setattr(type(tmp_path), "iterdir", lambda self: iter([*listed, gone]))
+    assert storage.listing() == {"kept.json": 2}
+
+
 def test_a_failed_append_is_cut_back_off(tmp_path):
     storage = Storage(tmp_path)
     storage.append("j.log", b"whole")

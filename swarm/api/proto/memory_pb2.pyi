@@ -159,7 +159,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "versions", "cached", "agent", "basis")
+    __slots__ = ("text", "versions", "cached", "agent", "basis", "raw")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -172,12 +172,14 @@ class GenerateResponse(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     BASIS_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
     text: str
     versions: _containers.ScalarMap[str, int]
     cached: bool
     agent: str
     basis: str
-    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ..., cached: _Optional[bool] = ..., agent: _Optional[str] = ..., basis: _Optional[str] = ...) -> None: ...
+    raw: bytes
+    def __init__(self, text: _Optional[str] = ..., versions: _Optional[_Mapping[str, int]] = ..., cached: _Optional[bool] = ..., agent: _Optional[str] = ..., basis: _Optional[str] = ..., raw: _Optional[bytes] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("text", "levels", "agent")

@@ -7,6 +7,7 @@ from cluster.config import ServerConfig
 from cluster.level.core import LevelCore
 from cluster.level.forwarding import LinkedLevel, forwarding_gate
 from cluster.level.protocol import CircuitRef, ProposeResult, PushResult, RejectCode
+from layers.projection import ReadGrowth
 
 SHAPES = {"m.q": (8, 4), "m.v": (6, 4)}
 
@@ -54,6 +55,20 @@ def test_a_restarted_level_does_not_forward_twice(tmp_path):
                                   store_dir=tmp_path / "red", config_hash="h"), top)
     assert again.core.uplink.outbox == [] and top.core.status().counters.accepted == 3
     assert top.core.status().stats["rejected"] == {}  # nothing re-sent: the parent said what it holds
+
+
+def test_a_grown_level_grows_its_parent_before_forwarding_at_the_new_rank():
+    """A growth that entered at the team (an absorb, its own saturation) reaches the domain before the
+    team's first forward at the grown rank; without it the domain refused that forward and it was lost."""
+    top, red = pair()
+    red.push("a", 1, red.core.version, grad(1))
+    assert red.core.grow(ReadGrowth(4, 6, source="test")).accepted and red.core.rank == 6 and top.core.rank == 4
+    grown = {m: torch.cat([t, torch.ones(t.shape[0], 2)], dim=1) for m, t in grad(2).items()}
+    assert red.push("a", 2, red.core.version, grown).accepted
+    assert top.core.rank == 6 and top.seen("swarm/red") == 2
+    assert top.core.status().stats["rejected"] == {} and red.core.status().forwarding.rejected == {}
+    assert all(top.core.B[m].shape == (SHAPES[m][0], 6) for m in SHAPES)
+    assert float(top.core.B["m.q"][:, 4:].abs().sum()) > 0  # the new columns' gradient arrived
 
 
 def test_a_forward_the_parent_refuses_is_counted_by_code_and_dropped():

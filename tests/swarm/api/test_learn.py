@@ -83,6 +83,7 @@ def test_an_answer_fed_back_through_learn_is_internalised_and_given_again_withou
     agent, handle = "toy/red/a2", run.agents["toy/red/a2"]
     ask = pb.GenerateRequest(prompt=PROMPT, agent=agent, max_new_tokens=12)
     first = client.call("Generate", ask)
+    assert len(first.raw) == 12 and first.raw.decode("utf-8", "replace") == first.text  # the exact bytes
     ray.get(handle.run.remote(20))  # its own stream; its pulls change the shared versions the cache is keyed by
     moved = client.call("Generate", ask)
     assert not first.cached and not moved.cached and moved.text != first.text, (first.text, moved.text)

@@ -97,6 +97,7 @@ def test_generate_and_score_use_the_chosen_levels(swarm):
     a = client.call("Generate", pb.GenerateRequest(prompt="def ", levels=["swarm/red"], max_new_tokens=8))
     b = client.call("Generate", pb.GenerateRequest(prompt="def ", levels=["swarm/red"], max_new_tokens=8))
     assert a.text == b.text and len(a.text.encode("utf-8", "replace")) > 0 and "swarm/red" in a.versions
+    assert len(a.raw) == 8 and a.raw.decode("utf-8", "replace") == a.text  # a byte model: the exact 8 bytes
     s = client.call("Score", pb.ScoreRequest(text="abcabcabc abcabc", levels=["swarm/red", "domain/toy"]))
     assert s.bits_per_byte > 0 and set(s.contributions) == {"swarm/red", "domain/toy"} and s.bytes == 16
 

@@ -4,6 +4,7 @@ and a resume replaying the changes (swarm/run/membership.py, swarm/api/membershi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -183,8 +184,11 @@ def test_add_and_remove_on_a_live_swarm_with_pushes_flowing_by_cli_and_rpc(live,
     anonymous.close()
     events = []
     stream = live.client.stub.Watch(pb.WatchRequest(levels=["swarm/red"]), metadata=live.client.metadata, timeout=90)
-    reader = threading.Thread(target=lambda: [events.append(e) for e in stream if e.kind in ("join", "leave")],
-                              daemon=True)
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):  # the stream.cancel() below ends it with CANCELLED
+            events.extend(e for e in stream if e.kind in ("join", "leave"))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(1.0)  # the stream's start: only what happens from now on
     reply = live.client.call("AddAgent", pb.AddAgentRequest(name="c3", team="red"))
@@ -212,6 +216,24 @@ def test_add_and_remove_on_a_live_swarm_with_pushes_flowing_by_cli_and_rpc(live,
     assert [(m["op"], m["agent"]) for m in snap["members"]][-4:] == [
         ("add", "toy/blue/c2"), ("remove", "toy/blue/b1"), ("add", "toy/red/c3"), ("remove", "toy/red/c3")]
     assert snap["ray_address"]
+
+    # the board's worker dies: Ray restarts it with the launch roster, and the driver gives it the current
+    # roster and its events back at its next poll
+    board = run.membership.board
+    logged = ray.get(board.events.remote(0))
+    assert [e["agent"] for e in logged][-2:] == ["toy/red/c3", "toy/red/c3"]
+    ray.kill(board, no_restart=False)
+
+    def restored():
+        try:
+            roster, events = ray.get([board.roster.remote(), board.events.remote(0)], timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):  # restarting (a first call may see it restarted)
+            return None
+        return (roster, events) if "toy/blue/c2" in roster and "toy/blue/b1" not in roster else None
+
+    roster, events = wait("the driver restores the restarted board", restored)
+    assert sorted(roster) == sorted(run.agents)
+    assert events == logged
 
 
 def test_a_resume_has_the_same_members(live):
