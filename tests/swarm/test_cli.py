@@ -38,7 +38,7 @@ def test_demo_learns_and_round_trips(tmp_path, capsys):
 
 
 def test_overrides_may_follow_the_options():
-    from swarm.cli import parse
+    from swarm.cli_args import parse
 
     args = parse(["run", "swarm", "--quiet", "--serve", "run.steps=5", "serve.address=127.0.0.1:0"])
     assert args.quiet and args.serve and args.args == ["swarm", "run.steps=5", "serve.address=127.0.0.1:0"]
