@@ -132,8 +132,11 @@ class Swarm:
     """The servers and agents of one chaos run, all stores under ``root``."""
 
     def __init__(self, root: Path, *, teams: int = 2, agents: int = 2, push_every: int = 2,
-                 checkpoint_every: int = 5) -> None:
+                 checkpoint_every: int = 5, levels: str | None = None) -> None:
+        """``levels``: where the level servers' stores go, a local path or a URI (``s3://bucket/prefix``,
+        as ``run.storage``); default ``root/levels``. The agents' checkpoints stay under ``root``."""
         self.root = root
+        self.levels = levels.rstrip("/") if levels else str(root / "levels")
         self.server_cfg = ServerConfig(window=2, upper_window=2, checkpoint_every=3, max_staleness=10**6,
                                        forward_every=1, forward_min=1)
         self.team_names = [f"swarm/t{i}" for i in range(teams)]
@@ -146,9 +149,9 @@ class Swarm:
                                             checkpoint_every) for i, t in enumerate(self.team_names)
                        for j in range(agents)}
 
-    def store_dir(self, name: str) -> Path:
-        """The store of server ``name``."""
-        return self.root / "levels" / name
+    def store_dir(self, name: str) -> str:
+        """The store of server ``name`` (a path or a URI: a string, as pathlib would collapse ``s3://``)."""
+        return f"{self.levels}/{name}"
 
     def _server(self, name: str, parent: str | None, children: int) -> LinkedLevel:
         storage = self.storages.setdefault(name, Storage(self.store_dir(name)))
@@ -274,7 +277,9 @@ def check(swarm: Swarm, report: Report) -> Report:
     return report
 
 
-def chaos(root: Path, *, seed: int, ticks: int, kill_rate: float = 0.15, teams: int = 2, agents: int = 2) -> Report:
-    """One chaos run under ``root``: the schedule, then :func:`check`."""
-    swarm = Swarm(root, teams=teams, agents=agents)
+def chaos(root: Path, *, seed: int, ticks: int, kill_rate: float = 0.15, teams: int = 2, agents: int = 2,
+          levels: str | None = None) -> Report:
+    """One chaos run under ``root`` (the level stores at ``levels``, default under ``root``): the schedule,
+    then :func:`check`."""
+    swarm = Swarm(root, teams=teams, agents=agents, levels=levels)
     return check(swarm, swarm.run(ticks, seed, kill_rate))

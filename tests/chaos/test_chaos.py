@@ -15,6 +15,17 @@ def test_chaos_schedule_leaves_every_push_applied_exactly_once(tmp_path, seed):
     assert set(report.kills) >= {"agent", "team"}
 
 
+def test_chaos_with_the_level_stores_on_s3(tmp_path):
+    """The same schedule with every level server's journal and checkpoints on a real S3-compatible server
+    (moto on loopback): no rename there, so commits and repairs take the object-store path."""
+    from tests.cluster.s3_server import s3_server, s3_url
+
+    with s3_server():
+        report = chaos(tmp_path, seed=2, ticks=60, kill_rate=0.4, levels=s3_url("chaos"))
+    assert report.violations == []
+    assert set(report.kills) == set(KINDS) and report.acked > 50 and report.checked >= report.acked
+
+
 def test_the_checks_catch_a_push_applied_twice(tmp_path):
     """The harness is not vacuous: a push journaled twice at a team (a broken server) is found."""
     from cluster.level.records import PushRecord
