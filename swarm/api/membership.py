@@ -97,17 +97,15 @@ class MembershipBoard:
         """The answer to ``rid`` once given (handed out once), else None."""
         return self.answers.pop(rid, None)
 
-    def changed(self, op: str, agent: str, member: dict[str, str] | None, when: float) -> dict[str, Any]:
-        """Record an applied change: ``op`` ``join`` (``member``: its name, team, domain) or ``leave``;
-        returns the event logged (the driver keeps it for :meth:`restore`)."""
-        if op == "join":
-            self.members[agent] = dict(member or {})
+    def changed(self, event: dict[str, Any], member: dict[str, str] | None) -> None:
+        """Record an applied change, as the driver numbered it: ``event`` (``seq``, ``kind`` ``join`` or
+        ``leave``, ``agent``, ``team``, ``time``); ``member``: a joiner's name, team and domain."""
+        if event["kind"] == "join":
+            self.members[event["agent"]] = dict(member or {})
         else:
-            self.members.pop(agent, None)
-        self.seq += 1
-        event = {"seq": self.seq, "kind": op, "agent": agent, "time": when, "team": (member or {}).get("team", "")}
+            self.members.pop(event["agent"], None)
+        self.seq = max(self.seq, event["seq"])
         self.log = [*self.log[-(EVENT_KEEP - 1):], event]
-        return event
 
     def roster(self) -> dict[str, dict[str, str]]:
         """Agent id -> ``{"name", "team", "domain"}`` of every current member."""

@@ -72,7 +72,7 @@ class Membership:
         self.history: list[dict[str, Any]] = []
         self.waiting: list[dict[str, Any]] = []  # removals waiting for their agent's chunk to end
         self.board = None
-        self.events: list[dict[str, Any]] = []  # the join/leave events logged on the board (restored after a restart)
+        self.events: list[dict[str, Any]] = []  # the join/leave events, numbered here (Watch reads them on the board)
         self.incarnation: str | None = None  # the board's life the driver last restored
         self._hosts = itertools.count()
 
@@ -277,14 +277,11 @@ class Membership:
         self.history.append({"time": now, "op": op, "agent": spec.id, "team": spec.swarm})
         self.run.snap["members"] = list(self.history)
         if self.board is not None:
-            kind = "join" if op == "add" else "leave"
-            try:
-                event = ray.get(self.board.changed.remote(kind, spec.id, {"name": spec.name, "team": spec.swarm,
-                                                                          "domain": spec.domain}, now))
-            except ray.exceptions.RayActorError:  # restarting: the next poll restores it with this event
-                event = {"seq": (self.events[-1]["seq"] if self.events else 0) + 1, "kind": kind,
-                         "agent": spec.id, "time": now, "team": spec.swarm}
-                self.incarnation = None
+            # numbered here, the one record of the events: a board Ray restarted gets them all back at
+            # the next poll (restore), so a call lost while it restarts loses nothing
+            event = {"seq": (self.events[-1]["seq"] if self.events else 0) + 1, "kind": "join" if op == "add"
+                     else "leave", "agent": spec.id, "time": now, "team": spec.swarm}
             self.events = [*self.events[-(EVENT_KEEP - 1):], event]
+            self.board.changed.remote(event, {"name": spec.name, "team": spec.swarm, "domain": spec.domain})
         return {"ok": True, "code": None, "op": op, "agent": spec.id, "team": spec.swarm, "time": now,
                 "children": server.get("children"), "version": server.get("version")}
