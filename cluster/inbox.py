@@ -50,8 +50,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from cluster.lineage import frame, fsync_dir, read_frames
-from cluster.storage import RemotePath, Storage, is_uri, split_options, with_options
+from cluster.frames import frame, read_frames
+from cluster.storage import RemotePath, Storage, fsync_dir, is_uri, split_options, with_options
 from cluster.wire import WireError, decode, encode
 
 INBOX = "inbox"  # the inbox's directory inside an agent's store

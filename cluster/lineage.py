@@ -6,7 +6,7 @@
 torn or bad tail (a crash mid-append) is ignored with a warning by readers and cut off before
 the next append. :class:`cluster.store.LevelStore` writes it; ``swarm checkpoint`` reads it.
 
-Also here: the framing both files share, and what a record says about a checkpoint that no
+Also here: what a record says about a checkpoint that no
 manifest field held before lineage (the pushes and bytes seen, the projection digest).
 """
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +22,10 @@ from typing import Any
 
 from torch import Tensor
 
+from cluster.frames import frame, read_frames
 from cluster.storage import fsync_dir  # the one owner of filesystem durability; imported from here too
 
-FRAME = struct.Struct(">II")  # length, crc32
 LINEAGE = "lineage.log"
-
-
-def frame(payload: bytes) -> bytes:
-    """``payload`` framed: its length, its crc32, itself."""
-    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def read_ranks(tensors: Mapping[str, Tensor]) -> dict[str, int]:
@@ -52,24 +45,6 @@ def projection_digest(config_hash: str, tensors: Mapping[str, Tensor]) -> str:
     the seed, the model and its modules, and the ranks come from the state's B (growth raises them)."""
     return hashlib.sha256(json.dumps({"config": config_hash, "ranks": read_ranks(tensors)},
                                      sort_keys=True).encode()).hexdigest()
-
-
-def read_frames(data: bytes) -> tuple[list[tuple[int, bytes]], int, str | None]:
-    """The framed records at the start of ``data`` as (offset, payload), where they end, and the
-    problem found there (None: ``data`` ends cleanly)."""
-    out, offset = [], 0
-    while offset < len(data):
-        if offset + FRAME.size > len(data):
-            return out, offset, "a torn record header"
-        length, crc = FRAME.unpack_from(data, offset)
-        payload = data[offset + FRAME.size : offset + FRAME.size + length]
-        if len(payload) < length:
-            return out, offset, "a torn record"
-        if zlib.crc32(payload) != crc:
-            return out, offset, "a record with a bad checksum"
-        out.append((offset, payload))
-        offset += FRAME.size + length
-    return out, offset, None
 
 
 def dir_size(path: Path) -> int:

@@ -14,7 +14,7 @@ keep the atomicity rules of the stores (``cluster.store``) differently:
   replacement, appends fsynced before they return (a failed append is cut back off).
 - **Object stores** (no rename, no append): a ``put`` is atomic (the object is there whole or
   not at all). :meth:`Storage.write_atomic` is one put. An append-only log
-  (:class:`FrameLog`) is a *prefix of segment objects* ``NAME/000000000001.rec``, ... , one per
+  (:class:`cluster.frames.FrameLog`) is a *prefix of segment objects* ``NAME/000000000001.rec``, ... , one per
   append, that the reader lists and reads in order: a record is durable once its put returned,
   and a torn record cannot exist. Cost: one PUT per record appended, and a LIST plus a GET per
   record on recovery (the journal since the last checkpoint, pruned with it).
@@ -38,7 +38,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from cluster.storage_remote import RemotePath as RemotePath  # re-exported: its home was here
 
-SEGMENT = "{:012d}.rec"  # one object of a FrameLog on an object store
 Fault = Callable[[str, str], None]
 EXCLUSIVE_PROTOCOLS = {"s3", "s3a", "memory"}  # fsspec's pipe_file(mode="create") is a conditional put there
 
@@ -327,81 +326,3 @@ class Storage:
         except FileNotFoundError:
             pass
         self.fs.invalidate_cache()
-
-
-class FrameLog:
-    """An append-only log of framed records (``cluster.lineage.frame``) named ``name`` in ``storage``.
-
-    Local: one file, appended and fsynced. Object store: the prefix ``name/`` holding one segment
-    object per append (``000000000001.rec``, ...), read back in order. A single writer per log
-    (a level's server, an agent's worker): the next segment number is taken from a listing once
-    and counted on in memory.
-    """
-
-    def __init__(self, storage: Storage, name: str) -> None:
-        self.storage, self.name = storage, name
-        self._next: int | None = None
-
-    def _objects(self) -> list[tuple[str, int]]:
-        """(segment object name, size), in order (object stores)."""
-        found = [(n, s) for n, s in self.storage.listing(self.name).items()
-                 if s is not None and n.endswith(".rec") and n[:-4].isdigit()]
-        return sorted(found, key=lambda e: int(e[0][:-4]))
-
-    def exists(self) -> bool:
-        """True when the log has been created (a local file, or at least one segment object)."""
-        return self.storage.exists(self.name) if self.storage.local else bool(self._objects())
-
-    def append(self, framed: bytes) -> None:
-        """Durably add ``framed`` (one or more whole frames) at the end; returns once it is durable."""
-        if self.storage.local:
-            self.storage.append(self.name, framed)
-            return
-        if self._next is None:
-            objects = self._objects()
-            self._next = int(objects[-1][0][:-4]) + 1 if objects else 1
-        self.storage.write_bytes(f"{self.name}/{SEGMENT.format(self._next)}", framed)
-        self._next += 1
-
-    def touch(self) -> None:
-        """Create the log empty when missing (local; an object store's empty log is no objects)."""
-        if self.storage.local and not self.storage.exists(self.name):
-            self.storage.append(self.name, b"")
-
-    def read(self) -> bytes:
-        """Every byte of the log in order (empty when it does not exist)."""
-        if self.storage.local:
-            try:
-                return self.storage.read_bytes(self.name)
-            except FileNotFoundError:
-                return b""
-        names = [f"{self.name}/{n}" for n, _ in self._objects()]
-        return b"".join(self.storage.read_many(names))
-
-    def sizes(self) -> list[int]:
-        """Object stores: the size of each segment object, in order (each holds whole frames)."""
-        return [s for _, s in self._objects()]
-
-    def cut(self, offset: int) -> None:
-        """Drop everything from byte ``offset`` on (a torn or bad tail). Object store: the segments
-        starting at or after it are deleted, one straddling it is rewritten up to it."""
-        if self.storage.local:
-            self.storage.truncate(self.name, offset)
-            return
-        at = 0
-        for n, size in self._objects():
-            name = f"{self.name}/{n}"
-            if at >= offset:
-                self.storage.remove(name)
-            elif at + size > offset:
-                self.storage.write_bytes(name, self.storage.read_bytes(name)[: offset - at])
-            at += size
-        self._next = None
-
-    def remove(self) -> None:
-        """Delete the whole log."""
-        if self.storage.local:
-            self.storage.remove(self.name)
-        else:
-            self.storage.remove_tree(self.name)
-        self._next = None

@@ -9,7 +9,7 @@ Directory layout::
 
 A journal record is ``length (4 bytes, big-endian) | crc32 (4 bytes) | payload`` with the
 payload in the wire format (``cluster.wire``); ``append`` returns only after fsync, so an
-acknowledged record survives a crash. A checkpoint is written into a temporary
+acknowledged record survives a crash. A checkpoint (``cluster.checkpoint``) is written into a temporary
 directory, fsynced, then renamed into place (atomic). Its id is the SHA-256 of the
 config hash and every tensor (name, dtype, shape, bytes); its manifest names its parent.
 
@@ -33,12 +33,11 @@ checkpoint is written as the objects ``ckpt-N/tensors.safetensors`` and ``ckpt-N
 followed, last, by the commit marker ``ckpt-N/COMMIT`` (holding the id): a checkpoint without its
 marker is a torn write, invisible to readers and deleted before its version is written again;
 pruning deletes the marker first. A journal segment ``journal-N.log`` (and ``lineage.log``) is
-a prefix of segment objects, one per append (:class:`cluster.storage.FrameLog`), read in order.
+a prefix of segment objects, one per append (:class:`cluster.frames.FrameLog`), read in order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -48,74 +47,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load, load_file, save, save_file
 from torch import Tensor
 
+from cluster.checkpoint import Checkpoint, checkpoint_problems, tensors_id
+from cluster.frames import FRAME, FrameLog, count_frames, frame, read_frames
 from cluster.lineage import (
-    FRAME,
     LINEAGE,
     Lineage,
     LineageRecord,
     append_lineage,
-    frame,
     fsync_dir,
     parse_lineage,
     projection_digest,
-    read_frames,
     read_lineage,
     reported_seen,
 )
-from cluster.storage import FrameLog, RemotePath, Storage
+from cluster.storage import RemotePath, Storage
 from cluster.wire import DEFAULT_LIMITS, Limits, WireError, decode, encode
 
 COMMIT = "COMMIT"  # an object store's checkpoint exists once this marker (written last) does
-
-
-def tensors_id(tensors: Mapping[str, Tensor], config_hash: str) -> str:
-    """SHA-256 over the config hash and every tensor's name, dtype, shape and bytes (sorted by name)."""
-    h = hashlib.sha256(config_hash.encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"\x00{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _count_frames(path: Path) -> tuple[int, int]:
-    """(records, payload bytes) of a journal segment, from the frame headers only (0, 0: no file)."""
-    n = size = 0
-    if not path.exists():
-        return 0, 0
-    total = path.stat().st_size
-    with open(path, "rb") as f:
-        while (header := f.read(FRAME.size)) and len(header) == FRAME.size:
-            length = FRAME.unpack(header)[0]
-            if f.tell() + length > total:
-                break  # a torn tail: never acknowledged
-            n, size = n + 1, size + length
-            f.seek(length, os.SEEK_CUR)
-    return n, size
 
 
 def _number(name: str, prefix: str, suffix: str = "") -> int | None:
     """The number in ``<prefix><digits><suffix>`` (None: not such a name)."""
     core = name[len(prefix): len(name) - len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
     return int(core) if core.isdigit() else None
-
-
-@dataclass
-class Checkpoint:
-    """One checkpoint's manifest: its id (SHA-256), its parent's id, the version it holds, the config
-    hash it was written under, its meta (JSON) and its directory (a :class:`cluster.storage.RemotePath`
-    on an object store)."""
-
-    id: str
-    parent: str | None
-    version: int
-    config_hash: str
-    meta: dict[str, Any]
-    path: Path
 
 
 @dataclass
@@ -289,7 +246,7 @@ class LevelStore:
         """(records, payload bytes) of a journal segment: local, from the frame headers; an object
         store's, from its objects' sizes (each holds one frame)."""
         if self.local:
-            return _count_frames(self.dir / name)
+            return count_frames(self.dir / name)
         sizes = self._log(name).sizes()
         return len(sizes), sum(sizes) - FRAME.size * len(sizes)
 
@@ -373,25 +330,7 @@ class LevelStore:
         else:
             name = str(path).rstrip("/").rpartition("/")[2]
             read = lambda file: self.storage.read_bytes(f"{name}/{file}")  # noqa: E731
-        try:
-            manifest = json.loads(read("manifest.json"))
-            cid, written_under = manifest["id"], manifest["config_hash"]
-            tensors = load(read(manifest.get("tensors", "tensors.safetensors")))
-        except Exception as e:  # noqa: BLE001 - JSON, a missing key, or safetensors' own SafetensorError
-            return [f"{path}: unreadable ({type(e).__name__}: {e})"]
-        problems = []
-        actual = tensors_id(tensors, written_under)
-        if actual != cid:
-            problems.append(f"{path}/tensors.safetensors: the tensors hash to {actual[:16]}..., "
-                            f"manifest.json says id {cid[:16]}... (corrupt)")
-        recorded = manifest.get("projection")
-        if recorded is not None and recorded != projection_digest(written_under, tensors):
-            problems.append(f"{path}/manifest.json: projection digest {recorded[:16]}... does not match the "
-                            f"tensors' ({projection_digest(written_under, tensors)[:16]}...)")
-        if written_under != self.config_hash:
-            problems.append(f"{path}/manifest.json: written under config hash {written_under[:16]}..., "
-                            f"expected {self.config_hash[:16]}...")
-        return problems
+        return checkpoint_problems(path, read, self.config_hash)
 
     def latest_valid(self) -> Checkpoint | None:
         """The newest checkpoint whose id verifies (None: none does). Raises ``ValueError`` when it was

@@ -1,9 +1,18 @@
 """The service's refusal: :class:`RequestError`, raised inside an RPC and turned into its status code
-with the message as details (by ``swarm.api.servicer``'s error handling)."""
+with the message as details by :func:`handle_errors`, which also times every call."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import TypeVar
+
 import grpc
+
+from cluster.metrics import RpcProbe
+from swarm.api.rpcs import RPCS, Kind
+
+S = TypeVar("S")
 
 
 class RequestError(Exception):
@@ -16,3 +25,49 @@ class RequestError(Exception):
 def invalid(field: str, why: str) -> RequestError:
     """INVALID_ARGUMENT naming the request ``field`` and ``why``."""
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {why}")
+
+
+def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
+    """Wrap every RPC of ``service`` (``swarm.api.rpcs.RPCS``) so a RequestError becomes its status code,
+    for unary and streaming RPCs; every call's seconds and status code go to ``probe``
+    (``swarm_rpc_seconds``; default: none recorded)."""
+    probe = probe or RpcProbe()
+
+    def wrap_unary(name, fn):
+        async def call(request, context):
+            start, code = time.perf_counter(), "UNKNOWN"
+            try:
+                out = await fn(request, context)
+                code = "OK"
+                return out
+            except RequestError as e:
+                code = e.code.name
+                await context.abort(e.code, str(e))
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                probe.observe(name, code, time.perf_counter() - start)
+        return call
+
+    def wrap_stream(name, fn):
+        async def call(request, context):
+            start, code = time.perf_counter(), "UNKNOWN"
+            try:
+                async for item in fn(request, context):
+                    yield item
+                code = "OK"
+            except RequestError as e:
+                code = e.code.name
+                await context.abort(e.code, str(e))
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"  # the client went away (Watch ends this way)
+                raise
+            finally:
+                probe.observe(name, code, time.perf_counter() - start)
+        return call
+
+    for name, kind in RPCS.items():
+        wrap = wrap_unary if kind is Kind.UNARY else wrap_stream
+        setattr(service, name, wrap(name, getattr(service, name)))
+    return service

@@ -16,19 +16,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from cluster.metrics import RpcProbe, inbox_probe, rpc_probe
+from cluster.metrics import inbox_probe, rpc_probe
 from cluster.topology import Topology
 from cluster.wire import encode
 from swarm.api import events, membership
 from swarm.api.backends import CheckpointLevels, RayLevels
 from swarm.api.circuit_rpcs import CircuitRpcs
 from swarm.api.circuit_snippets import SnippetFinder
-from swarm.api.errors import RequestError, invalid
+from swarm.api.errors import RequestError, handle_errors, invalid
 from swarm.api.learn import Learner, LearnRefused, inbox_stats
 from swarm.api.model import MemoryModel
 from swarm.api.proto import memory_pb2 as pb
 from swarm.api.proto import memory_pb2_grpc as pb_grpc
-from swarm.api.rpcs import RPCS, Kind
 from swarm.config.serve import ServeConfig
 
 
@@ -340,51 +339,6 @@ def _encode_chunks(name: str, version: int, tensors: dict, limit: int) -> list[b
     return [encode(g, {"level": name, "version": version}) for g in groups]
 
 
-def _handle_errors(service: SharedMemoryService, probe: RpcProbe | None = None) -> SharedMemoryService:
-    """Turn RequestError (and anything unexpected) into status codes, for unary and streaming RPCs; every
-    call's seconds and status code go to ``probe`` (``swarm_rpc_seconds``; default: none recorded)."""
-    probe = probe or RpcProbe()
-
-    def wrap_unary(name, fn):
-        async def call(request, context):
-            start, code = time.perf_counter(), "UNKNOWN"
-            try:
-                out = await fn(request, context)
-                code = "OK"
-                return out
-            except RequestError as e:
-                code = e.code.name
-                await context.abort(e.code, str(e))
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            finally:
-                probe.observe(name, code, time.perf_counter() - start)
-        return call
-
-    def wrap_stream(name, fn):
-        async def call(request, context):
-            start, code = time.perf_counter(), "UNKNOWN"
-            try:
-                async for item in fn(request, context):
-                    yield item
-                code = "OK"
-            except RequestError as e:
-                code = e.code.name
-                await context.abort(e.code, str(e))
-            except (asyncio.CancelledError, GeneratorExit):
-                code = "CANCELLED"  # the client went away (Watch ends this way)
-                raise
-            finally:
-                probe.observe(name, code, time.perf_counter() - start)
-        return call
-
-    for name, kind in RPCS.items():
-        wrap = wrap_unary if kind is Kind.UNARY else wrap_stream
-        setattr(service, name, wrap(name, getattr(service, name)))
-    return service
-
-
 def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemoryService:
     """The service for the run of ``cfg`` (a SwarmConfig): over its live actors in ``namespace``, or, with
     ``run_dir`` instead, over that stopped run's checkpoints (:class:`CheckpointLevels`, no Ray)."""
@@ -401,4 +355,4 @@ def build_service(cfg, namespace: str | None = None, run_dir=None) -> SharedMemo
     probe = inbox_probe(namespace) if namespace is not None else None  # metrics of a live run only
     service.learner = Learner(levels, cfg.learn, memory.tokenizer, memory.model.get_input_embeddings().weight.shape[0],
                               probe)
-    return _handle_errors(service, rpc_probe())
+    return handle_errors(service, rpc_probe())

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from cluster.config import ServerConfig
+from cluster.frames import FrameLog
 from cluster.level.core import LevelCore
 from cluster.level.protocol import RejectCode
 from cluster.level.records import audit
-from cluster.storage import FrameLog, NoSpace, Storage, is_uri
+from cluster.storage import NoSpace, Storage, is_uri
 from cluster.store import LevelStore
 from tests.cluster.level.test_core import SHAPES, grad
 

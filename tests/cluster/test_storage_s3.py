@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cluster.storage import FrameLog, Storage, split_options, with_options
+from cluster.frames import FrameLog
+from cluster.storage import Storage, split_options, with_options
 from cluster.store import COMMIT, LevelStore
 from tests.cluster.s3_server import s3_url
 from tests.cluster.test_store import Server, expected, push

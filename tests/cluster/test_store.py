@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from cluster.lineage import frame, read_lineage
-from cluster.store import LevelStore, tensors_id
+from cluster.checkpoint import tensors_id
+from cluster.frames import frame
+from cluster.lineage import read_lineage
+from cluster.store import LevelStore
 from cluster.wire import encode
 
 
