@@ -3,7 +3,8 @@
 An arm is a list of config overrides (the same syntax as the command line) plus two things
 a config cannot say: which scope each shared level has (a flat level shared by everyone)
 and whether its servers run the plain optimizer (FedAvg: ``B += lr * mean``, none of the
-section-6 mechanisms on the server). Agents learn their own levels the same way in every arm.
+section-6 mechanisms on the server). Agents learn their own levels the same way in every arm, unless
+``experiment.arm_overrides`` gives an arm its own settings (the report lists them).
 
 The ``oracle_*`` arms are not ways to share but the ceilings sharing is measured against
 (docs/experiments.md, headroom): one learner per team, domain or for everyone, with the isolated

@@ -136,6 +136,9 @@ class ExperimentConfig:
         headroom_factor: the headroom check's bar: team headroom >= this x its seed std.
         host: the agents of a run share ONE frozen base and step together (``cluster.host.AgentHost``:
             one forward and backward per round); False: one model per agent, stepped in turn.
+        arm_overrides: arm -> config overrides applied to that arm's jobs only, after the arm's own
+            (e.g. ``{full: [agent.lr_agent=1e-3]}``: the hierarchy's private levels at their own
+            timescale). Every job file and the report list them.
     """
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -154,6 +157,7 @@ class ExperimentConfig:
     oracle_steps: str = "agent"
     headroom_factor: float = 5.0
     host: bool = True
+    arm_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from swarm.config.arms import ARMS
@@ -168,6 +172,13 @@ class ExperimentConfig:
         if oracles:
             raise ValueError(f"experiment: the oracle arm {oracles[0]!r} belongs in experiment.arms only (it is "
                              "the team scenario's ceiling, not a way to share that joins, switches or is attacked)")
+        for arm, extra in self.arm_overrides.items():
+            if arm not in ARMS:
+                raise ValueError(f"experiment.arm_overrides: unknown arm {arm!r}; known: {sorted(ARMS)}")
+            bad = [o for o in extra if not isinstance(o, str) or "=" not in o or o.startswith("experiment.")]
+            if bad:
+                raise ValueError(f"experiment.arm_overrides.{arm}: {bad[0]!r} is not a config override "
+                                 "KEY=VALUE outside the experiment section")
         if self.oracle_steps not in ("agent", "scope"):
             raise ValueError(f"experiment.oracle_steps: {self.oracle_steps!r} is not one of ['agent', 'scope']")
         bad = [s for s in self.scenarios if s not in SCENARIOS]

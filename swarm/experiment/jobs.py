@@ -37,7 +37,13 @@ def job_config(config: str, overrides: list[str], job: Job):
     from swarm.config import load_config
 
     seed = [f"workload.seed={job.seed}", f"levels.seed={job.seed}"]
-    return load_config(config, [*overrides, *ARMS[job.arm].overrides, *seed, *job.overrides])
+    extra = arm_overrides(load_config(config, overrides), job.arm)
+    return load_config(config, [*overrides, *ARMS[job.arm].overrides, *extra, *seed, *job.overrides])
+
+
+def arm_overrides(cfg, arm: str) -> list[str]:
+    """The overrides ``experiment.arm_overrides`` gives ``arm`` (none: empty)."""
+    return list(cfg.experiment.arm_overrides.get(arm, []))
 
 
 def run_job(config: str, overrides: list[str], job: Job, progress=None) -> dict[str, Any]:
@@ -49,7 +55,8 @@ def run_job(config: str, overrides: list[str], job: Job, progress=None) -> dict[
     exp, arm = cfg.experiment, ARMS[job.arm]
     t0 = time.time()
     out: dict[str, Any] = {"id": job.id, "kind": job.kind, "arm": job.arm, "seed": job.seed,
-                           "overrides": list(job.overrides), **job.meta}
+                           "overrides": list(job.overrides), "arm_overrides": arm_overrides(cfg, job.arm),
+                           **job.meta}
     if job.kind == "attack":
         kind, fraction = job.attack or ("none", 0.0)
         cfg.workload = dataclasses.replace(cfg.workload, topology=exp.attack.topology)

@@ -317,6 +317,10 @@ class Report(SweepSections):
                f"Base: `{st.get('base', '?')}` (pre-trained by `swarm pretrain-base`, cached). ", "",
                f"{len(self.jobs)} jobs, seeds {self.exp['seeds']}, {self.exp['steps']} team-phase steps per agent; "
                f"{seconds / 60:.1f} CPU-minutes of jobs. Config: `config.yaml`.", "")
+        per_arm = self.exp.get("arm_overrides") or {}
+        if per_arm:
+            self.w("Per-arm overrides (`experiment.arm_overrides`; every other arm runs the config as written): "
+                   + "; ".join(f"{arm}: `{' '.join(ov)}`" for arm, ov in sorted(per_arm.items())) + ".", "")
         self.w(*headroom.section(self.team, float(self.exp.get("headroom_factor", 5.0))))
         self.w("## Targets", "")
         self.table(["target", "measured", "met"], [list(t) for t in headroom.targets(self.team) + self.targets])

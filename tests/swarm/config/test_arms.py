@@ -59,3 +59,21 @@ def test_the_plan_gives_every_arm_the_same_steps_and_seeds():
     sweeps = [j.id for j in jobs if j.id.startswith("sweep/")]
     assert "sweep/traces-8/s0" not in sweeps and "sweep/traces-4/s0" in sweeps  # 8 is the team job itself
     assert len(set(j.id for j in jobs)) == len(jobs)
+
+
+def test_arm_overrides_change_their_arm_only_and_after_the_arms_own():
+    ov = ["experiment.arm_overrides={full: [agent.lr_agent=1e-3], fedavg: ['levels.names=[context,agent,shared,x]']}"]
+    full = job_config("experiment/ci", ov, Job("x", "team", "full", 0))
+    iso = job_config("experiment/ci", ov, Job("x", "team", "isolated", 0))
+    fed = job_config("experiment/ci", ov, Job("x", "team", "fedavg", 0))
+    assert full.agent.lr_agent == 1e-3 and iso.agent.lr_agent == load_config("experiment/ci").agent.lr_agent
+    assert fed.levels.names[-1] == "x"  # applied after the fedavg arm's own levels.names
+
+
+def test_bad_arm_overrides_are_refused_by_name():
+    with pytest.raises(ConfigError, match="arm_overrides: unknown arm 'fedprox'"):
+        load_config("experiment/ci", ["experiment.arm_overrides={fedprox: [agent.lr_agent=1e-3]}"])
+    with pytest.raises(ConfigError, match=r"arm_overrides.full: 'agent.lr_agent' is not a config override"):
+        load_config("experiment/ci", ["experiment.arm_overrides={full: [agent.lr_agent]}"])
+    with pytest.raises(ConfigError, match="outside the experiment section"):
+        load_config("experiment/ci", ["experiment.arm_overrides={full: [experiment.steps=3]}"])
