@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from cluster.frames import frame, read_frames
-from cluster.storage import fsync_dir  # the one owner of filesystem durability; imported from here too
+from cluster.storage import fsync_dir
 
 LINEAGE = "lineage.log"
 

@@ -57,13 +57,12 @@ from cluster.lineage import (
     Lineage,
     LineageRecord,
     append_lineage,
-    fsync_dir,
     parse_lineage,
     projection_digest,
     read_lineage,
     reported_seen,
 )
-from cluster.storage import RemotePath, Storage
+from cluster.storage import RemotePath, Storage, fsync_dir
 from cluster.wire import DEFAULT_LIMITS, Limits, WireError, decode, encode
 
 COMMIT = "COMMIT"  # an object store's checkpoint exists once this marker (written last) does

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.lineage import LineageRecord, append_lineage, fsync_dir
+from cluster.lineage import LineageRecord, append_lineage
+from cluster.storage import fsync_dir
 from swarm.checkpoint.stores import CheckpointError, StoreRef, find_stores, open_store, resolve, run_config
 from swarm.config import SwarmConfig, config_hash, load_config, to_yaml
 
