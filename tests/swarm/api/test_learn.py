@@ -26,7 +26,9 @@ from tests.cluster.test_runtime import OVERRIDES, wait_for_new_process
 
 TOKEN = "s3cret"
 LEARN = ["learn.share=1.0", "learn.max_inbox_bytes=4000", "learn.max_document_bytes=1500",
-         "cache.step_budget=200", "cache.lr=3e-2"]  # internalisation that succeeds on the tiny model
+         "cache.step_budget=200", "cache.lr=3e-2",  # internalisation that succeeds on the tiny model
+         # ... and levels that move the answer within the test's steps: a fast private level and the rms step
+         "agent.lr_agent=1e-3", "server.step=rms", "server.lr=1e-3"]
 # a document unlike the synthetic workload: a fixed English paragraph
 TEXT = ("The lighthouse keeper counted the ships that passed the northern cape each night, and wrote "
         "their names in a green ledger that smelled of salt and lamp oil. ") * 5
