@@ -1,15 +1,16 @@
 """``Stats`` latency of the query service while the agents train (not idle), and what the probes cost.
 
-    python bench/grpc_stats.py            # Stats back to back for 20 s with 1 client, then 20 s with 8
+    python bench/grpc_stats.py            # Stats back to back for 20 s with 1 client, 20 s with 8, 20 s with 8 threads
     python bench/grpc_stats.py --quick    # 5 s each
 
 The default swarm (``configs/swarm.yaml``: 4 agents, 4 level servers) runs on an embedded Ray; a
 thread keeps every agent inside ``run(chunk)`` for the whole measurement (a new chunk as soon as
 one ends), and the SharedMemory service listens on 127.0.0.1. Measured: ``Stats`` p50/p99 with 1
-and with 8 concurrent clients (threads, one channel each, each sending its next call as soon as the
-last returned), the agent steps taken meanwhile (so the
-agents were training), a few ``status`` calls straight to a busy agent actor over Ray (what
-``Stats`` awaited per agent before the snapshots), and the per-step cost of the live agent probe.
+and with 8 concurrent clients (one channel each, each sending its next call as soon as the last
+returned; each client a process of its own, then again as threads of the service's process, as this
+benchmark measured before), the agent steps taken meanwhile (so the agents were training), a few
+``status`` calls straight to a busy agent actor over Ray (what ``Stats`` awaited per agent before the
+snapshots), and the per-step cost of the live agent probe.
 Writes bench/results/grpc_stats.json (``stats_8.p99_ms``, target <= 5 ms) and grpc_stats.md.
 """
 
@@ -22,7 +23,8 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from types import SimpleNamespace
@@ -74,24 +76,31 @@ class Trainer:
         self.thread.join()
 
 
-def latency(address: str, clients: int, seconds: float) -> list[float]:
-    """Seconds of each Stats call of ``clients`` threads calling back to back for ``seconds``."""
-    deadline = time.perf_counter() + seconds
+def calls(address: str, seconds: float) -> list[float]:
+    """Seconds of each Stats call of one client (its own channel) calling back to back for ``seconds``."""
+    c, out = Client(address, timeout=60), []
+    try:
+        c.call("Stats", pb.StatsRequest())  # the channel is up before timing starts
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            c.call("Stats", pb.StatsRequest())
+            out.append(time.perf_counter() - t)
+    finally:
+        c.close()
+    return out
 
-    def worker(_):
-        c, out = Client(address, timeout=60), []
-        try:
-            c.call("Stats", pb.StatsRequest())  # the channel is up before timing starts
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                c.call("Stats", pb.StatsRequest())
-                out.append(time.perf_counter() - t)
-        finally:
-            c.close()
-        return out
 
-    with ThreadPoolExecutor(clients) as pool:
-        return [x for xs in pool.map(worker, range(clients)) for x in xs]
+def latency(address: str, clients: int, seconds: float, processes: bool = True) -> list[float]:
+    """Seconds of each Stats call of ``clients`` clients calling back to back for ``seconds``: each in
+    its own process (as ``swarm query`` and other users' programs are), or as threads of this
+    process, which also runs the service (then the clients' Python competes with the service's for
+    one GIL and the figure is the service's latency plus that contention)."""
+    pool = ProcessPoolExecutor(clients, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(clients)
+    with pool:
+        if processes:
+            list(pool.map(time.sleep, [0.01] * clients))  # every process started before timing
+        return [x for xs in pool.map(calls, [address] * clients, [seconds] * clients) for x in xs]
 
 
 def steps(board: StatusBoard) -> int:
@@ -146,6 +155,7 @@ def main(argv=None) -> dict:
                     before, t0 = steps(board), time.time()
                     one = latency(address, 1, seconds)
                     eight = latency(address, 8, seconds)
+                    eight_threads = latency(address, 8, seconds, processes=False)
                     during = steps(board) - before
                     elapsed = time.time() - t0
                     agent = run.agents[run.topology.agents[0].id]
@@ -162,7 +172,8 @@ def main(argv=None) -> dict:
     finally:
         if started:
             ray.shutdown()
-    result = {"stats_1": summary(one), "stats_8": summary(eight), "agents": len(run.agents),
+    result = {"stats_1": summary(one), "stats_8": summary(eight), "stats_8_threads": summary(eight_threads),
+              "agents": len(run.agents),
               "chunk": cfg.run.chunk, "agent_steps_during": during, "measure_s": elapsed,
               "agent_steps_per_s": during / elapsed, "actor_status_busy_s": direct, "probe": probe,
               "cpus": os.cpu_count(), "loadavg_1m": load[0], "target": {"stats_8.p99_ms": TARGET_P99_MS},
@@ -175,6 +186,8 @@ def main(argv=None) -> dict:
              f"| Stats p50 / p99, 1 client | {r['stats_1']['p50_ms']:.2f} / {r['stats_1']['p99_ms']:.2f} ms |",
              f"| Stats p50 / p99, 8 clients | {r['stats_8']['p50_ms']:.2f} / {r['stats_8']['p99_ms']:.2f} ms "
              f"(target <= {TARGET_P99_MS:g} ms: {'met' if r['met'] else 'NOT met'}) |",
+             f"| Stats p50 / p99, 8 clients as threads of the service's process | "
+             f"{r['stats_8_threads']['p50_ms']:.2f} / {r['stats_8_threads']['p99_ms']:.2f} ms |",
              f"| agents training meanwhile | {r['agents']}, {r['agent_steps_during']} steps in "
              f"{r['measure_s']:.1f} s ({r['agent_steps_per_s']:.2f} steps/s together) |",
              f"| one `status` call to a busy agent over Ray (old Stats: one per agent, in turn) | "
