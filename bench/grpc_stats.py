@@ -1,22 +1,26 @@
 """``Stats`` latency of the query service while the agents train (not idle), and what the probes cost.
 
-    python bench/grpc_stats.py            # Stats back to back for 20 s with 1 client, 20 s with 8, 20 s with 8 threads
+    python bench/grpc_stats.py            # Stats for 20 s per measure below
     python bench/grpc_stats.py --quick    # 5 s each
 
 The default swarm (``configs/swarm.yaml``: 4 agents, 4 level servers) runs on an embedded Ray; a
 thread keeps every agent inside ``run(chunk)`` for the whole measurement (a new chunk as soon as
-one ends), and the SharedMemory service listens on 127.0.0.1. Measured: ``Stats`` p50/p99 with 1
-and with 8 concurrent clients (one channel each, each sending its next call as soon as the last
-returned; each client a process of its own, then again as threads of the service's process, as this
-benchmark measured before), the agent steps taken meanwhile (so the agents were training), a few
-``status`` calls straight to a busy agent actor over Ray (what ``Stats`` awaited per agent before the
-snapshots), and the per-step cost of the live agent probe.
+one ends), and the SharedMemory service listens on 127.0.0.1. Measured, ``Stats`` p50/p99 with:
+1 client; 8 concurrent clients (one channel each, each process of its own sending its next call as
+soon as the last returned); the 8 as threads of the service's process (as this benchmark measured
+before); 8 processes each polling at ``POLL_HZ``; 8 clients of a bare ``grpc.aio`` server in this
+process answering a fixed reply (:class:`BareServer`: the floor Python gRPC sets under the same
+load); and 8 clients again once the agents stopped (what the training costs the service). Also the
+agent steps taken meanwhile (so the agents were training), a few ``status`` calls straight to a busy
+agent actor over Ray (what ``Stats`` awaited per agent before the snapshots), and the per-step cost
+of the live agent probe.
 Writes bench/results/grpc_stats.json (``stats_8.p99_ms``, target <= 5 ms) and grpc_stats.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -32,6 +36,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # not bench/: this file's name would shadow the grpc package
 
+import grpc  # noqa: E402
 import ray  # noqa: E402
 from rich.console import Console  # noqa: E402
 
@@ -47,6 +52,7 @@ from swarm.ray_session import start_ray  # noqa: E402
 from swarm.run.driver import Run  # noqa: E402
 
 TARGET_P99_MS = 5.0
+POLL_HZ = 10.0  # calls per second of a polling client (a page refreshing its counters)
 
 
 class Trainer:
@@ -76,31 +82,69 @@ class Trainer:
         self.thread.join()
 
 
-def calls(address: str, seconds: float) -> list[float]:
-    """Seconds of each Stats call of one client (its own channel) calling back to back for ``seconds``."""
+class BareServer:
+    """A bare ``grpc.aio`` server on loopback in a thread of this process: ``Stats`` answered with fixed
+    bytes (a reply of the real service), no interceptors, no backends. The same clients against it
+    give the floor that Python gRPC itself sets under the same load."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply, self.port = reply, None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        async def stats(request: bytes, context) -> bytes:
+            return self.reply
+
+        handler = grpc.method_handlers_generic_handler(
+            "swarm.v1.SharedMemory", {"Stats": grpc.unary_unary_rpc_method_handler(stats)})
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        self.port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        self.loop, self.server = asyncio.get_running_loop(), server
+        self.ready.set()
+        await server.wait_for_termination()
+
+    def start(self) -> str:
+        self.thread.start()
+        self.ready.wait()
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result()
+        self.thread.join()
+
+
+def calls(address: str, seconds: float, rate: float | None = None) -> list[float]:
+    """Seconds of each Stats call of one client (its own channel) for ``seconds``: back to back, or
+    ``rate`` calls per second (a page polling; a late call is sent at once, not skipped)."""
     c, out = Client(address, timeout=60), []
     try:
         c.call("Stats", pb.StatsRequest())  # the channel is up before timing starts
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
+        start = time.perf_counter()
+        deadline = start + seconds
+        while (t := time.perf_counter()) < deadline:
             c.call("Stats", pb.StatsRequest())
             out.append(time.perf_counter() - t)
+            if rate:
+                time.sleep(max(0.0, start + len(out) / rate - time.perf_counter()))
     finally:
         c.close()
     return out
 
 
-def latency(address: str, clients: int, seconds: float, processes: bool = True) -> list[float]:
-    """Seconds of each Stats call of ``clients`` clients calling back to back for ``seconds``: each in
-    its own process (as ``swarm query`` and other users' programs are), or as threads of this
-    process, which also runs the service (then the clients' Python competes with the service's for
-    one GIL and the figure is the service's latency plus that contention)."""
+def latency(address: str, clients: int, seconds: float, processes: bool = True, rate: float | None = None) -> list:
+    """Seconds of each Stats call of ``clients`` clients calling for ``seconds`` (back to back, or
+    ``rate`` calls per second each): each in its own process (as ``swarm query`` and other users'
+    programs are), or as threads of this process, which also runs the service (then the clients'
+    Python competes with the service's for one GIL and the figure is the service's latency plus
+    that contention)."""
     pool = ProcessPoolExecutor(clients, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(clients)
     with pool:
         if processes:
             list(pool.map(time.sleep, [0.01] * clients))  # every process started before timing
-        return [x for xs in pool.map(calls, [address] * clients, [seconds] * clients) for x in xs]
+        return [x for xs in pool.map(calls, [address] * clients, [seconds] * clients, [rate] * clients) for x in xs]
 
 
 def steps(board: StatusBoard) -> int:
@@ -156,6 +200,10 @@ def main(argv=None) -> dict:
                     one = latency(address, 1, seconds)
                     eight = latency(address, 8, seconds)
                     eight_threads = latency(address, 8, seconds, processes=False)
+                    eight_polling = latency(address, 8, seconds, rate=POLL_HZ)
+                    bare = BareServer(Client(address).call("Stats", pb.StatsRequest()).SerializeToString())
+                    eight_bare = latency(bare.start(), 8, seconds)
+                    bare.stop()
                     during = steps(board) - before
                     elapsed = time.time() - t0
                     agent = run.agents[run.topology.agents[0].id]
@@ -165,6 +213,8 @@ def main(argv=None) -> dict:
                         ray.get(agent.status.remote())
                         direct.append(time.perf_counter() - t)
                     load = os.getloadavg()
+                    trainer.stop()
+                    eight_idle = latency(address, 8, seconds)  # the same service, no training beside it
                 finally:
                     trainer.stop()
                     server.stop()
@@ -173,6 +223,8 @@ def main(argv=None) -> dict:
         if started:
             ray.shutdown()
     result = {"stats_1": summary(one), "stats_8": summary(eight), "stats_8_threads": summary(eight_threads),
+              "stats_8_polling": summary(eight_polling), "poll_hz": POLL_HZ, "stats_8_idle": summary(eight_idle),
+              "bare_8": summary(eight_bare),
               "agents": len(run.agents),
               "chunk": cfg.run.chunk, "agent_steps_during": during, "measure_s": elapsed,
               "agent_steps_per_s": during / elapsed, "actor_status_busy_s": direct, "probe": probe,
@@ -188,6 +240,12 @@ def main(argv=None) -> dict:
              f"(target <= {TARGET_P99_MS:g} ms: {'met' if r['met'] else 'NOT met'}) |",
              f"| Stats p50 / p99, 8 clients as threads of the service's process | "
              f"{r['stats_8_threads']['p50_ms']:.2f} / {r['stats_8_threads']['p99_ms']:.2f} ms |",
+             f"| Stats p50 / p99, 8 clients polling at {r['poll_hz']:g} calls/s each | "
+             f"{r['stats_8_polling']['p50_ms']:.2f} / {r['stats_8_polling']['p99_ms']:.2f} ms |",
+             f"| a bare grpc.aio server's fixed reply, 8 clients, agents training (the floor) | "
+             f"{r['bare_8']['p50_ms']:.2f} / {r['bare_8']['p99_ms']:.2f} ms |",
+             f"| Stats p50 / p99, 8 clients, after the agents stopped training | "
+             f"{r['stats_8_idle']['p50_ms']:.2f} / {r['stats_8_idle']['p99_ms']:.2f} ms |",
              f"| agents training meanwhile | {r['agents']}, {r['agent_steps_during']} steps in "
              f"{r['measure_s']:.1f} s ({r['agent_steps_per_s']:.2f} steps/s together) |",
              f"| one `status` call to a busy agent over Ray (old Stats: one per agent, in turn) | "

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from cluster.renewing import RenewingRead
 
 KV_NAMESPACE = "swarm_status"
 PUBLISH_EVERY_S = 0.5  # an agent in its step loop publishes at most this often
@@ -117,54 +118,10 @@ class StatusBoard:
         return int(internal_kv._internal_kv_del(self.prefix, del_by_prefix=True, namespace=KV_NAMESPACE))
 
 
-class SnapshotCache:
-    """The board as a reader on an event loop sees it: an answer is never older than ``ttl_s``.
-
-    A read older than ``ttl_s / 2`` is renewed in the background (the caller gets the held copy at
-    once); one older than ``ttl_s`` (or older than an :meth:`invalidate`) is awaited. Reads run in a
-    thread, one at a time; callers arriving meanwhile share it. With ``ttl_s`` 0 every call reads.
-    """
+class SnapshotCache(RenewingRead[Snapshots]):
+    """The board as a reader on an event loop sees it: an answer is never older than ``ttl_s``
+    (:class:`cluster.renewing.RenewingRead`; the board is read in a thread)."""
 
     def __init__(self, board: StatusBoard, ttl_s: float) -> None:
-        if not ttl_s >= 0:
-            raise ValueError(f"SnapshotCache: ttl_s must be >= 0, got {ttl_s}")
-        self.board, self.ttl_s = board, ttl_s
-        self._held: Snapshots | None = None
-        self._held_at = -math.inf  # monotonic start of the read that gave _held
-        self._invalidated = -math.inf
-        self._task: asyncio.Future | None = None
-        self._task_started = -math.inf
-
-    def invalidate(self) -> None:
-        """The next :meth:`get` waits for a read that started after this call (this process changed
-        something it will be asked about)."""
-        self._invalidated = time.monotonic()
-
-    async def get(self) -> Snapshots:
-        """The run's snapshots, read at most ``ttl_s`` ago (see the class doc)."""
-        now = time.monotonic()
-        need = max(now - self.ttl_s, self._invalidated)
-        if self._held is not None and self._held_at >= need and self.ttl_s > 0:
-            if now - self._held_at >= self.ttl_s / 2 and (self._task is None or self._task.done()):
-                self._start()  # renew in the background: no caller waits for it
-            return self._held
-        while True:  # a read that started no earlier than `need`
-            if self._task is None or self._task.done():
-                self._start()
-            task, started = self._task, self._task_started
-            held = await asyncio.shield(task)
-            if started >= need:
-                return held
-
-    def _start(self) -> None:
-        started = self._task_started = time.monotonic()
-
-        async def read() -> Snapshots:
-            snaps = await asyncio.to_thread(self.board.read)
-            if started >= self._held_at:
-                self._held, self._held_at = snaps, started
-            return snaps
-
-        self._task = asyncio.ensure_future(read())
-        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a background failure is not
-        # reported here: the next caller that needs a fresh read gets it
+        super().__init__(lambda: asyncio.to_thread(board.read), ttl_s, name="SnapshotCache")
+        self.board = board

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.topology import AgentSpec
+from cluster.renewing import RenewingRead
 from cluster.snapshots import Snapshot, SnapshotCache, Snapshots, StatusBoard
 from cluster.topology import Topology
 from swarm.rundir import RunDir, liveness_of
@@ -58,7 +59,8 @@ class RayLevels:
         from swarm.api.membership import board_of
 
         self.board = board_of(namespace)  # the run's roster as agents join and leave (None: a fixed one)
-        self.roster_ttl_s, self._roster_at = max(status_ttl_s, ROSTER_TTL_S), -1.0
+        self.roster = None if self.board is None else RenewingRead(  # agent id -> {name, team, domain}
+            lambda: self.board.roster.remote(), max(status_ttl_s, ROSTER_TTL_S), name="roster")
         self._view: tuple[Snapshots, Snapshots] | None = None  # (a read, what statuses() made of it)
         self._host_of: dict[str, str] = {}  # agent id -> the name of the host actor that holds it
 
@@ -67,8 +69,7 @@ class RayLevels:
         never published is left out; a server that never published is asked over Ray). The same read
         gives the very same object, so a caller may key what it derives from it by identity."""
         snaps = await self.snapshots.get()
-        if await self.refresh():
-            self._view = None
+        await self.refresh()  # a change of members drops the view
         if self._view is not None and self._view[0] is snaps:
             return self._view[1]
         levels = {n: snaps.levels[n] for n in self.specs if n in snaps.levels}
@@ -83,19 +84,20 @@ class RayLevels:
         return view
 
     async def refresh(self, force: bool = False) -> bool:
-        """Follow the run's membership board: True when the members changed. At most once per
-        ``roster_ttl_s`` (a Ray call each time, which a busy node makes slow: Learn paid it on every
-        call), unless ``force``: callers force it for a name they do not know and after a change of
-        their own, so only a change made through another process can be that late."""
-        if self.board is None or (not force and time.monotonic() - self._roster_at < self.roster_ttl_s):
+        """Follow the run's membership board: True when this call saw the members change. The roster
+        used is at most ``ROSTER_TTL_S`` old and renewed in the background (a Ray call, which a busy
+        node makes slow: awaited by every concurrent ``Stats`` once a second, it set their p99), or
+        read after this call began when ``force``: callers force it for a name they do not know and
+        after a change of their own, so only a change made through another process can be that late."""
+        if self.roster is None:
             return False
-        roster = await self.board.roster.remote()
-        self._roster_at = time.monotonic()
+        roster = await self.roster.get(force)
         if list(roster) == self.agent_ids:
             return False
         self.members = {a: self.members.get(a) or AgentSpec(m["name"], m["team"], m["domain"])
                         for a, m in roster.items()}
         self.agent_ids = list(roster)
+        self._view = None  # statuses() lists the new members
         return True
 
     def changed(self) -> None:
