@@ -5,7 +5,8 @@ stores) and the experiments (linked cores in one process) alike.
 Per server: its name, level, parent, members and children come from
 :class:`~cluster.topology.Topology`; its merge window is ``server.window`` at the first shared
 level (the team servers) and ``server.upper_window`` above it (default: its number of children,
-so one forward from each child on average, following members as they join and leave); its store
+so one forward from each child on average, following members as they join and leave); its step
+size ``server.lr`` at the first shared level and ``server.upper_lr`` (default ``lr``) above; its store
 directory is given by the caller (the run directory owns its layout).
 Building a server the same way everywhere is what lets ``swarm absorb`` replay a run's journals.
 """
@@ -40,7 +41,7 @@ class LevelSpec:
         level: the level it holds, e.g. ``swarm``.
         parent: the server above it (None at the top).
         children: distinct proposers a consensus round waits for (at the start: members change it).
-        server: the ``server`` section with ``window`` resolved for this server.
+        server: the ``server`` section with ``window`` and ``lr`` resolved for this server.
         merge, dynamics, circuits: the level's merge, dynamics and circuit settings.
         store_dir: its checkpoints and journal (None: in memory only).
         config_hash: the run's config hash (a store written under another hash is refused).
@@ -78,6 +79,13 @@ def merge_window(server: ServerConfig, *, first: bool, children: int) -> int:
     return server.window if first else server.upper_window or children
 
 
+def level_server(server: ServerConfig, *, first: bool, children: int) -> ServerConfig:
+    """The ``server`` section as one server applies it: its merge window and its step size
+    (``server.lr`` at the first shared level, else ``server.upper_lr`` or ``server.lr``)."""
+    lr = server.lr if first or server.upper_lr is None else server.upper_lr
+    return dataclasses.replace(server, window=merge_window(server, first=first, children=children), lr=lr)
+
+
 def level_specs(topology: Topology, *, server: ServerConfig, merge: MergeConfig, dynamics: DynamicsConfig,
                 circuits: CircuitsConfig, stores: Callable[[str], str | Path] | None = None,
                 config_hash: str = "", levels: LevelsConfig | None = None) -> list[LevelSpec]:
@@ -88,8 +96,7 @@ def level_specs(topology: Topology, *, server: ServerConfig, merge: MergeConfig,
     """
     first = topology.levels[0] if topology.levels else None
     return [LevelSpec(s.name, s.level, s.parent, s.children,
-                      dataclasses.replace(server, window=merge_window(server, first=s.level == first,
-                                                                      children=s.children)),
+                      level_server(server, first=s.level == first, children=s.children),
                       merge, dynamics, circuits, None if stores is None else str(stores(s.name)), config_hash,
                       levels, s.members, s.level != first and server.upper_window is None)
             for s in topology.servers]

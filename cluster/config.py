@@ -24,7 +24,10 @@ class ServerConfig:
             forward from each child on average).
         max_staleness: versions a push's base may lag behind before it is refused.
         max_norm: pushes with a larger L2 norm are refused.
-        lr: the level's step size (``step`` says what it sizes).
+        lr: the step size of the first shared level's servers (``step`` says what it sizes).
+        upper_lr: the step size of the servers above it (None: ``lr``). They merge fewer times per
+            run than the team servers below them (one forward sums several team merges), so at the
+            same per-merge step they move less over a run (docs/experiments.md).
         step: how a merged gradient becomes the level's drive (:mod:`cluster.level.server_step`):
             ``rms`` scales it to unit RMS (every merge moves B by ``lr`` in RMS); ``adam`` keeps Adam
             moments of the merged gradients (FedAdam), so each coordinate moves by about ``lr``.
@@ -49,6 +52,7 @@ class ServerConfig:
     forward_every: int = 4
     forward_min: int = 2
     upper_window: int | None = None
+    upper_lr: float | None = None
     step: str = "rms"
 
     def __post_init__(self) -> None:
@@ -59,7 +63,8 @@ class ServerConfig:
                      forward_min=self.forward_min >= 1,
                      upper_window=self.upper_window is None or self.upper_window >= 1,
                      max_norm=math.isfinite(self.max_norm) and self.max_norm > 0,
-                     lr=math.isfinite(self.lr) and self.lr > 0)
+                     lr=math.isfinite(self.lr) and self.lr > 0,
+                     upper_lr=self.upper_lr is None or (math.isfinite(self.upper_lr) and self.upper_lr > 0))
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Server specs of a topology: names, parents, windows and stores decided in one place."""
 
+import pytest
 import torch
 
 from agents.config import ModelConfig, WorkloadConfig
@@ -31,6 +32,25 @@ def test_upper_window_and_stores_are_taken_when_given(tmp_path):
     assert {s.name: s.server.window for s in specs} == {"foundation": 5, "domain/d1": 5, "domain/d2": 5,
                                                         "swarm/a": 3, "swarm/b": 3}
     assert specs[-1].store_dir == str(tmp_path / "levels" / "swarm" / "b") and specs[-1].config_hash == "abc"
+
+
+def test_upper_servers_step_by_upper_lr_when_given_else_by_lr():
+    topo = Topology(WORKLOAD, SHARED)
+    same = level_specs(topo, server=ServerConfig(lr=1e-2), **SECTIONS)
+    assert {s.name: s.server.lr for s in same} == dict.fromkeys(
+        ["foundation", "domain/d1", "domain/d2", "swarm/a", "swarm/b"], 1e-2)
+    upper = level_specs(topo, server=ServerConfig(lr=1e-2, upper_lr=3e-2), **SECTIONS)
+    assert {s.name: s.server.lr for s in upper} == {"foundation": 3e-2, "domain/d1": 3e-2, "domain/d2": 3e-2,
+                                                    "swarm/a": 1e-2, "swarm/b": 1e-2}
+    flat = level_specs(Topology(WORKLOAD, ["shared"], ["all"]), server=ServerConfig(lr=1e-2, upper_lr=3e-2),
+                       **SECTIONS)
+    assert flat[0].server.lr == 1e-2  # the only shared level is the first one
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-3, float("nan"), float("inf")])
+def test_a_bad_upper_lr_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="server.upper_lr"):
+        ServerConfig(upper_lr=bad)
 
 
 def test_a_flat_run_has_one_server_with_the_first_level_window():
