@@ -4,8 +4,8 @@ renewed in the background so that steady traffic never waits for the read.
 Used for what the query service serves on every call but may serve slightly old: the status
 snapshots (:class:`cluster.snapshots.SnapshotCache`) and a live run's roster
 (:class:`swarm.api.backends.RayLevels`). Both reads are round trips that a busy node makes slow
-(a Ray call queues behind the node's work), and awaiting one on every request, or on every
-concurrent request once per TTL, is what put them in the tail latency of ``Stats``.
+(a Ray call queues behind the node's work); awaiting one on every request, or on every
+concurrent request once per TTL, puts that round trip into the requests' latency.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class RayLevels:
     async def refresh(self, force: bool = False) -> bool:
         """Follow the run's membership board: True when this call saw the members change. The roster
         used is at most ``ROSTER_TTL_S`` old and renewed in the background (a Ray call, which a busy
-        node makes slow: awaited by every concurrent ``Stats`` once a second, it set their p99), or
+        node makes slow: every concurrent ``Stats`` used to await it once a second), or
         read after this call began when ``force``: callers force it for a name they do not know and
         after a change of their own, so only a change made through another process can be that late."""
         if self.roster is None:
