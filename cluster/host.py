@@ -86,15 +86,19 @@ class AgentHost:
         torch.stack(losses).sum().backward()  # d(sum)/dB^(k) = dL_k/dB^(k): agent k's rows only
         t3 = time.perf_counter()
         shared = (t3 - t0) / len(workers)
-        records = []
+        outs = []
         finish = exchange = 0.0
+        # every agent takes its gradient before any agent exchanges: a growth one agent pulls grows every
+        # stack on the shared base (new B tensors, no .grad), so a later agent would find no gradient
         for w, s, loss in zip(workers, starts, losses, strict=True):
             a = time.perf_counter()
-            out = w.agent.finish_step(s, loss)
+            outs.append(w.agent.finish_step(s, loss))
+            w.compute_s += shared + (time.perf_counter() - a)  # its share of the batched pass, and its own finish
+            finish += time.perf_counter() - a
+        records = []
+        for w, out in zip(workers, outs, strict=True):
             b = time.perf_counter()
             records.append(w.run(1, step=lambda out=out: out, chunk_end=chunk_end))
-            w.compute_s += shared + (b - a)  # its share of the batched pass, and its own finish
-            finish += b - a
             exchange += time.perf_counter() - b
         for part, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, finish, exchange), strict=True):
             self.phase_s[part] += seconds

@@ -127,11 +127,16 @@ class AgentWorker:
             self.versions[level] = out["version"]
             ranks[level] = self.server_ranks[level] = out.get("rank", self.server_ranks.get(level, 0))
         for level, rank in ranks.items():  # pass growths on: every level of the swarm reaches the same rank
-            for event in self.agent.stack.growths:
-                if rank and event.from_rank >= rank:
-                    self._call("grow", send_growth, self.servers[level], event)
+            self._hand_growths(level, rank)
         self.counters["pulls"] += 1
         return changed
+
+    def _hand_growths(self, level: str, rank: int) -> None:
+        """Hand the server of ``level``, last seen at ``rank`` (0: not known yet), the growths it lacks."""
+        for event in self.agent.stack.growths:
+            if rank and event.from_rank >= rank:
+                self._call("grow", send_growth, self.servers[level], event)
+                self.server_ranks[level] = event.to_rank
 
     def push(self) -> PushResult | None:
         """Push the agent's accumulated gradient if its gate fired (None: nothing to send). A stale base
@@ -140,6 +145,9 @@ class AgentWorker:
         if push is None or self.up is None:  # no shared level: nothing to send, nobody to send it to
             return None
         tensors = push["tensors"]
+        # the stack may have grown since the last pull without this worker (an agent host's shared base
+        # grows every stack when one agent pulls a growth): the server first gets the growths it lacks
+        self._hand_growths(self.up, self.server_ranks.get(self.up, 0))
         self.bytes_sent += sum(t.numel() * t.element_size() for t in tensors.values())
         base = max(self.versions[self.up], 0)
         out = self._call("push", self.servers[self.up].push, self.id, push["seq"], base, tensors,

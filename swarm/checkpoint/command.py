@@ -97,8 +97,8 @@ def verify(target: str, console: Console, as_json: bool) -> int:
             console.print(f"note: {n}", highlight=False, soft_wrap=True)
     for p in problems:
         console.print(f"[red]problem:[/red] {p}", highlight=False, soft_wrap=True)
-    console.print(f"{run.path}: {_stores(len(stores))}, " + (f"{len(problems)} problems" if problems else "all good"),
-                  highlight=False)
+    found = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
+    console.print(f"{run.path}: {_stores(len(stores))}, " + (found if problems else "all good"), highlight=False)
     return 1 if problems else 0
 
 

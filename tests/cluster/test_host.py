@@ -13,6 +13,7 @@ from cluster.build import level_shapes, level_specs, link_levels
 from cluster.config import RuntimeConfig, ServerConfig
 from cluster.host import AgentHost
 from cluster.level.forwarding import LinkedLevel
+from cluster.level.growth import send_growth
 from cluster.topology import Topology
 from cluster.worker import AgentWorker
 from layers import LevelsConfig
@@ -20,6 +21,7 @@ from layers.circuits import CircuitsConfig
 from layers.dynamics import DynamicsConfig
 from layers.dynamics.config import SyncConfig
 from layers.merge import MergeConfig
+from layers.projection import ReadGrowth
 
 WORKLOAD = WorkloadConfig(kind="synthetic", topology={"toy": {"red": ["a1", "a2"], "blue": ["b1"]}},
                           steps_per_context=6, batch_size=2, seq_len=32, eval_windows=2)
@@ -74,6 +76,33 @@ def test_a_host_steps_its_agents_exactly_as_they_step_one_at_a_time():
         assert mine.version == theirs.version and mine.status().counters == theirs.status().counters
         for m in theirs.B:
             assert relative(mine.B[m], theirs.B[m]) < 1e-5, (name, m)
+
+
+def test_a_growth_pulled_inside_a_host_grows_every_agent_and_no_push_is_refused():
+    """The first hosted agent to pull a growth grows every stack on the shared base, between the host's
+    backward and the other agents' use of their gradients, and before their own pushes: a live run with
+    automatic growth crashed there (no gradient), and a grown agent then pushed to a team server still
+    at the old rank (refused: its steps lost). Now each agent takes its gradient first, and a push hands
+    its server the growths it lacks. (Not compared with agents stepped one at a time: those push at the
+    old rank before their own pull brings the growth, a different but equally valid order.)"""
+    host = AgentHost(shared_base(MODEL, LEVELS))
+    hosted, servers = swarm(host.base)
+    for w in hosted.values():
+        host.add(w)
+    for _ in range(5):
+        host.step()
+    send_growth(servers["foundation"], ReadGrowth(8, 12, source="test"))  # agents carry it down at their pulls
+    for _ in range(7):
+        host.step()
+    assert host.base.config.rank == 12
+    built = Agent(agent_specs(WORKLOAD)[0], model=MODEL, levels=dataclasses.replace(LEVELS, rank=12),
+                  workload=WORKLOAD)
+    for w in hosted.values():
+        assert w.agent.stack.rank == 12 and w.agent.steps == 12
+        assert w.agent.stack.projection_digest() == built.stack.projection_digest()
+        assert w.counters["rejected"] == 0 and w.counters["pushes"] >= 3, (w.id, w.counters)
+    for name, linked in servers.items():
+        assert linked.core.rank == 12 and all(t.shape[1] == 12 for t in linked.core.B.values()), name
 
 
 def test_a_hosted_agent_alone_is_bitwise_a_plain_agent():
