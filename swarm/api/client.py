@@ -259,7 +259,8 @@ def _dispatch(client: Client, args, console: Console) -> Any:
             console.print(_table("inboxes (Learn)", resp["inboxes"], [
                 "agent", "depth_bytes", "depth_docs", "cursor", "learned_docs", "learned_bytes"]))
         return _out(console, args, resp, _table(f"stats ({resp.get('namespace', '')})", rows, [
-            "name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction"]))
+            "name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction", "rank",
+            "crystallised_fraction", "growths"]))
     if args.what == "level":
         version, tensors = client.level(args.name, args.since)
         if tensors is not None and args.out:

@@ -275,7 +275,9 @@ class SharedMemoryService(CircuitRpcs, pb_grpc.SharedMemoryServicer):
             out.append(pb.LevelStats(name=name, version=st["version"], merges=s.get("merges", 0),
                                      accepted=s.get("accepted", 0), rejected=s.get("rejected", {}),
                                      promotions=s.get("promotions", 0), forwarded=s.get("forwarded", 0),
-                                     screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"]))
+                                     screened_fraction=st.get("screened_fraction", 0.0), pending=st["pending"],
+                                     rank=int(st.get("rank", 0)), growths=int(st.get("growths", 0)),
+                                     crystallised_fraction=st.get("crystallised_fraction", 0.0)))
         agents = []
         for aid, snap in snaps.agents.items():
             record = snap.status

@@ -10,6 +10,7 @@ by one store: its path under the run (``levels/swarm/red``), or its server or ag
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,29 @@ def verify_store(ref: StoreRef, cfg: SwarmConfig, config_hash_: str) -> tuple[li
 
 
 def _rank_problems(path: Path, cfg: SwarmConfig) -> list[str]:
-    """The modules whose B in this checkpoint has another rank than the config's ``levels.rank`` (P's rows)."""
+    """The modules whose B in this checkpoint has another rank than P's rows: the config's ``levels.rank``
+    raised by the growths the checkpoint records (``meta.state.growths``, each starting where the last
+    one ended)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path / "tensors.safetensors"), framework="pt") as f:
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+        meta = json.loads((path / "manifest.json").read_text()).get("meta") or {}
     except Exception:  # noqa: BLE001 - unreadable: check_checkpoint already says so
         return []
-    bad = sorted((k, s[-1]) for k, s in shapes.items() if len(s) == 2 and s[-1] != cfg.levels.rank
+    rank, grown = cfg.levels.rank, []
+    for g in (meta.get("state") or {}).get("growths") or []:
+        if g.get("from_rank") != rank:
+            return [f"{path / 'manifest.json'}: a growth {g.get('from_rank')}->{g.get('to_rank')} does not start "
+                    f"at rank {rank} (levels.rank={cfg.levels.rank}, then {', '.join(grown) or 'no growth'})"]
+        grown.append(f"{g['from_rank']}->{g['to_rank']}")
+        rank = g["to_rank"]
+    bad = sorted((k, s[-1]) for k, s in shapes.items() if len(s) == 2 and s[-1] != rank
                  and (k.split("/")[0], k.count("/")) in (("B", 1), ("levels", 2)))
     if not bad:
         return []
-    name, rank = bad[0]
-    return [f"{path / 'tensors.safetensors'}: {len(bad)} write matrices have rank {rank} (e.g. {name!r}), the run's "
-            f"config has levels.rank={cfg.levels.rank}: another read projection P"]
+    name, found = bad[0]
+    since = f" grown by {', '.join(grown)} to {rank}" if grown else ""
+    return [f"{path / 'tensors.safetensors'}: {len(bad)} write matrices have rank {found} (e.g. {name!r}), the run's "
+            f"config has levels.rank={cfg.levels.rank}{since}: another read projection P"]

@@ -31,7 +31,7 @@ AGENT_HEADERS = ("agent", "step", "steps/s", "train bpb (last chunk)", "held-out
                  "pushes refused", "ctx->agent", "circuits up", "comm %")
 CACHE_HEADERS = ("cache hits", "internalised")
 SERVER_HEADERS = ("level server", "version", "merges", "pushes in", "pushes refused", "forwards up", "circuits in",
-                  "circuits up", "proposals refused", "screened")
+                  "circuits up", "proposals refused", "screened", "rank", "crystallised")
 SHORT_SERVER_COLUMNS = 5  # level server .. circuits in: what a short terminal shows while the run goes
 
 
@@ -99,7 +99,8 @@ def servers_table(servers: dict[str, dict[str, Any]], title: str = "level server
         rows.append([name, str(s.get("version", "-")), str(st.get("merges", 0)), str(st.get("accepted", 0)),
                      str(sum(st.get("rejected", {}).values())), str(st.get("forwarded", 0)),
                      str(st.get("promotions", 0)), str(st.get("removed", 0)),
-                     str(sum(st.get("rejected_proposals", {}).values())), fmt(s.get("screened_fraction"), ".2f")])
+                     str(sum(st.get("rejected_proposals", {}).values())), fmt(s.get("screened_fraction"), ".2f"),
+                     fmt(s.get("rank"), ".0f"), fmt(s.get("crystallised_fraction"), ".2f")])
     if short:
         keep = [0, 1, 2, 3, 6][:SHORT_SERVER_COLUMNS]
         return FitTable(title + " (all columns: swarm status)", [SERVER_HEADERS[i] for i in keep],

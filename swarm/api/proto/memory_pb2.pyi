@@ -224,7 +224,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LevelStats(_message.Message):
-    __slots__ = ("name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction", "pending")
+    __slots__ = ("name", "version", "merges", "accepted", "rejected", "promotions", "forwarded", "screened_fraction", "pending", "rank", "crystallised_fraction", "growths")
     class RejectedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +241,9 @@ class LevelStats(_message.Message):
     FORWARDED_FIELD_NUMBER: _ClassVar[int]
     SCREENED_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    CRYSTALLISED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GROWTHS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     merges: int
@@ -250,7 +253,10 @@ class LevelStats(_message.Message):
     forwarded: int
     screened_fraction: float
     pending: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., merges: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., promotions: _Optional[int] = ..., forwarded: _Optional[int] = ..., screened_fraction: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+    rank: int
+    crystallised_fraction: float
+    growths: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., merges: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., promotions: _Optional[int] = ..., forwarded: _Optional[int] = ..., screened_fraction: _Optional[float] = ..., pending: _Optional[int] = ..., rank: _Optional[int] = ..., crystallised_fraction: _Optional[float] = ..., growths: _Optional[int] = ...) -> None: ...
 
 class AgentCacheStats(_message.Message):
     __slots__ = ("agent", "entries", "lookups", "hits", "hit_rate", "internalised", "failed", "evicted", "confirmed")

@@ -82,6 +82,9 @@ def test_levels_stats_and_get_level_match_the_servers(swarm):
     assert levels["swarm/red"].parent == "domain/toy" and levels["swarm/red"].parameters > 0
     stats = {x.name: x for x in client.call("Stats", pb.StatsRequest()).levels}
     assert stats["swarm/red"].accepted > 0 and stats["swarm/red"].merges > 0
+    status = ray.get(run.servers["swarm/red"].status.remote())
+    assert stats["swarm/red"].rank == status["rank"] == 8 and stats["swarm/red"].growths == 0  # levels.rank=8
+    assert stats["swarm/red"].crystallised_fraction == pytest.approx(status["crystallised_fraction"])
     version, tensors = client.level("swarm/red")
     truth = ray.get(run.servers["swarm/red"].pull.remote(-1))
     assert version == truth["version"] and set(tensors) == set(truth["tensors"])

@@ -92,6 +92,26 @@ def test_verify_passes_then_names_each_problem(run, capsys):
     assert code == 0 and "1 store, all good" in out
 
 
+def test_verify_takes_the_rank_a_checkpoint_grew_to_and_refuses_a_growth_chain_that_does_not_fit(run, capsys):
+    """A grown level (rank 8 -> 12 -> 16, as automatic growth leaves it) verifies against levels.rank=8 and its
+    recorded growths; B at a rank its growths do not explain, or a chain with a gap, is a problem."""
+    h = config_hash(load_config("swarm", OVERRIDES))
+    growths = [{"version": 3, "from_rank": 8, "to_rank": 12, "rows": {}}, {"version": 5, "from_rank": 12, "to_rank": 16,
+                                                                         "rows": {}}]
+    LevelStore(run / "levels" / "foundation", config_hash=h).checkpoint(
+        6, level_state(6, rank=16), {"state": {"stats": {"accepted": 9}, "growths": growths}})
+    code, out, _ = cli(capsys, "verify", str(run / "foundation"))
+    assert code == 0 and "all good" in out, out
+    LevelStore(run / "levels" / "foundation", config_hash=h).checkpoint(
+        7, level_state(7, rank=16), {"state": {"stats": {"accepted": 9}, "growths": growths[:1]}})
+    code, out, _ = cli(capsys, "verify", str(run / "foundation"))
+    assert code == 1 and "2 write matrices have rank 16" in out and "grown by 8->12 to 12" in out, out
+    LevelStore(run / "levels" / "foundation", config_hash=h).checkpoint(
+        8, level_state(8, rank=16), {"state": {"stats": {"accepted": 9}, "growths": growths[1:]}})
+    code, out, _ = cli(capsys, "verify", str(run / "foundation"))
+    assert code == 1 and "a growth 12->16 does not start at rank 8" in out, out
+
+
 def test_verify_refuses_checkpoints_of_another_config_or_projection(run, capsys):
     cfg = load_config("swarm", [*OVERRIDES[:2], "levels.rank=16"])
     (run / "config.yaml").write_text(to_yaml(cfg))

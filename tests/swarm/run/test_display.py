@@ -27,7 +27,7 @@ def snapshot(names, n, *, step=40, eval_step=40, compute_s=100.0):
                   "eval_start": 8.108, "pushes": n, "rejected": n + 1, "promoted": n + 2, "removed": n + 3,
                   "comm_s": 1.25, "compute_s": compute_s, "cache": {"lookups": n + 4, "hits": n + 5}}
               for i, a in enumerate(names)}
-    servers = {s: {"version": n + 6, "screened_fraction": 0.125,
+    servers = {s: {"version": n + 6, "screened_fraction": 0.125, "rank": n + 13, "crystallised_fraction": 0.375,
                    "stats": {"merges": n + 7, "accepted": n + 8, "rejected": {"stale": n + 9}, "promotions": n + 10,
                              "removed": n + 11, "forwarded": n + 12, "rejected_proposals": {"few agents": 1}}}
                for s in SERVERS}
@@ -69,6 +69,7 @@ def live_cells(snap):
     for s in snap["servers"].values():
         out += [str(s["version"])] + [str(s["stats"][k]) for k in ("merges", "accepted", "promotions", "removed",
                                                                     "forwarded")]
+        out += [str(s["rank"])]
     return out + list(snap["servers"])
 
 
@@ -149,7 +150,7 @@ def test_a_row_of_the_wrong_length_is_named():
         FitTable("t", ["a", "b"], [], keys=3)
 
 
-@pytest.mark.parametrize("height, shows", [(60, "proposals refused"), (26, "all columns: swarm status"),
+@pytest.mark.parametrize("height, shows", [(60, "crystallised"), (26, "all columns: swarm status"),
                                            (20, "level servers: foundation v")])
 def test_the_live_view_fits_the_terminal_height(height, shows):
     names = ["python/text/json", "python/text/email", "python/net/http", "python/net/urllib"]
