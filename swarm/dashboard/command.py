@@ -46,9 +46,15 @@ def serve_dashboard(run_dir: str | Path, address: str = DEFAULT_ADDRESS, overrid
         time.sleep(0.2)  # the driver writes its first status right after the config
     server = DashboardServer(run_dir, address, token)
     stopped = []
+
+    def on_sigterm(*_) -> None:
+        stopped.append(True)
+
     if sys.platform != "win32":
-        signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+        signal.signal(signal.SIGTERM, on_sigterm)
     server.start()
+    if sys.platform != "win32":  # again: connecting to a live run's Ray put Ray's own handler in (a stack dump)
+        signal.signal(signal.SIGTERM, on_sigterm)
     echo(f"dashboard of {run_dir}: {server.url}" + (" (sign in with the run's token)" if token else "")
          + "; Ctrl-C stops", flush=True)
     try:

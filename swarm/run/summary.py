@@ -77,7 +77,8 @@ def summarize(run) -> dict[str, Any]:
                         "refused_proposals": s.get("rejected_proposals", {}),
                         "promotions": s.get("promotions", 0), "removed": s.get("removed", 0),
                         "forwarded": s.get("forwarded", 0), "screened_fraction": st.get("screened_fraction"),
-                        "warnings": st.get("warnings", [])})
+                        "rank": st.get("rank"), "crystallised_fraction": st.get("crystallised_fraction"),
+                        "growths": st.get("growths"), "warnings": st.get("warnings", [])})
     n = len(agents)
     base = run.cfg.model.name_or_path
     summary = {"run_dir": str(run.dir), "state": run.snap["state"], "stopped_by": run.snap.get("stopped_by"),
@@ -156,6 +157,7 @@ def render(s: dict[str, Any]) -> Group:
     """What ``swarm run`` prints at the end: the agents, the servers, what the gains are measured
     against, the verdict."""
     servers = {x["level"]: {"version": x["version"], "screened_fraction": x.get("screened_fraction"),
+                            "rank": x.get("rank"), "crystallised_fraction": x.get("crystallised_fraction"),
                             "stats": {"merges": x["merges"], "accepted": x["accepted"], "rejected": x["refused"],
                                       "forwarded": x["forwarded"], "promotions": x["promotions"],
                                       "removed": x["removed"], "rejected_proposals": x.get("refused_proposals", {})}}
