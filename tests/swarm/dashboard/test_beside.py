@@ -9,7 +9,7 @@ import urllib.request
 import psutil
 
 from tests.cluster.test_runtime import OVERRIDES
-from tests.swarm.run.test_stop import Driver
+from tests.swarm.run.test_stop import TIMEOUT_S, Driver, swarm
 
 
 def free_port() -> int:
@@ -30,10 +30,11 @@ def dashboards_of(run_dir) -> list[psutil.Process]:
 def test_swarm_run_with_dashboard_serves_the_live_run_and_ends_with_it(tmp_path):
     port = free_port()
     run_dir = tmp_path / "runs" / "beside"
+    # a run without an end, so the page is asked while it learns however slowly the page starts; swarm stop ends it
     driver = Driver(["run", "--dashboard", "--dashboard-address", f"127.0.0.1:{port}", *OVERRIDES,
-                     "run.steps=20", f"run.out_dir={tmp_path / 'runs'}", "run.name=beside"], tmp_path / "out.log")
+                     "run.steps=null", f"run.out_dir={tmp_path / 'runs'}", "run.name=beside"], tmp_path / "out.log")
     try:
-        deadline, state = time.time() + 240, None
+        deadline, state = time.time() + TIMEOUT_S, None
         while state is None:
             assert time.time() < deadline, driver.output[-3000:]
             try:
@@ -44,9 +45,11 @@ def test_swarm_run_with_dashboard_serves_the_live_run_and_ends_with_it(tmp_path)
                 time.sleep(0.5)
         names = json.dumps(state["tree"])
         assert all(name in names for name in ("foundation", "swarm/red", "toy/red/a1", "toy/blue/b2")), names
+        assert swarm("stop", str(run_dir), "--timeout", str(TIMEOUT_S)).returncode == 0, driver.output[-3000:]
         code = driver.end()
         left = dashboards_of(run_dir)
     finally:
+        driver.kill_session()  # whatever of the run's session is left (nothing, when it stopped as it should)
         for p in dashboards_of(run_dir):  # only ours: its command line names this test's run directory
             p.kill()
     out = driver.output
