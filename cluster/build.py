@@ -79,7 +79,7 @@ def merge_window(server: ServerConfig, *, first: bool, children: int) -> int:
     return server.window if first else server.upper_window or children
 
 
-def level_server(server: ServerConfig, *, first: bool, children: int) -> ServerConfig:
+def server_section(server: ServerConfig, *, first: bool, children: int) -> ServerConfig:
     """The ``server`` section as one server applies it: its merge window and its step size
     (``server.lr`` at the first shared level, else ``server.upper_lr`` or ``server.lr``)."""
     lr = server.lr if first or server.upper_lr is None else server.upper_lr
@@ -96,7 +96,7 @@ def level_specs(topology: Topology, *, server: ServerConfig, merge: MergeConfig,
     """
     first = topology.levels[0] if topology.levels else None
     return [LevelSpec(s.name, s.level, s.parent, s.children,
-                      level_server(server, first=s.level == first, children=s.children),
+                      server_section(server, first=s.level == first, children=s.children),
                       merge, dynamics, circuits, None if stores is None else str(stores(s.name)), config_hash,
                       levels, s.members, s.level != first and server.upper_window is None)
             for s in topology.servers]

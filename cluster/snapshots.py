@@ -124,4 +124,3 @@ class SnapshotCache(RenewingRead[Snapshots]):
 
     def __init__(self, board: StatusBoard, ttl_s: float) -> None:
         super().__init__(lambda: asyncio.to_thread(board.read), ttl_s, name="SnapshotCache")
-        self.board = board
