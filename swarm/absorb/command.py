@@ -196,10 +196,10 @@ def absorb(run_dir: str | Path, adapters: list[str], *, level: str | None = None
     if live:
         import ray
 
-        from swarm.ray_session import join_ray
+        from swarm.ray_session import join_ray, run_ray_address
 
         if not ray.is_initialized():
-            join_ray(run.namespace)
+            join_ray(run.namespace, run_ray_address(run))
         levels = LiveLevels(run.namespace)
     else:
         levels = StoreLevels(run, cfg, topology)

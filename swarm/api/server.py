@@ -329,10 +329,10 @@ def live_service(cfg, run: RunDir):
     """The service over ``run``'s live actors, or None with the reason why they cannot be reached (no Ray
     cluster to join, or no servers of this run in it): then the run is served from its checkpoints."""
     from swarm.api.servicer import build_service
-    from swarm.ray_session import join_ray
+    from swarm.ray_session import join_ray, run_ray_address
 
     try:
-        join_ray(run.namespace)
+        join_ray(run.namespace, run_ray_address(run))
     except ConnectionError as e:
         return None, f"no Ray cluster to join ({str(e).splitlines()[0]})"
     try:

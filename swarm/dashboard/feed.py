@@ -92,13 +92,13 @@ class Feed:
                 import ray
 
                 if not ray.is_initialized():  # (a process already in Ray, a driver or a test, is in the run's)
-                    from swarm.ray_session import join_ray
+                    from swarm.ray_session import join_ray, run_ray_address
 
                     while self.want_live is None and not self._servers_up() and time.monotonic() < deadline:
                         time.sleep(1.0)  # a starting run's Ray and servers come up after its first status
                     if self.want_live is None and not self.run.liveness().live:
                         raise ValueError("it ended while starting")  # (read from its directory, below)
-                    join_ray(self.run.namespace)
+                    join_ray(self.run.namespace, run_ray_address(self.run))
                 while True:
                     try:
                         self.levels = RayLevels(self.topology, self.run.namespace,

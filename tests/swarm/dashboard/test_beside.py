@@ -27,7 +27,14 @@ def dashboards_of(run_dir) -> list[psutil.Process]:
     return out
 
 
-def test_swarm_run_with_dashboard_serves_the_live_run_and_ends_with_it(tmp_path):
+def page_lines(out: str) -> str:
+    """The page's own lines of a run's output (the run's progress lines crowd them out of its tail)."""
+    return "\n".join(line for line in out.splitlines() if "dashboard" in line.lower())
+
+
+def test_swarm_run_with_dashboard_serves_the_live_run_and_ends_with_it(tmp_path, ray_session):
+    # ray_session: a second Ray cluster on this machine besides the run's, as in the whole suite (and for a
+    # user with two runs): the page must join the run's own cluster, not whichever Ray guesses is the latest
     port = free_port()
     run_dir = tmp_path / "runs" / "beside"
     # a run without an end, so the page is asked while it learns however slowly the page starts; swarm stop ends it
@@ -36,12 +43,12 @@ def test_swarm_run_with_dashboard_serves_the_live_run_and_ends_with_it(tmp_path)
     try:
         deadline, state = time.time() + TIMEOUT_S, None
         while state is None:
-            assert time.time() < deadline, driver.output[-3000:]
+            assert time.time() < deadline, page_lines(driver.output) + "\n" + driver.output[-3000:]
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10) as r:
                     state = json.loads(r.read())
             except OSError:
-                assert driver.proc.poll() is None, driver.output[-3000:]
+                assert driver.proc.poll() is None, page_lines(driver.output) + "\n" + driver.output[-3000:]
                 time.sleep(0.5)
         names = json.dumps(state["tree"])
         assert all(name in names for name in ("foundation", "swarm/red", "toy/red/a1", "toy/blue/b2")), names
