@@ -27,10 +27,11 @@ def merge_pending(core: LevelCore) -> None:
     weights = [1.0 / (1 + core.version - r.base_version) for r in window]
     merged = core.aggregator.aggregate([r.tensors for r in window],
                                        weights if core.aggregator.supports_weights else None)
-    drive = core.server_step.drive(merged)
+    stepped = core.server_step.drive(merged)
     stats = core.aggregator.stats
-    if drive is not None:
-        core.optimizer.step(drive, contributions=stats["k_eff"] * stats.get("mean_agreement", 1.0))
+    if stepped is not None:
+        core.optimizer.step(stepped.update, contributions=stats["k_eff"] * stats.get("mean_agreement", 1.0),
+                            signal=stepped.signal)
         core.saturated_merges = core.saturated_merges + 1 if core.optimizer.report()["growth_needed"] else 0
     if core.uplink is not None:
         core.uplink.observe(merged)

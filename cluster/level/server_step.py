@@ -18,10 +18,20 @@ journal from that checkpoint recomputes the same drives.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 STEPS = ("rms", "adam")
+
+
+class Drive(NamedTuple):
+    """What one merged gradient does to a level (module -> (d_out, R) each): ``update``, added to the
+    level's B through its optimizer, and ``signal``, what the optimizer's temperature and phase
+    measure (:meth:`ServerStep.drive`)."""
+
+    update: dict[str, torch.Tensor]
+    signal: dict[str, torch.Tensor]
 
 
 class ServerStep:
@@ -40,15 +50,18 @@ class ServerStep:
         self.m: dict[str, torch.Tensor] = {}
         self.v: dict[str, torch.Tensor] = {}
 
-    def drive(self, merged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-        """The update to add to the level for one merged gradient (module -> (d_out, R)); None when
-        the merged gradient is zero everywhere (nothing to apply, no moment update)."""
+    def drive(self, merged: dict[str, torch.Tensor]) -> Drive | None:
+        """The :class:`Drive` of one merged gradient (module -> (d_out, R)), or None when it is zero
+        everywhere (nothing to apply, no moment update). Its ``signal`` is the merged gradient at unit
+        RMS times ``-lr``: for ``rms`` that is the update itself; for ``adam`` the update is normalised
+        per coordinate and, measured, would show every coordinate equally busy."""
         rms = math.sqrt(sum(float(g.double().pow(2).sum()) for g in merged.values())
                         / max(1, sum(g.numel() for g in merged.values())))
         if rms == 0:
             return None
+        signal = {name: -self.lr * g / rms for name, g in merged.items()}
         if self.kind == "rms":
-            return {name: -self.lr * g / rms for name, g in merged.items()}
+            return Drive(signal, signal)
         b1, b2 = self.betas
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # bias corrections
@@ -59,7 +72,7 @@ class ServerStep:
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             out[name] = -self.lr * (m / c1) / ((v / c2).sqrt_() + self.eps)
-        return out
+        return Drive(out, signal)
 
     def state_dict(self) -> dict:
         """The moments and step count (empty tensors dicts for ``rms``)."""

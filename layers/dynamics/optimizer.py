@@ -4,13 +4,18 @@
     u = u / (1 + m / half)                                    mass (inertia from interaction density)
     u = u / (1 + r_opposite)                                  viscosity (two sign buckets)
     u = u * (floor + (1 - floor) T)  [/ crystal_divisor]      temperature (and crystallisation)
-        T <- (1 - heat) T + heat * min(1, |drive| / level drive RMS)
+        T <- (1 - heat) T + heat * min(1, |signal| / level signal RMS)
     B += u;  F += u                                           F: unconsolidated part, B - F the anchor
     d = screened_decay if SCREENED else free_decay            phase (hysteresis on activity)
     B -= d F;  F *= 1 - d                                     decay toward the anchor, not toward zero
     F *= 1 - rate  if SCREENED                                consolidation (F = B, anchor 0, when off)
 
 ``drive`` is the proposed change of B (a negative gradient step, or a merged update).
+Temperature and phase measure the step's ``signal``: the evidence the drive came from (the
+gradient, or a merged gradient), by default the drive itself. An optimizer that normalises each
+coordinate (Adam, at the agents and at ``server.step: adam``) moves every coordinate by about
+``lr`` whatever its gradient, so measured on the drive no coordinate ever goes cold or quiet
+relative to its level: nothing crystallises (growth never fires) and screening sees no contrast.
 What is written to B outside :meth:`LevelOptimizer.step` (promotions, absorbs, removals)
 moves the anchor B - F: it is consolidated as it is.
 All state is in tensors: ``state_dict`` / ``load_state_dict`` restore it exactly.
@@ -67,28 +72,31 @@ class LevelOptimizer:
         return state
 
     # ------------------------------------------------------------------ the rule
-    def step(self, updates: Mapping[str, Tensor], contributions: float | Mapping[str, Any] = 1.0) -> dict[str, float]:
+    def step(self, updates: Mapping[str, Tensor], contributions: float | Mapping[str, Any] = 1.0,
+             signal: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """Apply ``updates`` (block name -> proposed delta); returns :meth:`report`.
 
         ``contributions``: coherent contributions carried by this update (1 for a local
-        step; e.g. K x agreement for a merge), a number or per block. Everything is
-        validated before any block changes.
+        step; e.g. K x agreement for a merge), a number or per block. ``signal``: what
+        temperature and phase measure (see the module doc), the same blocks as ``updates``,
+        any scale and sign (only |signal| relative to its level RMS counts); None: ``updates``.
+        Everything is validated before any block changes.
         """
-        for name, u in updates.items():
-            if name not in self.params:
-                raise ValueError(f"LevelOptimizer.step: unknown block {name!r}")
-            if not isinstance(u, Tensor) or u.shape != self.params[name].shape:
-                shape = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
-                raise ValueError(f"LevelOptimizer.step: block {name!r} update has shape {shape}, "
-                                 f"expected {tuple(self.params[name].shape)}")
-            if not bool(torch.isfinite(u).all()):
-                raise ValueError(f"LevelOptimizer.step: block {name!r} update contains NaN or Inf")
+        self._check("update", updates)
+        if signal is None:
+            signal = updates
+        else:
+            self._check("signal", signal)
+            if set(signal) != set(updates):
+                raise ValueError(f"LevelOptimizer.step: signal blocks {sorted(signal)} differ from the update's "
+                                 f"{sorted(updates)}")
         lr = self.config.lr
-        refs = self._update_references(updates)
+        refs = self._update_references(signal)
         with torch.no_grad():
             for name, drive in updates.items():
                 p, st = self.params[name], self.state[name]
                 drive = drive.detach().to(p.dtype)
+                measured = drive if signal is updates else signal[name].detach().to(p.dtype)
                 u = drive * lr
                 if self.mass:
                     c = contributions[name] if isinstance(contributions, Mapping) else contributions
@@ -96,12 +104,12 @@ class LevelOptimizer:
                 if self.viscosity:
                     u = self.viscosity.apply(u, st)
                 if self.temperature:
-                    u = self.temperature.apply(u, drive, st, refs["temperature"])
+                    u = self.temperature.apply(u, measured, st, refs["temperature"])
                 p.add_(u)
                 if self.consolidation:
                     self.consolidation.track(u, st)
                 if self.phase:
-                    self.phase.update(drive, st, refs["noise"], self.thresholds["theta_on"],
+                    self.phase.update(measured, st, refs["noise"], self.thresholds["theta_on"],
                                       self.thresholds["theta_off"])
                     self.phase.decay(p, st, self.thresholds["free_decay"])
                 if self.consolidation:
@@ -113,6 +121,18 @@ class LevelOptimizer:
 
             Homeostasis(self, h).update()
         return self.report()
+
+    def _check(self, what: str, blocks: Mapping[str, Tensor]) -> None:
+        """``ValueError`` naming the block when ``blocks`` has an unknown name, a wrong shape, NaN or Inf."""
+        for name, u in blocks.items():
+            if name not in self.params:
+                raise ValueError(f"LevelOptimizer.step: unknown block {name!r}")
+            if not isinstance(u, Tensor) or u.shape != self.params[name].shape:
+                shape = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+                raise ValueError(f"LevelOptimizer.step: block {name!r} {what} has shape {shape}, "
+                                 f"expected {tuple(self.params[name].shape)}")
+            if not bool(torch.isfinite(u).all()):
+                raise ValueError(f"LevelOptimizer.step: block {name!r} {what} contains NaN or Inf")
 
     def _update_references(self, updates: Mapping[str, Tensor]) -> dict[str, float]:
         n = sum(u.numel() for u in updates.values())

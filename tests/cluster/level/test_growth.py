@@ -1,5 +1,6 @@
 """Growth of the read space as a journaled event: level cores, agents and restarts agree (no Ray)."""
 
+import pytest
 import torch
 
 from agents.agent import Agent
@@ -110,13 +111,16 @@ def test_carried_rows_give_bit_identical_P_and_old_rank_pushes_are_padded(tmp_pa
     b.run(2)
 
 
-def test_a_saturated_level_grows_the_swarm_by_itself():
+@pytest.mark.parametrize("step", ["rms", "adam"])
+def test_a_saturated_level_grows_the_swarm_by_itself(step):
     shapes = {"m.q": (16, 2), "m.v": (16, 2)}
-    # strong signal in one coordinate per block: the rest of the block cools, blocks crystallise
+    # strong signal in one coordinate per block, a weak steady one in the rest: the rest cools, blocks
+    # crystallise. Adam moves the weak coordinates as far as the strong one (a steady sign): the level's
+    # temperature must measure the merged gradient for them to cool
     dyn = DynamicsConfig(temperature=TemperatureConfig(heat=0.5, growth_fraction=0.4))
-    core = LevelCore("swarm/red", shapes, server=ServerConfig(window=1), dynamics=dyn,
+    core = LevelCore("swarm/red", shapes, server=ServerConfig(window=1, step=step), dynamics=dyn,
                      growth=LevelsConfig(rank=2, max_rank=6, grow_after=3, grow_step=2))
-    g = {m: torch.zeros(s) for m, s in shapes.items()}
+    g = {m: torch.full(s, 0.01) for m, s in shapes.items()}
     for t in g.values():
         t[0, 0] = 1.0
     for seq in range(1, 40):

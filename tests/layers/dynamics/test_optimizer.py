@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -37,6 +39,39 @@ def test_bad_updates_are_rejected_and_change_nothing():
     with pytest.raises(ValueError, match="block 'm' update contains NaN"):
         opt.step({"m": torch.full((2, 2), float("nan"))})
     assert float(b.abs().sum()) == 0 and opt.steps == 0
+
+
+def test_bad_signals_are_rejected_and_change_nothing():
+    b = torch.zeros(2, 2)
+    opt = LevelOptimizer({"m": b, "n": torch.zeros(3, 1)})
+    ok = {"m": torch.ones(2, 2), "n": torch.ones(3, 1)}
+    with pytest.raises(ValueError, match=r"block 'n' signal has shape \(2, 2\), expected \(3, 1\)"):
+        opt.step(ok, signal={"m": torch.ones(2, 2), "n": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="block 'm' signal contains NaN"):
+        opt.step(ok, signal={"m": torch.full((2, 2), float("nan")), "n": torch.ones(3, 1)})
+    with pytest.raises(ValueError, match="signal blocks"):
+        opt.step(ok, signal={"m": torch.ones(2, 2)})
+    assert float(b.abs().sum()) == 0 and opt.steps == 0
+
+
+def test_an_adam_like_drive_crystallises_only_when_the_gradient_is_measured():
+    """Adam's direction is about +-1 on every coordinate with a steady sign, whatever the gradient's size.
+    Half of each block's coordinates carry a gradient 100 times smaller than the rest: measured on the
+    drive nothing ever goes cold (growth never fires); measured on the gradient that half freezes."""
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.ones(8, 4)
+    scale[:, :3] = 0.01  # 3 of 4 columns quiet: 75% of each block, past the crystal fraction 1 - 1/e
+    grads = [(torch.rand(8, 4, generator=gen) + 0.5) * scale for _ in range(60)]
+    by_drive = LevelOptimizer({"a": torch.zeros(8, 4), "b": torch.zeros(8, 4)})
+    by_signal = LevelOptimizer({"a": torch.zeros(8, 4), "b": torch.zeros(8, 4)})
+    for g in grads:
+        drive = {"a": -torch.sign(g), "b": -torch.sign(g)}  # Adam with a steady sign: unit moves everywhere
+        by_drive.step(drive)
+        report = by_signal.step(drive, signal={"a": g, "b": g})
+    assert by_drive.report()["crystallised_fraction"] == 0.0 and by_drive.report()["growth_needed"] == 0.0
+    assert report["crystallised_fraction"] == 1.0 and report["growth_needed"] == 1.0
+    t = by_signal.state["a"]["temperature"]
+    assert float(t[:, :3].max()) < 1 / math.e < float(t[:, 3].min())  # the quiet columns froze, the loud stayed hot
 
 
 def test_state_with_other_modulators_is_refused():
