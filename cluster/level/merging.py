@@ -31,7 +31,7 @@ def merge_pending(core: LevelCore) -> None:
     stats = core.aggregator.stats
     if stepped is not None:
         core.optimizer.step(stepped.update, contributions=stats["k_eff"] * stats.get("mean_agreement", 1.0),
-                            signal=stepped.signal)
+                            gradient=stepped.gradient)
         core.saturated_merges = core.saturated_merges + 1 if core.optimizer.report()["growth_needed"] else 0
     if core.uplink is not None:
         core.uplink.observe(merged)

@@ -27,11 +27,11 @@ STEPS = ("rms", "adam")
 
 class Drive(NamedTuple):
     """What one merged gradient does to a level (module -> (d_out, R) each): ``update``, added to the
-    level's B through its optimizer, and ``signal``, what the optimizer's temperature and phase
-    measure (:meth:`ServerStep.drive`)."""
+    level's B through its optimizer, and ``gradient``, the merged gradient at unit RMS times ``-lr``
+    (what heats the level's temperature under ``dynamics.temperature.measure: gradient``)."""
 
     update: dict[str, torch.Tensor]
-    signal: dict[str, torch.Tensor]
+    gradient: dict[str, torch.Tensor]
 
 
 class ServerStep:
@@ -52,16 +52,16 @@ class ServerStep:
 
     def drive(self, merged: dict[str, torch.Tensor]) -> Drive | None:
         """The :class:`Drive` of one merged gradient (module -> (d_out, R)), or None when it is zero
-        everywhere (nothing to apply, no moment update). Its ``signal`` is the merged gradient at unit
-        RMS times ``-lr``: for ``rms`` that is the update itself; for ``adam`` the update is normalised
-        per coordinate and, measured, would show every coordinate equally busy."""
+        everywhere (nothing to apply, no moment update). For ``rms`` its ``gradient`` is the update
+        itself; for ``adam`` the update is normalised per coordinate and would show every steady
+        coordinate equally busy."""
         rms = math.sqrt(sum(float(g.double().pow(2).sum()) for g in merged.values())
                         / max(1, sum(g.numel() for g in merged.values())))
         if rms == 0:
             return None
-        signal = {name: -self.lr * g / rms for name, g in merged.items()}
+        unit = {name: -self.lr * g / rms for name, g in merged.items()}  # the rms step; the gradient at unit RMS
         if self.kind == "rms":
-            return Drive(signal, signal)
+            return Drive(unit, unit)
         b1, b2 = self.betas
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # bias corrections
@@ -72,7 +72,7 @@ class ServerStep:
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             out[name] = -self.lr * (m / c1) / ((v / c2).sqrt_() + self.eps)
-        return Drive(out, signal)
+        return Drive(out, unit)
 
     def state_dict(self) -> dict:
         """The moments and step count (empty tensors dicts for ``rms``)."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from layers.config import check_fields
 
+MEASURES = ("drive", "gradient")  # what heats a level's temperature (TemperatureConfig.measure)
+
 
 @dataclass
 class ViscosityConfig:
@@ -35,9 +37,16 @@ class TemperatureConfig:
     (one module's B) with more than ``crystal_fraction`` of its parameters frozen is
     crystallised and its moves are divided by ``crystal_divisor``. The level asks to grow
     when more than ``growth_fraction`` of its blocks are crystallised.
+
+    ``measure``: what heats T. ``drive``: the step the level takes. ``gradient``: the gradient
+    the step came from (a server's merged gradient at unit RMS; where no gradient is given, the
+    drive). They differ under an Adam step, which moves every steady coordinate by about ``lr``:
+    measured on its drive no block crystallises, so automatic growth (``levels.grow_after``)
+    needs ``gradient`` under ``server.step: adam`` (docs/dynamics.md).
     """
 
     enabled: bool = True
+    measure: str = "drive"
     heat: float = 0.1
     floor: float = 0.1
     freeze: float = 1 / math.e
@@ -46,7 +55,8 @@ class TemperatureConfig:
     growth_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        check_fields("dynamics.temperature", self, heat=0 < self.heat <= 1, floor=0 <= self.floor <= 1,
+        check_fields("dynamics.temperature", self, measure=self.measure in MEASURES, heat=0 < self.heat <= 1,
+                     floor=0 <= self.floor <= 1,
                freeze=0 <= self.freeze <= 1, crystal_fraction=0 <= self.crystal_fraction <= 1,
                crystal_divisor=self.crystal_divisor >= 1, growth_fraction=0 <= self.growth_fraction <= 1)
 

@@ -2,9 +2,8 @@
 
 Each works on one block (one module's B_l, d_out x R) and keeps its state in tensors
 of the block's shape. ``drive`` is the raw proposed update; ``u`` the update as
-modulated so far; ``signal`` the evidence temperature and phase measure (the gradient the drive
-came from: :class:`layers.dynamics.optimizer.LevelOptimizer`). All methods are pure functions of
-(state, inputs) -> new state.
+modulated so far; ``heat`` what heats the temperature (the drive, or the gradient it came from:
+``TemperatureConfig.measure``). All methods are pure functions of (state, inputs) -> new state.
 """
 
 from __future__ import annotations
@@ -46,15 +45,15 @@ class Temperature:
     def init(self, like: Tensor) -> dict[str, Tensor]:
         return {"temperature": torch.ones_like(like)}
 
-    def apply(self, u: Tensor, signal: Tensor, state: dict[str, Tensor], ref: float) -> Tensor:
-        """``ref``: the level's typical |signal| (EMA of its RMS), so a quiet block cools."""
+    def apply(self, u: Tensor, heat: Tensor, state: dict[str, Tensor], ref: float) -> Tensor:
+        """``ref``: the level's typical |heat| (EMA of its RMS), so a quiet block cools."""
         c = self.cfg
         # mobility from the temperature the parameter had before this push: a cold one resists it
         out = u * (c.floor + (1 - c.floor) * state["temperature"])
         if self.crystallised(state):
             out = out / c.crystal_divisor
-        heat = (signal.abs() / (ref + EPS)).clamp_max(1.0)
-        state["temperature"] = state["temperature"] * (1 - c.heat) + heat * c.heat
+        warmth = (heat.abs() / (ref + EPS)).clamp_max(1.0)
+        state["temperature"] = state["temperature"] * (1 - c.heat) + warmth * c.heat
         return out
 
     def frozen_fraction(self, state: dict[str, Tensor]) -> float:
@@ -73,10 +72,10 @@ class Phase:
     def init(self, like: Tensor) -> dict[str, Tensor]:
         return {"activity": torch.zeros_like(like), "screened": torch.zeros_like(like, dtype=torch.bool)}
 
-    def update(self, signal: Tensor, state: dict[str, Tensor], ref: float, theta_on: float, theta_off: float) -> None:
-        """``ref``: the level's signal RMS (EMA); the noise floor is ``noise_factor * ref``."""
+    def update(self, drive: Tensor, state: dict[str, Tensor], ref: float, theta_on: float, theta_off: float) -> None:
+        """``ref``: the level's drive RMS (EMA); the noise floor is ``noise_factor * ref``."""
         c = self.cfg
-        active = (signal.abs() > ref * c.noise_factor).to(signal.dtype)
+        active = (drive.abs() > ref * c.noise_factor).to(drive.dtype)
         state["activity"] = state["activity"] * (1 - c.rate) + active * c.rate
         a = state["activity"]
         state["screened"] = torch.where(state["screened"], a >= theta_off, a > theta_on)

@@ -4,18 +4,18 @@
     u = u / (1 + m / half)                                    mass (inertia from interaction density)
     u = u / (1 + r_opposite)                                  viscosity (two sign buckets)
     u = u * (floor + (1 - floor) T)  [/ crystal_divisor]      temperature (and crystallisation)
-        T <- (1 - heat) T + heat * min(1, |signal| / level signal RMS)
+        T <- (1 - heat) T + heat * min(1, |x| / level RMS of x)   x: drive, or gradient (measure)
     B += u;  F += u                                           F: unconsolidated part, B - F the anchor
     d = screened_decay if SCREENED else free_decay            phase (hysteresis on activity)
     B -= d F;  F *= 1 - d                                     decay toward the anchor, not toward zero
     F *= 1 - rate  if SCREENED                                consolidation (F = B, anchor 0, when off)
 
 ``drive`` is the proposed change of B (a negative gradient step, or a merged update).
-Temperature and phase measure the step's ``signal``: the evidence the drive came from (the
-gradient, or a merged gradient), by default the drive itself. An optimizer that normalises each
-coordinate (Adam, at the agents and at ``server.step: adam``) moves every coordinate by about
-``lr`` whatever its gradient, so measured on the drive no coordinate ever goes cold or quiet
-relative to its level: nothing crystallises (growth never fires) and screening sees no contrast.
+The temperature is heated by the drive, or with ``temperature.measure: gradient`` by the
+``gradient`` the drive came from (a server's merged gradient, when the caller gives it). An
+optimizer that normalises each coordinate (Adam, at ``server.step: adam``) moves every steady
+coordinate by about ``lr`` whatever its gradient, so measured on the drive no block ever
+crystallises and growth never fires. The phase always measures the drive.
 What is written to B outside :meth:`LevelOptimizer.step` (promotions, absorbs, removals)
 moves the anchor B - F: it is consolidated as it is.
 All state is in tensors: ``state_dict`` / ``load_state_dict`` restore it exactly.
@@ -73,30 +73,32 @@ class LevelOptimizer:
 
     # ------------------------------------------------------------------ the rule
     def step(self, updates: Mapping[str, Tensor], contributions: float | Mapping[str, Any] = 1.0,
-             signal: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+             gradient: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """Apply ``updates`` (block name -> proposed delta); returns :meth:`report`.
 
         ``contributions``: coherent contributions carried by this update (1 for a local
-        step; e.g. K x agreement for a merge), a number or per block. ``signal``: what
-        temperature and phase measure (see the module doc), the same blocks as ``updates``,
-        any scale and sign (only |signal| relative to its level RMS counts); None: ``updates``.
+        step; e.g. K x agreement for a merge), a number or per block. ``gradient``: the
+        gradient the updates came from, the same blocks, any scale and sign (only its size
+        relative to the level's RMS counts); it heats the temperature when
+        ``temperature.measure`` is ``gradient`` (else, and when None, the updates do).
         Everything is validated before any block changes.
         """
         self._check("update", updates)
-        if signal is None:
-            signal = updates
-        else:
-            self._check("signal", signal)
-            if set(signal) != set(updates):
-                raise ValueError(f"LevelOptimizer.step: signal blocks {sorted(signal)} differ from the update's "
-                                 f"{sorted(updates)}")
+        heat = updates
+        if gradient is not None:
+            self._check("gradient", gradient)
+            if set(gradient) != set(updates):
+                raise ValueError(f"LevelOptimizer.step: gradient blocks {sorted(gradient)} differ from the "
+                                 f"update's {sorted(updates)}")
+            if self.config.temperature.measure == "gradient":
+                heat = gradient
         lr = self.config.lr
-        refs = self._update_references(signal)
+        refs = self._update_references(updates, heat)
         with torch.no_grad():
             for name, drive in updates.items():
                 p, st = self.params[name], self.state[name]
                 drive = drive.detach().to(p.dtype)
-                measured = drive if signal is updates else signal[name].detach().to(p.dtype)
+                heated = drive if heat is updates else heat[name].detach().to(p.dtype)
                 u = drive * lr
                 if self.mass:
                     c = contributions[name] if isinstance(contributions, Mapping) else contributions
@@ -104,12 +106,12 @@ class LevelOptimizer:
                 if self.viscosity:
                     u = self.viscosity.apply(u, st)
                 if self.temperature:
-                    u = self.temperature.apply(u, measured, st, refs["temperature"])
+                    u = self.temperature.apply(u, heated, st, refs["temperature"])
                 p.add_(u)
                 if self.consolidation:
                     self.consolidation.track(u, st)
                 if self.phase:
-                    self.phase.update(measured, st, refs["noise"], self.thresholds["theta_on"],
+                    self.phase.update(drive, st, refs["noise"], self.thresholds["theta_on"],
                                       self.thresholds["theta_off"])
                     self.phase.decay(p, st, self.thresholds["free_decay"])
                 if self.consolidation:
@@ -134,11 +136,12 @@ class LevelOptimizer:
             if not bool(torch.isfinite(u).all()):
                 raise ValueError(f"LevelOptimizer.step: block {name!r} {what} contains NaN or Inf")
 
-    def _update_references(self, updates: Mapping[str, Tensor]) -> dict[str, float]:
-        n = sum(u.numel() for u in updates.values())
-        level_rms = (sum(float(u.detach().double().pow(2).sum()) for u in updates.values()) / max(n, 1)) ** 0.5
-        rates = {"temperature": self.config.temperature.heat, "noise": self.config.phase.rate}
-        for key, rate in rates.items():
+    def _update_references(self, updates: Mapping[str, Tensor], heat: Mapping[str, Tensor]) -> dict[str, float]:
+        """EMAs of the level's RMS: of what heats the temperature, and of the drive (the phase's noise floor)."""
+        for key, rate, blocks in (("temperature", self.config.temperature.heat, heat),
+                                  ("noise", self.config.phase.rate, updates)):
+            n = sum(u.numel() for u in blocks.values())
+            level_rms = (sum(float(u.detach().double().pow(2).sum()) for u in blocks.values()) / max(n, 1)) ** 0.5
             old = self.references[key]
             self.references[key] = level_rms if self.steps == 0 else (1 - rate) * old + rate * level_rms
         return self.references

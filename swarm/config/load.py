@@ -204,16 +204,20 @@ def config_hash(cfg: SwarmConfig) -> str:
         data.pop(key, None)
     for key in ("device", "gpus_per_agent"):  # where it runs, not what it learns: a run may resume elsewhere
         data.get("agent", {}).pop(key, None)
-    for (section, key), before in _LATER_KEYS.items():  # at the behaviour runs had before the key existed
-        if data.get(section, {}).get(key, before) == before:
-            data.get(section, {}).pop(key, None)
+    for (*sections, key), before in _LATER_KEYS.items():  # at the behaviour runs had before the key existed
+        node = data
+        for section in sections:
+            node = node.get(section, {})
+        if node.get(key, before) == before:
+            node.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 # Keys added after runs were written, with the value that reproduces what those runs did: left out of
 # the hash at that value, so older runs still resume (and their hash does not change).
 _LATER_KEYS = {("server", "step"): "rms", ("levels", "max_rank"): None, ("levels", "grow_after"): 0,
-               ("levels", "grow_step"): 8, ("circuits", "context_track_every"): 1}
+               ("levels", "grow_step"): 8, ("circuits", "context_track_every"): 1,
+               ("dynamics", "temperature", "measure"): "drive"}
 
 
 def to_yaml(cfg: SwarmConfig) -> str:

@@ -74,3 +74,17 @@ class SwarmConfig:
     absorb: AbsorbConfig = field(default_factory=AbsorbConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
+
+
+def check_growth(cfg: SwarmConfig) -> None:
+    """Refuse (``ValueError`` naming the settings) automatic growth that could never fire. Checked when a run
+    or an experiment's job starts, not on load: a run written before the check still resumes."""
+    growth = cfg.levels.grow_after and cfg.levels.max_rank is not None
+    temperature = cfg.dynamics.temperature
+    if growth and not temperature.enabled:
+        raise ValueError("levels.grow_after: automatic growth needs dynamics.temperature.enabled (a level "
+                         "grows when its blocks crystallise, which the temperature measures)")
+    if growth and cfg.server.step == "adam" and temperature.measure == "drive":
+        raise ValueError("levels.grow_after: automatic growth under server.step=adam needs "
+                         "dynamics.temperature.measure=gradient (heated by Adam's drive, no block ever "
+                         "crystallises; docs/levels.md)")

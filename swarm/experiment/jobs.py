@@ -34,11 +34,14 @@ class Job:
 
 
 def job_config(config: str, overrides: list[str], job: Job):
-    from swarm.config import load_config
+    """The job's resolved config; ``ValueError`` for automatic growth that could never fire in it."""
+    from swarm.config import check_growth, load_config
 
     seed = [f"workload.seed={job.seed}", f"levels.seed={job.seed}"]
     extra = arm_overrides(load_config(config, overrides), job.arm)
-    return load_config(config, [*overrides, *ARMS[job.arm].overrides, *extra, *seed, *job.overrides])
+    cfg = load_config(config, [*overrides, *ARMS[job.arm].overrides, *extra, *seed, *job.overrides])
+    check_growth(cfg)
+    return cfg
 
 
 def arm_overrides(cfg, arm: str) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from swarm.experiment.jobs import Job, plan, run_job
+from swarm.experiment.jobs import Job, job_config, plan, run_job
 
 
 def _init_worker() -> None:
@@ -133,6 +133,8 @@ def run_experiment(config: str, overrides: list[str], *, console: Console | None
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     jobs = plan(cfg)
     todo = [j for j in jobs if not (run_dir / "jobs" / j.file).is_file()]
+    for job in todo:  # a job's settings that cannot work are refused before any job starts
+        job_config(config, overrides, job)
     console.print(f"experiment {run_dir}: {len(jobs)} jobs ({len(jobs) - len(todo)} done already), "
                   f"{sum(j.agent_steps for j in todo)} agent steps to run")
     failures = _run_pool(config, overrides, todo, run_dir, cfg.experiment.workers or os.cpu_count() or 1, console)

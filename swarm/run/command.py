@@ -14,7 +14,7 @@ from rich.live import Live
 from agents.model import check_seq_len
 from agents.sources import check_workload
 from cluster.topology import Topology
-from swarm.config import ConfigError, SwarmConfig, config_hash, load_config, to_yaml
+from swarm.config import ConfigError, SwarmConfig, check_growth, config_hash, load_config, to_yaml
 from swarm.console import wide_console
 from swarm.run.display import LiveView
 from swarm.run.driver import Run
@@ -56,6 +56,7 @@ def run_swarm(cfg: SwarmConfig | None = None, *, resume: str | Path | None = Non
     else:
         check_workload(cfg.workload)  # bad data is refused before a run directory or Ray exists
         check_seq_len(cfg.model, cfg.workload.seq_len)
+        check_growth(cfg)
         run_dir = new_run_dir(cfg.run.out_dir, cfg.run.name)
         run_dir.config.write_text(to_yaml(cfg))
     topology = Topology(cfg.workload, cfg.levels.names[2:])

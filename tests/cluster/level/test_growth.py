@@ -111,13 +111,13 @@ def test_carried_rows_give_bit_identical_P_and_old_rank_pushes_are_padded(tmp_pa
     b.run(2)
 
 
-@pytest.mark.parametrize("step", ["rms", "adam"])
-def test_a_saturated_level_grows_the_swarm_by_itself(step):
+@pytest.mark.parametrize("step,measure", [("rms", "drive"), ("rms", "gradient"), ("adam", "gradient")])
+def test_a_saturated_level_grows_the_swarm_by_itself(step, measure):
     shapes = {"m.q": (16, 2), "m.v": (16, 2)}
     # strong signal in one coordinate per block, a weak steady one in the rest: the rest cools, blocks
     # crystallise. Adam moves the weak coordinates as far as the strong one (a steady sign): the level's
     # temperature must measure the merged gradient for them to cool
-    dyn = DynamicsConfig(temperature=TemperatureConfig(heat=0.5, growth_fraction=0.4))
+    dyn = DynamicsConfig(temperature=TemperatureConfig(heat=0.5, growth_fraction=0.4, measure=measure))
     core = LevelCore("swarm/red", shapes, server=ServerConfig(window=1, step=step), dynamics=dyn,
                      growth=LevelsConfig(rank=2, max_rank=6, grow_after=3, grow_step=2))
     g = {m: torch.full(s, 0.01) for m, s in shapes.items()}
@@ -131,6 +131,21 @@ def test_a_saturated_level_grows_the_swarm_by_itself(step):
     assert core.status().to_dict()["rank"] == 6.0
     reply = core.pull(-1)
     assert [e.to_rank for e in reply["growths"]] == [4, 6] and reply["rank"] == 6
+
+
+def test_under_adam_a_temperature_heated_by_the_drive_never_grows():
+    """Why ``levels.grow_after`` with ``server.step: adam`` needs ``dynamics.temperature.measure: gradient``
+    (the config refuses the other pairing): the same pushes as above, and no block ever crystallises."""
+    shapes = {"m.q": (16, 2), "m.v": (16, 2)}
+    dyn = DynamicsConfig(temperature=TemperatureConfig(heat=0.5, growth_fraction=0.4))
+    core = LevelCore("swarm/red", shapes, server=ServerConfig(window=1, step="adam"), dynamics=dyn,
+                     growth=LevelsConfig(rank=2, max_rank=6, grow_after=3, grow_step=2))
+    g = {m: torch.full(s, 0.01) for m, s in shapes.items()}
+    for t in g.values():
+        t[0, 0] = 1.0
+    for seq in range(1, 40):
+        assert core.push("a", seq, core.version, g).accepted
+    assert core.rank == 2 and core.optimizer.report()["crystallised_fraction"] == 0.0
 
 
 def pad(t, rank):

@@ -40,7 +40,7 @@ def test_rms_drive_moves_by_exactly_lr_in_rms_and_zero_gradients_do_nothing():
     drive = step.drive({m: 7.0 * g for m, g in grad(0).items()})
     flat = torch.cat([d.flatten() for d in drive.update.values()])
     assert float(flat.pow(2).mean().sqrt()) == pytest.approx(1e-3, rel=1e-5)
-    assert drive.signal is drive.update  # rms: the level measures what it applies
+    assert drive.gradient is drive.update  # rms: the level measures what it applies
     assert step.drive({m: torch.zeros(s) for m, s in SHAPES.items()}) is None
     adam = ServerStep("adam", 1e-3)
     assert adam.drive({m: torch.zeros(s) for m, s in SHAPES.items()}) is None and adam.t == 0
@@ -82,15 +82,15 @@ def test_adam_moves_a_level_further_than_rms_at_the_same_lr_on_a_steady_directio
     assert moved["adam"] > 0.9 * 8e-3 * 0.5 and moved["adam"] > moved["rms"]
 
 
-def test_adam_signal_is_the_merged_gradient_at_unit_rms_not_its_normalised_update():
-    """Adam moves every coordinate with a steady sign by about lr, large gradient or small; the signal
-    the level's temperature and phase measure keeps the gradient's contrast."""
+def test_adam_drive_carries_the_merged_gradient_at_unit_rms_besides_its_normalised_update():
+    """Adam moves every coordinate with a steady sign by about lr, large gradient or small; the gradient
+    that may heat the level's temperature keeps the contrast."""
     g = {m: torch.zeros(s) for m, s in SHAPES.items()}
     name = next(iter(SHAPES))
     g[name][0, 0], g[name][0, 1] = 10.0, 0.1  # a loud coordinate and a quiet one
     out = ServerStep("adam", 1e-2).drive(g)
-    u, s = out.update[name], out.signal[name]
+    u, s = out.update[name], out.gradient[name]
     assert float(u[0, 0]) == pytest.approx(float(u[0, 1]), rel=1e-3)  # Adam: both move by lr
-    assert float(s[0, 0]) / float(s[0, 1]) == pytest.approx(100.0, rel=1e-5)  # the signal: 100 times louder
-    flat = torch.cat([t.flatten() for t in out.signal.values()])
+    assert float(s[0, 0]) / float(s[0, 1]) == pytest.approx(100.0, rel=1e-5)  # the gradient: 100 times louder
+    flat = torch.cat([t.flatten() for t in out.gradient.values()])
     assert float(flat.pow(2).mean().sqrt()) == pytest.approx(1e-2, rel=1e-5)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from layers import LevelsConfig, LevelStack
-from layers.dynamics import DynamicsConfig, LevelOptimizer, PhaseConfig
+from layers.dynamics import DynamicsConfig, LevelOptimizer, PhaseConfig, TemperatureConfig
 from tests.conftest import make_tiny
 
 
@@ -41,37 +41,46 @@ def test_bad_updates_are_rejected_and_change_nothing():
     assert float(b.abs().sum()) == 0 and opt.steps == 0
 
 
-def test_bad_signals_are_rejected_and_change_nothing():
+def test_bad_gradients_are_rejected_and_change_nothing():
     b = torch.zeros(2, 2)
     opt = LevelOptimizer({"m": b, "n": torch.zeros(3, 1)})
     ok = {"m": torch.ones(2, 2), "n": torch.ones(3, 1)}
-    with pytest.raises(ValueError, match=r"block 'n' signal has shape \(2, 2\), expected \(3, 1\)"):
-        opt.step(ok, signal={"m": torch.ones(2, 2), "n": torch.ones(2, 2)})
-    with pytest.raises(ValueError, match="block 'm' signal contains NaN"):
-        opt.step(ok, signal={"m": torch.full((2, 2), float("nan")), "n": torch.ones(3, 1)})
-    with pytest.raises(ValueError, match="signal blocks"):
-        opt.step(ok, signal={"m": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match=r"block 'n' gradient has shape \(2, 2\), expected \(3, 1\)"):
+        opt.step(ok, gradient={"m": torch.ones(2, 2), "n": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="block 'm' gradient contains NaN"):
+        opt.step(ok, gradient={"m": torch.full((2, 2), float("nan")), "n": torch.ones(3, 1)})
+    with pytest.raises(ValueError, match="gradient blocks"):
+        opt.step(ok, gradient={"m": torch.ones(2, 2)})
     assert float(b.abs().sum()) == 0 and opt.steps == 0
 
 
-def test_an_adam_like_drive_crystallises_only_when_the_gradient_is_measured():
+def test_an_adam_like_drive_crystallises_only_when_the_temperature_measures_the_gradient():
     """Adam's direction is about +-1 on every coordinate with a steady sign, whatever the gradient's size.
-    Half of each block's coordinates carry a gradient 100 times smaller than the rest: measured on the
-    drive nothing ever goes cold (growth never fires); measured on the gradient that half freezes."""
+    3 of 4 columns of each block carry a gradient 100 times smaller than the rest: heated by the drive
+    nothing ever goes cold (growth never fires); heated by the gradient those columns freeze."""
     gen = torch.Generator().manual_seed(0)
     scale = torch.ones(8, 4)
-    scale[:, :3] = 0.01  # 3 of 4 columns quiet: 75% of each block, past the crystal fraction 1 - 1/e
+    scale[:, :3] = 0.01  # 75% of each block quiet, past the crystal fraction 1 - 1/e
     grads = [(torch.rand(8, 4, generator=gen) + 0.5) * scale for _ in range(60)]
-    by_drive = LevelOptimizer({"a": torch.zeros(8, 4), "b": torch.zeros(8, 4)})
-    by_signal = LevelOptimizer({"a": torch.zeros(8, 4), "b": torch.zeros(8, 4)})
+    by_gradient = DynamicsConfig(temperature=TemperatureConfig(measure="gradient"))
+    opts = {measure: LevelOptimizer({"a": torch.zeros(8, 4), "b": torch.zeros(8, 4)}, cfg)
+            for measure, cfg in (("drive", None), ("gradient", by_gradient))}
     for g in grads:
         drive = {"a": -torch.sign(g), "b": -torch.sign(g)}  # Adam with a steady sign: unit moves everywhere
-        by_drive.step(drive)
-        report = by_signal.step(drive, signal={"a": g, "b": g})
-    assert by_drive.report()["crystallised_fraction"] == 0.0 and by_drive.report()["growth_needed"] == 0.0
+        for opt in opts.values():
+            opt.step(drive, gradient={"a": g, "b": g})
+    assert opts["drive"].report()["crystallised_fraction"] == 0.0 and opts["drive"].report()["growth_needed"] == 0.0
+    report = opts["gradient"].report()
     assert report["crystallised_fraction"] == 1.0 and report["growth_needed"] == 1.0
-    t = by_signal.state["a"]["temperature"]
+    t = opts["gradient"].state["a"]["temperature"]
     assert float(t[:, :3].max()) < 1 / math.e < float(t[:, 3].min())  # the quiet columns froze, the loud stayed hot
+    # the phase measures the drive either way: the same screening in both
+    assert torch.equal(opts["drive"].state["a"]["screened"], opts["gradient"].state["a"]["screened"])
+
+
+def test_an_unknown_temperature_measure_is_refused_by_name():
+    with pytest.raises(ValueError, match="dynamics.temperature.measure"):
+        TemperatureConfig(measure="loss")
 
 
 def test_state_with_other_modulators_is_refused():
