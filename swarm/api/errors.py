@@ -1,5 +1,9 @@
 """The service's refusal: :class:`RequestError`, raised inside an RPC and turned into its status code
-with the message as details by :func:`handle_errors`, which also times every call."""
+with the message as details by :func:`handle_errors`, which also times every call.
+
+An actor of the run that cannot be reached (Ray's ``RayActorError``: restarting after a crash, or gone,
+and ``GetTimeoutError``) is ``UNAVAILABLE``, the code a client retries on, with Ray's first line as
+details; anything else unexpected stays ``UNKNOWN`` (grpc's default)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,19 @@ def invalid(field: str, why: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {why}")
 
 
+def actor_unavailable(e: BaseException) -> RequestError | None:
+    """``UNAVAILABLE`` for an exception saying one of the run's actors cannot be reached now, else None."""
+    try:
+        from ray import exceptions as rx
+    except ImportError:  # a service without Ray (offline) calls no actor
+        return None
+    if not isinstance(e, (rx.RayActorError, rx.GetTimeoutError)):
+        return None
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"an actor of the run is unavailable ({type(e).__name__}: "
+                                                      f"{first[:300]}); try again")
+
+
 def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
     """Wrap every RPC of ``service`` (``swarm.api.rpcs.RPCS``) so a RequestError becomes its status code,
     for unary and streaming RPCs; every call's seconds and status code go to ``probe``
@@ -46,6 +63,12 @@ def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise
+            except Exception as e:
+                refusal = actor_unavailable(e)
+                if refusal is None:
+                    raise
+                code = refusal.code.name
+                await context.abort(refusal.code, str(refusal))
             finally:
                 probe.observe(name, code, time.perf_counter() - start)
         return call
@@ -63,6 +86,12 @@ def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"  # the client went away (Watch ends this way)
                 raise
+            except Exception as e:
+                refusal = actor_unavailable(e)
+                if refusal is None:
+                    raise
+                code = refusal.code.name
+                await context.abort(refusal.code, str(refusal))
             finally:
                 probe.observe(name, code, time.perf_counter() - start)
         return call
