@@ -64,12 +64,13 @@ class Feeder:
     """A thread that sends one document every ``interval_s`` to a random agent through ``address``; keeps the
     sequence numbers acknowledged, and counts calls that failed without a refusal (``uncertain``)."""
 
-    def __init__(self, address: str, agents: list[str], seed: int, interval_s: float = 0.5) -> None:
+    def __init__(self, address: str, agents: list[str], seed: int, interval_s: float = 1.0) -> None:
         self.client = Client(address, timeout=15)
         self.agents, self.rng, self.interval_s = agents, random.Random(seed), interval_s
         self.acked: dict[str, list[int]] = defaultdict(list)
         self.uncertain: Counter = Counter()
         self.codes: Counter = Counter()
+        self.details: dict[str, list[str]] = defaultdict(list)  # the first few answers of each failing code
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="chaos-feeder", daemon=True)
         self.sent = 0
@@ -94,6 +95,8 @@ class Feeder:
             except grpc.RpcError as e:
                 code = e.code().name
                 self.codes[code] += 1
+                if len(self.details[code]) < 3 and (e.details() or "") not in self.details[code]:
+                    self.details[code].append(e.details() or "")
                 if code not in REFUSALS:
                     self.uncertain[agent] += 1
 

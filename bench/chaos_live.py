@@ -17,7 +17,7 @@ every agent has stepped since the last one (else a liveness violation after 180 
   ``swarm run --resume <the URI>`` (a new Ray; the query service is started again to join it);
 - ``query``: SIGKILL of the query service (``swarm serve RUN_DIR`` in a process of its own), started again.
 
-All along, a feeder (bench/chaos_feed.py) sends one document every 0.5 s to a random agent through the
+All along, a feeder (bench/chaos_feed.py) sends one document every 1 s to a random agent through the
 query service's ``Learn``, through every kill. After the schedule it stops, and the run goes on until every
 inbox is drained.
 
@@ -57,7 +57,8 @@ from tests.cluster.test_runtime import OVERRIDES  # noqa: E402
 from tests.swarm.run.test_stop import Driver, in_session  # noqa: E402
 
 KINDS = ("host", "server", "driver", "query")
-ARGS = [*OVERRIDES, "run.checkpoint_every=8", "run.steps=null", "run.agents_per_host=2", "--quiet"]
+# learn.share 1: every context takes a queued document (one per 10 steps), so the agents keep up with the feeder
+ARGS = [*OVERRIDES, "run.checkpoint_every=8", "run.steps=null", "run.agents_per_host=2", "learn.share=1.0", "--quiet"]
 STALL_S = 180.0
 
 
@@ -205,7 +206,7 @@ def main(argv=None) -> dict:
             time.sleep(0.3)
         if feeder is not None:
             feeder.stop()
-            late = drained(run_dir, driver)
+            late = drained(run_dir, driver, timeout_s=300.0)
             violations += [late] if late else []
         try:
             stop = subprocess.run([sys.executable, "-m", "swarm", "stop", str(run_dir)], capture_output=True,
@@ -239,6 +240,7 @@ def main(argv=None) -> dict:
               "final_state": snap.get("state"), "agent_steps": {a: r["step"] for a, r in snap["agents"].items()},
               "pushes_checked": checked, "documents_checked": docs,
               "learn_calls": dict(feeder.codes) if feeder else {}, "query_starts": query.starts,
+              "learn_failures": dict(feeder.details) if feeder else {},
               "violations": violations,
               "ratios": {"violations_per_kill": len(violations) / max(1, total)}}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +260,8 @@ def main(argv=None) -> dict:
           "every document an inbox holds was learned once (cursor, documents and bytes); `swarm checkpoint "
           "verify` passes; no process of the run is left."]
     md += ["", "## Violations", *[f"- {x}" for x in violations[:20]]] if violations else []
+    md += ["", "## `Learn` calls that failed (first answers of each code)",
+           *[f"- {code}: {detail!r}" for code, ds in sorted(result["learn_failures"].items()) for detail in ds]]
     (args.out / "chaos_live.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return result
