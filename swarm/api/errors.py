@@ -44,6 +44,15 @@ def actor_unavailable(e: BaseException) -> RequestError | None:
                                                       f"{first[:300]}); try again")
 
 
+def refusal_of(e: Exception) -> RequestError:
+    """The status ``e`` ends a call with: itself for a :class:`RequestError`, UNAVAILABLE for an unreachable
+    actor; any other exception is raised again (grpc answers UNKNOWN)."""
+    refusal = e if isinstance(e, RequestError) else actor_unavailable(e)
+    if refusal is None:
+        raise e
+    return refusal
+
+
 def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
     """Wrap every RPC of ``service`` (``swarm.api.rpcs.RPCS``) so a RequestError becomes its status code,
     for unary and streaming RPCs; every call's seconds and status code go to ``probe``
@@ -57,16 +66,11 @@ def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
                 out = await fn(request, context)
                 code = "OK"
                 return out
-            except RequestError as e:
-                code = e.code.name
-                await context.abort(e.code, str(e))
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise
             except Exception as e:
-                refusal = actor_unavailable(e)
-                if refusal is None:
-                    raise
+                refusal = refusal_of(e)
                 code = refusal.code.name
                 await context.abort(refusal.code, str(refusal))
             finally:
@@ -80,16 +84,11 @@ def handle_errors(service: S, probe: RpcProbe | None = None) -> S:
                 async for item in fn(request, context):
                     yield item
                 code = "OK"
-            except RequestError as e:
-                code = e.code.name
-                await context.abort(e.code, str(e))
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"  # the client went away (Watch ends this way)
                 raise
             except Exception as e:
-                refusal = actor_unavailable(e)
-                if refusal is None:
-                    raise
+                refusal = refusal_of(e)
                 code = refusal.code.name
                 await context.abort(refusal.code, str(refusal))
             finally:
